@@ -1,0 +1,29 @@
+//! The `[destination]` table of `type = "duckdb"`.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Loads into a DuckDB database file. Common keys `mode` and `merge_keys` are documented with
+/// the pipeline format; these are DuckDB's own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DuckDbConfig {
+    /// Database file; it and its directory are created if missing. Default
+    /// `.pipe/pipe.duckdb`, relative to the working directory.
+    #[serde(default = "default_path")]
+    pub path: PathBuf,
+    /// Target table, `schema.table` or `table` (schema `main`). Created on the first run.
+    pub table: String,
+    /// DuckDB's memory limit in MB (default: DuckDB's own, 80% of RAM). Staged data beyond it
+    /// spills to disk.
+    #[serde(default)]
+    pub memory_limit_mb: Option<u64>,
+    /// Threads DuckDB may use (default: one per core).
+    #[serde(default)]
+    pub threads: Option<u32>,
+}
+
+fn default_path() -> PathBuf {
+    PathBuf::from(".pipe/pipe.duckdb")
+}

@@ -1,0 +1,141 @@
+//! # pipe-destination-duckdb
+//!
+//! `type = "duckdb"`: loads into a DuckDB database file. Each run is one DuckDB transaction:
+//! the metadata stage's DDL (create table, add/widen columns), the appended rows (through
+//! DuckDB's appender, straight into the table for `append`/`replace`, into a temp staging
+//! table for `merge`), the merge itself and a row in the `_pipe.runs` ledger commit together
+//! or not at all.
+
+mod commit;
+mod config;
+mod error;
+mod sink;
+mod table;
+mod types;
+mod worker;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pipe_framework::{
+    BuildContext, Destination, DestinationFactory, Error, PrepareRequest, Result, Sink, WriteMode,
+};
+
+pub use config::DuckDbConfig;
+pub use error::DuckError;
+pub use sink::DuckDbSink;
+
+use table::TableName;
+
+/// A database that does not exist yet will be created: check the nearest existing directory
+/// accepts a new file (a probe file, removed at once).
+fn probe_writable(path: &std::path::Path) -> Result<()> {
+    let dir = path
+        .ancestors()
+        .skip(1)
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.is_dir())
+        .unwrap_or(std::path::Path::new("."));
+    let probe = dir.join(format!(".pipe-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(Error::external(format!(
+            "cannot create DuckDB database {}: {} is not writable: {e}",
+            path.display(),
+            dir.display()
+        ))),
+    }
+}
+
+/// Registers as `type = "duckdb"`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DuckDbFactory;
+
+impl DestinationFactory for DuckDbFactory {
+    type Config = DuckDbConfig;
+
+    fn description(&self) -> &'static str {
+        "DuckDB database file; one transaction per run"
+    }
+
+    fn modes(&self) -> &'static [WriteMode] {
+        &WriteMode::ALL
+    }
+
+    fn build(&self, config: DuckDbConfig, _ctx: &BuildContext) -> Result<Arc<dyn Destination>> {
+        Ok(Arc::new(DuckDbDestination::new(config)?))
+    }
+}
+
+/// A DuckDB table as a destination.
+#[derive(Debug)]
+pub struct DuckDbDestination {
+    config: DuckDbConfig,
+    table: TableName,
+}
+
+impl DuckDbDestination {
+    /// Validate `config`; opens nothing.
+    pub fn new(config: DuckDbConfig) -> Result<Self> {
+        let table = TableName::parse(&config.table)?;
+        Ok(Self { config, table })
+    }
+}
+
+#[async_trait]
+impl Destination for DuckDbDestination {
+    fn describe(&self) -> String {
+        format!("duckdb {} {}", self.config.path.display(), self.table)
+    }
+
+    fn supported_modes(&self) -> &'static [WriteMode] {
+        &WriteMode::ALL
+    }
+
+    async fn check(&self) -> Result<()> {
+        let path = self.config.path.clone();
+        if !path.exists() {
+            return probe_writable(&path);
+        }
+        let (memory, threads) = (self.config.memory_limit_mb, self.config.threads);
+        tokio::task::spawn_blocking(move || {
+            let conn = worker::open(&path, memory, threads, true)?;
+            conn.execute_batch("SELECT 1")
+                .map_err(|e| error::sql_err("querying the database", e))?;
+            Ok::<_, DuckError>(())
+        })
+        .await
+        .map_err(|e| Error::internal(format!("duckdb check task: {e}")))?
+        .map_err(Error::from)
+    }
+
+    async fn prepare(&self, request: PrepareRequest) -> Result<Box<dyn Sink>> {
+        let job = worker::Job {
+            path: self.config.path.clone(),
+            table: self.table.clone(),
+            memory_limit_mb: self.config.memory_limit_mb,
+            threads: self.config.threads,
+            request,
+        };
+        let started = worker::spawn(job)
+            .map_err(|e| Error::external(format!("cannot start the DuckDB thread: {e}")))?;
+        let target = started
+            .ready
+            .await
+            .map_err(|_| Error::internal("the DuckDB worker stopped while preparing"))??;
+        Ok(Box::new(DuckDbSink::new(
+            target,
+            started.commands,
+            started.thread,
+        )))
+    }
+}

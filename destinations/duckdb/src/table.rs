@@ -1,0 +1,188 @@
+//! The metadata stage on DuckDB: create or evolve the target table inside the run's
+//! transaction, and read back the Arrow schema batches must have.
+
+use std::sync::Arc;
+
+use arrow_schema::{Schema, SchemaRef};
+use duckdb::Connection;
+use pipe_framework::evolution::{SchemaChange, TypeRules, plan_evolution};
+use pipe_framework::{Error, SchemaEvolution};
+use tracing::info;
+
+use crate::error::{DuckError, Result, sql_err};
+use crate::types::{duck_type, ident, literal, same_type};
+
+/// `schema.table`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TableName {
+    pub schema: String,
+    pub table: String,
+}
+
+impl TableName {
+    pub(crate) fn parse(s: &str) -> std::result::Result<Self, Error> {
+        let (schema, table) = match s.split_once('.') {
+            Some((schema, table)) => (schema.trim(), table.trim()),
+            None => ("main", s.trim()),
+        };
+        if schema.is_empty() || table.is_empty() || table.contains('.') {
+            return Err(Error::user(format!(
+                "`table` must be `schema.table` or `table`, got {s:?}"
+            )));
+        }
+        Ok(Self {
+            schema: schema.to_string(),
+            table: table.to_string(),
+        })
+    }
+
+    /// `"schema"."table"`.
+    pub(crate) fn sql(&self) -> String {
+        format!("{}.{}", ident(&self.schema), ident(&self.table))
+    }
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.table)
+    }
+}
+
+/// Whether the table exists (names compare case-insensitively, like DuckDB's).
+pub(crate) fn exists(conn: &Connection, name: &TableName) -> Result<bool> {
+    let sql = format!(
+        "SELECT count(*) FROM information_schema.tables WHERE lower(table_schema) = lower({}) \
+         AND lower(table_name) = lower({}) AND table_catalog = current_database()",
+        literal(&name.schema),
+        literal(&name.table)
+    );
+    let n: i64 = conn
+        .query_row(&sql, [], |r| r.get(0))
+        .map_err(|e| sql_err("checking whether the table exists", e))?;
+    Ok(n > 0)
+}
+
+/// The table's columns as the Arrow schema DuckDB exports for them.
+pub(crate) fn arrow_schema(conn: &Connection, name: &TableName) -> Result<SchemaRef> {
+    let mut stmt = conn
+        .prepare(&format!("SELECT * FROM {} LIMIT 0", name.sql()))
+        .map_err(|e| sql_err("reading the table schema", e))?;
+    let arrow = stmt
+        .query_arrow([])
+        .map_err(|e| sql_err("reading the table schema", e))?;
+    Ok(arrow.get_schema())
+}
+
+fn column_defs(schema: &Schema) -> Result<String> {
+    let defs = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let t = duck_type(f.data_type())
+                .map_err(|e| DuckError::Schema(format!("column `{}`: {e}", f.name())))?;
+            Ok(format!("{} {t}", ident(f.name())))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(defs.join(", "))
+}
+
+/// Create the table for `source`, or evolve it under `policy`; returns the schema every batch
+/// must be converted to. Runs inside the caller's open transaction.
+pub(crate) fn create_or_evolve(
+    conn: &Connection,
+    name: &TableName,
+    source: &Schema,
+    policy: SchemaEvolution,
+) -> Result<SchemaRef> {
+    conn.execute_batch(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {}",
+        ident(&name.schema)
+    ))
+    .map_err(|e| sql_err("creating the schema", e))?;
+    if !exists(conn, name)? {
+        let mut seen = std::collections::HashSet::new();
+        for f in source.fields() {
+            if !seen.insert(f.name().to_lowercase()) {
+                return Err(DuckError::Schema(format!(
+                    "the source has two columns named `{}` (DuckDB column names ignore case)",
+                    f.name()
+                )));
+            }
+        }
+        let sql = format!("CREATE TABLE {} ({})", name.sql(), column_defs(source)?);
+        conn.execute_batch(&sql)
+            .map_err(|e| sql_err("creating the table", e))?;
+        info!(table = %name, columns = source.fields().len(), "table created");
+        return arrow_schema(conn, name);
+    }
+    let current = arrow_schema(conn, name)?;
+    let rules = TypeRules {
+        same_type: &same_type,
+        case_insensitive_names: true,
+    };
+    let plan = plan_evolution(&current, source, policy, rules).map_err(DuckError::Framework)?;
+    for change in &plan.changes {
+        let sql = match change {
+            SchemaChange::AddColumn(f) => {
+                let t = duck_type(f.data_type())
+                    .map_err(|e| DuckError::Schema(format!("column `{}`: {e}", f.name())))?;
+                info!(table = %name, column = %f.name(), r#type = %t, "adding column");
+                format!(
+                    "ALTER TABLE {} ADD COLUMN {} {t}",
+                    name.sql(),
+                    ident(f.name())
+                )
+            }
+            SchemaChange::WidenColumn { name: col, to, .. } => {
+                let t =
+                    duck_type(to).map_err(|e| DuckError::Schema(format!("column `{col}`: {e}")))?;
+                info!(table = %name, column = %col, r#type = %t, "widening column");
+                format!(
+                    "ALTER TABLE {} ALTER COLUMN {} SET DATA TYPE {t}",
+                    name.sql(),
+                    ident(col)
+                )
+            }
+        };
+        conn.execute_batch(&sql)
+            .map_err(|e| sql_err("evolving the table", e))?;
+    }
+    if plan.changes.is_empty() {
+        Ok(current)
+    } else {
+        arrow_schema(conn, name)
+    }
+}
+
+/// Names of `schema`'s columns matching `wanted` case-insensitively, in the table's spelling.
+pub(crate) fn resolve_columns(schema: &Schema, wanted: &[String]) -> Result<Vec<String>> {
+    wanted
+        .iter()
+        .map(|w| {
+            schema
+                .fields()
+                .iter()
+                .find(|f| f.name().eq_ignore_ascii_case(w))
+                .map(|f| f.name().clone())
+                .ok_or_else(|| {
+                    let names: Vec<&str> =
+                        schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    DuckError::Schema(format!(
+                        "merge key `{w}` is not a column of the table; columns: {}",
+                        names.join(", ")
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// `schema` plus a trailing BIGINT column: the staging table's layout for merges.
+pub(crate) fn with_sequence(schema: &SchemaRef, column: &str) -> SchemaRef {
+    let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(arrow_schema::Field::new(
+        column,
+        arrow_schema::DataType::Int64,
+        false,
+    )));
+    Arc::new(Schema::new(fields))
+}

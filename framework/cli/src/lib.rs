@@ -1,0 +1,223 @@
+//! # pipe-cli
+//!
+//! The `pipe` command. The binary is [`main_with`] over [`default_registry`]; a custom build
+//! (see `examples/custom-source`) calls [`main_with`] with its own registry to add connectors.
+
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use pipe_framework::{
+    Error, ErrorKind, Pipeline, Registry, RunContext, RunProgress, RunStatus, runtime,
+};
+use tokio_util::sync::CancellationToken;
+
+/// The registry of every connector compiled into this binary (each behind a cargo feature).
+pub fn default_registry() -> Registry {
+    let registry = Registry::new().stage("contract", pipe_quality::ContractFactory);
+    #[cfg(feature = "source-file")]
+    let registry = registry.source("file", pipe_source_file::FileSourceFactory);
+    #[cfg(feature = "destination-duckdb")]
+    let registry = registry.destination("duckdb", pipe_destination_duckdb::DuckDbFactory);
+    registry
+}
+
+/// pipe: Arrow-native ETL pipelines defined in TOML.
+#[derive(Debug, Parser)]
+#[command(name = "pipe", version, about, long_about = None)]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug). `PIPE_LOG` (a tracing filter) overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline once: extract → metadata → contract → load, committed atomically.
+    Run {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Print the run summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Never draw a progress bar, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Check a pipeline without moving data: config, components, source schema, destination.
+    Validate {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the registered sources, destinations (with write modes) and stages.
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Run the `pipe` command line with `registry`; returns the process exit code
+/// (0 success, 1 failure, 130 interrupted).
+pub fn main_with(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            output::print_error(&Error::external(format!(
+                "cannot start the async runtime: {e}"
+            )));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command, registry));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            output::print_error(&e);
+            exit_code(&e)
+        }
+    }
+}
+
+fn exit_code(e: &Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::Cancelled => ExitCode::from(130),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn init_logging(verbose: u8, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "error",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_env("PIPE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn dispatch(command: Command, registry: Registry) -> Result<ExitCode, Error> {
+    match command {
+        Command::Run {
+            pipeline,
+            json,
+            no_progress,
+        } => run(&pipeline, &registry, json, no_progress).await,
+        Command::Validate { pipeline, json } => validate(&pipeline, &registry, json).await,
+        Command::List { json } => {
+            output::print_list(&registry.components(), json);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Cancel `token` on Ctrl-C or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = match signal(SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::warn!("interrupted: cancelling the run; nothing will be committed");
+        token.cancel();
+    });
+}
+
+async fn run(
+    path: &std::path::Path,
+    registry: &Registry,
+    json: bool,
+    no_progress: bool,
+) -> Result<ExitCode, Error> {
+    let pipeline = Pipeline::load(path, registry)?;
+    let ctx = RunContext::new(pipeline.name.clone());
+    cancel_on_signal(ctx.cancel.clone());
+    let progress = Arc::new(RunProgress::default());
+    let bar = (!no_progress && !json).then(|| output::Progress::start(progress.clone()));
+    let result = runtime::run(pipeline, ctx, progress).await;
+    if let Some(bar) = bar {
+        bar.finish().await;
+    }
+    if json {
+        output::print_json(&result.summary);
+    } else {
+        output::print_summary(&result.summary);
+    }
+    match result.error {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => {
+            output::print_error(&e);
+            Ok(match result.summary.status {
+                RunStatus::Cancelled => ExitCode::from(130),
+                _ => ExitCode::FAILURE,
+            })
+        }
+    }
+}
+
+async fn validate(
+    path: &std::path::Path,
+    registry: &Registry,
+    json: bool,
+) -> Result<ExitCode, Error> {
+    let mut pipeline = Pipeline::load(path, registry)?;
+    let schema = pipeline
+        .source
+        .schema()
+        .await
+        .map_err(|e| e.context("opening the source"))?;
+    for stage in &mut pipeline.stages {
+        let name = stage.name().to_string();
+        stage.bind(&schema).map_err(|e| {
+            e.context(format!(
+                "checking the {name} stage against the source schema"
+            ))
+        })?;
+    }
+    pipeline
+        .destination
+        .check()
+        .await
+        .map_err(|e| e.context(format!("checking {}", pipeline.destination.describe())))?;
+    output::print_validation(&pipeline, &schema, json);
+    Ok(ExitCode::SUCCESS)
+}

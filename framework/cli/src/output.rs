@@ -1,0 +1,236 @@
+//! What `pipe` prints: progress, summaries, errors, listings.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_schema_display::describe_schema;
+use indicatif::{ProgressBar, ProgressStyle};
+use pipe_framework::registry::ComponentInfo;
+use pipe_framework::{Error, Pipeline, RunProgress, RunStatus, RunSummary};
+use tokio::sync::oneshot;
+
+/// A live progress line: a bar on a terminal, an INFO log line every 10 s otherwise.
+pub(crate) struct Progress {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    pub(crate) fn start(progress: Arc<RunProgress>) -> Self {
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let tty = std::io::stderr().is_terminal();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let bar = tty.then(|| {
+                let bar = ProgressBar::new_spinner();
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar
+            });
+            let period = if tty {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(10)
+            };
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tick.tick() => {}
+                }
+                let rows = progress.rows_read();
+                let rate = rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                let msg = format!("{} rows read, {} rows/s", group(rows), group(rate as u64));
+                match &bar {
+                    Some(b) => {
+                        b.set_message(msg);
+                        b.tick();
+                    }
+                    None => tracing::info!(rows, rows_per_second = rate as u64, "progress"),
+                }
+            }
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+        });
+        Self { stop, task }
+    }
+
+    pub(crate) async fn finish(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// 1234567 → "1,234,567".
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot serialize the summary: {e}"),
+    }
+}
+
+pub(crate) fn print_summary(s: &RunSummary) {
+    let verdict = match s.status {
+        RunStatus::Succeeded => "committed",
+        RunStatus::Failed => "FAILED, nothing committed",
+        RunStatus::Cancelled => "CANCELLED, nothing committed",
+    };
+    println!(
+        "{}: {verdict} ({} → {}, mode {})",
+        s.pipeline, s.run_id, s.destination, s.mode
+    );
+    println!(
+        "  rows read {}, written {}, rejected {} | {} read | {:.2} s | {} rows/s",
+        group(s.rows_read),
+        group(s.rows_written),
+        group(s.rows_rejected),
+        bytes(s.bytes_read),
+        s.seconds,
+        group(s.rows_per_second as u64)
+    );
+    if let Some(c) = &s.commit {
+        println!(
+            "  inserted {}, updated {}, unchanged {}, deleted {}",
+            group(c.rows_inserted),
+            group(c.rows_updated),
+            group(c.rows_unchanged),
+            group(c.rows_deleted)
+        );
+    }
+    for stage in &s.stages {
+        let rules = stage.detail.get("rules").and_then(|r| r.as_array());
+        for rule in rules.into_iter().flatten() {
+            println!(
+                "  {} {}: {} of {} rows failed",
+                stage.stage,
+                rule.get("rule").and_then(|v| v.as_str()).unwrap_or("?"),
+                rule.get("rows_failed")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0),
+                rule.get("rows_checked")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0),
+            );
+        }
+    }
+}
+
+/// `error: outer` followed by one `caused by:` line per cause.
+pub(crate) fn print_error(e: &Error) {
+    let chain = e.chain();
+    eprintln!("error: {}", chain.first().map_or("", String::as_str));
+    for cause in chain.iter().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}
+
+pub(crate) fn print_list(components: &[ComponentInfo], json: bool) {
+    if json {
+        print_json(&components);
+        return;
+    }
+    for kind in ["source", "destination", "stage"] {
+        println!("{kind}s:");
+        for c in components.iter().filter(|c| c.kind == kind) {
+            let modes: Vec<&str> = c.modes.iter().map(|m| m.as_str()).collect();
+            let modes = if modes.is_empty() {
+                String::new()
+            } else {
+                format!(" [modes: {}]", modes.join(", "))
+            };
+            println!("  {:<10} {}{modes}", c.name, c.description);
+        }
+    }
+}
+
+pub(crate) fn print_validation(p: &Pipeline, schema: &arrow_schema::Schema, json: bool) {
+    if json {
+        print_json(&serde_json::json!({
+            "pipeline": p.name,
+            "valid": true,
+            "source": p.source_type,
+            "destination": p.destination.describe(),
+            "mode": p.write.mode,
+            "merge_keys": p.write.merge_keys,
+            "schema_evolution": p.metadata.schema_evolution,
+            "stages": p.stages.iter().map(|s| s.name().to_string()).collect::<Vec<_>>(),
+            "columns": describe_schema(schema),
+        }));
+        return;
+    }
+    println!("{}: valid", p.name);
+    println!(
+        "  source       {} ({} columns)",
+        p.source_type,
+        schema.fields().len()
+    );
+    for (name, ty) in describe_schema(schema) {
+        println!("    {name}: {ty}");
+    }
+    let stages: Vec<&str> = p.stages.iter().map(|s| s.name()).collect();
+    println!(
+        "  stages       {}",
+        if stages.is_empty() {
+            "-".into()
+        } else {
+            stages.join(", ")
+        }
+    );
+    let keys = if p.write.merge_keys.is_empty() {
+        String::new()
+    } else {
+        format!(" on [{}]", p.write.merge_keys.join(", "))
+    };
+    println!(
+        "  destination  {} (reachable), mode {}{keys}",
+        p.destination.describe(),
+        p.write.mode
+    );
+}
+
+mod arrow_schema_display {
+    /// `(name, type)` of every column.
+    pub(crate) fn describe_schema(schema: &arrow_schema::Schema) -> Vec<(String, String)> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let null = if f.is_nullable() { "" } else { " not null" };
+                (f.name().clone(), format!("{}{null}", f.data_type()))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,30 @@
+//! What every stage knows about the run it is part of.
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+/// Identity and cancellation of one pipeline run; cloned into every stage.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// The pipeline's `name` from its TOML file.
+    pub pipeline: String,
+    /// Unique id of this run (UUID v7: sortable by start time).
+    pub run_id: String,
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// Cancelled when any stage fails or the user interrupts; long-running work must stop
+    /// promptly once it fires.
+    pub cancel: CancellationToken,
+}
+
+impl RunContext {
+    /// A context for a new run of `pipeline`.
+    pub fn new(pipeline: impl Into<String>) -> Self {
+        Self {
+            pipeline: pipeline.into(),
+            run_id: uuid::Uuid::now_v7().to_string(),
+            started_at: Utc::now(),
+            cancel: CancellationToken::new(),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The metadata and load stages: a [`Destination`] prepares its table for a schema and hands
+//! out a [`Sink`] that stages batches and commits them atomically.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Debug};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::context::RunContext;
+use crate::error::Result;
+
+/// How a run's rows land in the destination table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Add the rows to the table.
+    #[default]
+    Append,
+    /// Make the run's rows the table's whole content, atomically.
+    Replace,
+    /// Upsert on `merge_keys`: update rows whose key exists, insert the others.
+    Merge,
+}
+
+impl WriteMode {
+    /// Every mode, in documentation order.
+    pub const ALL: [WriteMode; 3] = [WriteMode::Append, WriteMode::Replace, WriteMode::Merge];
+
+    /// The TOML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteMode::Append => "append",
+            WriteMode::Replace => "replace",
+            WriteMode::Merge => "merge",
+        }
+    }
+}
+
+impl fmt::Display for WriteMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What may happen when the source schema differs from the table's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaEvolution {
+    /// Add new columns and widen types where lossless (int → bigint, float → double,
+    /// decimal precision up).
+    #[default]
+    Evolve,
+    /// Reject any change to the table with an error before any data is written.
+    Freeze,
+    /// Keep the table as it is and drop source columns it does not have.
+    DiscardColumns,
+}
+
+/// The write settings common to every destination (`mode`, `merge_keys`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WriteSpec {
+    /// How rows land.
+    pub mode: WriteMode,
+    /// Key columns for [`WriteMode::Merge`]; empty otherwise.
+    pub merge_keys: Vec<String>,
+}
+
+/// Everything the metadata stage needs to prepare the table.
+#[derive(Debug, Clone)]
+pub struct PrepareRequest {
+    /// The run.
+    pub ctx: RunContext,
+    /// The schema of the batches the source will send.
+    pub source_schema: SchemaRef,
+    /// Mode and keys.
+    pub write: WriteSpec,
+    /// Schema evolution policy (`[metadata] schema_evolution`).
+    pub evolution: SchemaEvolution,
+}
+
+/// A destination, built from its `[destination]` table.
+#[async_trait]
+pub trait Destination: Send + Sync + Debug {
+    /// One line for logs and the summary, e.g. `duckdb .pipe/pipe.duckdb sales.orders`.
+    fn describe(&self) -> String;
+
+    /// The write modes this destination implements. `pipe validate` rejects the others before
+    /// any data moves.
+    fn supported_modes(&self) -> &'static [WriteMode] {
+        &[WriteMode::Append]
+    }
+
+    /// Check that the destination is reachable and writable, changing nothing.
+    async fn check(&self) -> Result<()>;
+
+    /// The metadata stage: create or evolve the table for `req.source_schema` under the
+    /// evolution policy (rejecting before any data is written under `freeze`), and open a
+    /// sink staging this run. Nothing is visible to readers until [`Sink::commit`].
+    async fn prepare(&self, req: PrepareRequest) -> Result<Box<dyn Sink>>;
+}
+
+/// One run's staged writes into a destination.
+#[async_trait]
+pub trait Sink: Send + Debug {
+    /// The schema every batch given to [`Sink::write`] must have: the table's after
+    /// evolution. The runtime converts source batches to it.
+    fn schema(&self) -> SchemaRef;
+
+    /// Stage one batch.
+    async fn write(&mut self, batch: RecordBatch) -> Result<()>;
+
+    /// Commit everything staged, together with the run's state, in one atomic step.
+    async fn commit(self: Box<Self>, req: CommitRequest) -> Result<CommitReport>;
+
+    /// Drop everything staged; the table stays as it was before the run.
+    async fn abort(self: Box<Self>) -> Result<()>;
+}
+
+/// What the runtime hands to [`Sink::commit`].
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    /// The run.
+    pub ctx: RunContext,
+    /// Rows the source produced.
+    pub rows_read: u64,
+    /// State to commit with the data (cursors, backfill windows), keyed by name.
+    pub state: BTreeMap<String, String>,
+}
+
+/// What a commit did, for the run summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CommitReport {
+    /// Rows added to the table.
+    pub rows_inserted: u64,
+    /// Existing rows changed (merge).
+    pub rows_updated: u64,
+    /// Existing rows removed (replace).
+    pub rows_deleted: u64,
+    /// Rows that matched an existing row with equal values (merge); nothing changed.
+    pub rows_unchanged: u64,
+    /// The destination's id of the commit (snapshot id, table version, ...), if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_id: Option<String>,
+}

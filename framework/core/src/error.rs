@@ -1,0 +1,224 @@
+//! The framework error: every failure carries a [`ErrorKind`] that tells the user whose move it
+//! is, a message, optional context lines and the underlying cause.
+//!
+//! Connector crates define their own `thiserror` enums and convert them into [`Error`] at the
+//! framework boundary (see `STYLE.md`). The CLI prints the chain, one cause per line.
+
+use std::fmt;
+
+/// Who has to act on an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Fix your configuration or your data (bad TOML, malformed row, unknown column, ...).
+    User,
+    /// A service or the environment failed (unreachable host, permission denied, disk full).
+    /// May be transient; see [`Error::is_retryable`].
+    External,
+    /// A bug in pipe or a connector: an invariant did not hold.
+    Internal,
+    /// The run was cancelled (Ctrl-C, SIGTERM, or another stage failed first).
+    Cancelled,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::User => "user error",
+            ErrorKind::External => "external error",
+            ErrorKind::Internal => "internal error",
+            ErrorKind::Cancelled => "cancelled",
+        })
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The error type of every framework trait and of the runtime.
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    retryable: bool,
+    source: Option<BoxError>,
+}
+
+/// `Result` with the framework [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            retryable: false,
+            source: None,
+        }
+    }
+
+    /// A [`ErrorKind::User`] error.
+    pub fn user(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::User, message)
+    }
+
+    /// An [`ErrorKind::External`] error.
+    pub fn external(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::External, message)
+    }
+
+    /// An [`ErrorKind::Internal`] error.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    /// A [`ErrorKind::Cancelled`] error.
+    pub fn cancelled(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Cancelled, message)
+    }
+
+    /// Attach the underlying cause.
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Mark an external error as worth retrying (connection reset, 5xx, commit conflict).
+    #[must_use]
+    pub fn retryable(mut self) -> Self {
+        self.retryable = true;
+        self
+    }
+
+    /// Wrap this error in an outer one with the same kind and a message saying what was
+    /// being done, e.g. `reading pipelines/data/orders.csv`.
+    #[must_use]
+    pub fn context(self, message: impl Into<String>) -> Self {
+        Self {
+            kind: self.kind,
+            message: message.into(),
+            retryable: self.retryable,
+            source: Some(Box::new(self)),
+        }
+    }
+
+    /// Who has to act.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message of this level, without its causes.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether retrying the same operation may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+
+    /// This message followed by every cause, outermost first.
+    pub fn chain(&self) -> Vec<String> {
+        let mut out = vec![self.message.clone()];
+        let mut next: Option<&(dyn std::error::Error + 'static)> =
+            self.source.as_deref().map(|e| e as _);
+        while let Some(err) = next {
+            out.push(match err.downcast_ref::<Error>() {
+                Some(inner) => inner.message.clone(),
+                None => err.to_string(),
+            });
+            next = err.source();
+        }
+        out.dedup();
+        out
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.chain().join(": "), self.kind)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
+
+/// Adds [`ErrorKind`]-aware context to results whose error converts into [`Error`].
+pub trait ResultExt<T> {
+    /// On error, wrap it with `message` (computed lazily), keeping its kind.
+    fn context_with<F, M>(self, message: F) -> Result<T>
+    where
+        F: FnOnce() -> M,
+        M: Into<String>;
+}
+
+impl<T, E: Into<Error>> ResultExt<T> for std::result::Result<T, E> {
+    fn context_with<F, M>(self, message: F) -> Result<T>
+    where
+        F: FnOnce() -> M,
+        M: Into<String>,
+    {
+        self.map_err(|e| e.into().context(message()))
+    }
+}
+
+impl From<arrow_schema::ArrowError> for Error {
+    /// Arrow errors on the data path are almost always bad input (a value that does not
+    /// parse or cast); the caller adds which file or column.
+    fn from(e: arrow_schema::ArrowError) -> Self {
+        use arrow_schema::ArrowError as A;
+        let kind = match &e {
+            A::IoError(..) | A::ExternalError(..) => ErrorKind::External,
+            A::MemoryError(..) => ErrorKind::External,
+            _ => ErrorKind::User,
+        };
+        Error::new(kind, e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData => ErrorKind::User,
+            _ => ErrorKind::External,
+        };
+        Error::new(kind, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_lists_every_cause_outermost_first() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = Error::user("cannot open orders.csv")
+            .with_source(io)
+            .context("reading source");
+        assert_eq!(
+            err.chain(),
+            vec!["reading source", "cannot open orders.csv", "no such file"]
+        );
+        assert_eq!(err.kind(), ErrorKind::User);
+    }
+
+    #[test]
+    fn context_keeps_kind_and_retryability() {
+        let r: Result<()> = Err(Error::external("connection reset").retryable());
+        let err = r
+            .context_with(|| "loading")
+            .err()
+            .map(|e| (e.kind(), e.is_retryable()));
+        assert_eq!(err, Some((ErrorKind::External, true)));
+    }
+}

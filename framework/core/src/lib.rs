@@ -1,0 +1,44 @@
+//! # pipe-framework
+//!
+//! The core of `pipe`: Arrow record batches flow from a [`Source`] through the metadata stage
+//! (create/evolve the table), transform [`Stage`]s (the data-quality contract) and into a
+//! [`Destination`]'s [`Sink`], over bounded [`channel`]s. The [`runtime`] commits a run
+//! atomically or not at all. Connectors are separate crates that depend on this one only and
+//! register a typed factory in a [`Registry`].
+
+pub mod channel;
+pub mod config;
+pub mod context;
+pub mod destination;
+pub mod error;
+pub mod evolution;
+pub mod pipeline;
+pub mod registry;
+pub mod runtime;
+pub mod secret;
+pub mod source;
+pub mod stage;
+pub mod summary;
+pub mod types;
+
+pub use channel::{BatchReceiver, BatchSender, ChannelStats, batch_channel};
+pub use context::RunContext;
+pub use destination::{
+    CommitReport, CommitRequest, Destination, PrepareRequest, SchemaEvolution, Sink, WriteMode,
+    WriteSpec,
+};
+pub use error::{Error, ErrorKind, Result, ResultExt};
+pub use pipeline::Pipeline;
+pub use registry::{BuildContext, DestinationFactory, Registry, SourceFactory, StageFactory};
+pub use secret::Secret;
+pub use source::{Source, SourceReport};
+pub use stage::{Stage, StageReport};
+pub use summary::{RunProgress, RunStatus, RunSummary};
+
+/// Re-exports connector crates need, so they use exactly the framework's versions.
+pub mod deps {
+    pub use arrow_array;
+    pub use arrow_schema;
+    pub use async_trait;
+    pub use tokio;
+}

@@ -1,0 +1,256 @@
+//! A pipeline file → its built components.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::config::{ConfigFile, Section};
+use crate::destination::{Destination, SchemaEvolution, WriteMode, WriteSpec};
+use crate::error::{Error, Result};
+use crate::registry::{BuildContext, Registry};
+use crate::source::Source;
+use crate::stage::Stage;
+
+/// `[metadata]`: how the destination table is created and evolved.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataConfig {
+    /// What happens when the source schema differs from the table's: `evolve` (default: add
+    /// columns, widen types losslessly), `freeze` (reject any change before writing) or
+    /// `discard_columns` (keep the table, drop new source columns).
+    #[serde(default)]
+    pub schema_evolution: SchemaEvolution,
+}
+
+/// `[runtime]`: how stages are connected.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Batches that may wait between two stages (default 4). With the source's batch size,
+    /// this bounds the memory of a run.
+    #[serde(default = "default_channel_capacity")]
+    pub channel_capacity: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            channel_capacity: default_channel_capacity(),
+        }
+    }
+}
+
+fn default_channel_capacity() -> usize {
+    4
+}
+
+/// The top-level keys the framework itself owns.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    /// The pipeline's name: identifies its runs and state.
+    name: String,
+    /// Free text for humans.
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    metadata: MetadataConfig,
+    #[serde(default)]
+    runtime: RuntimeConfig,
+}
+
+/// A loaded pipeline: every component built, nothing opened yet.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// `name`.
+    pub name: String,
+    /// `description`.
+    pub description: Option<String>,
+    /// The file it was loaded from.
+    pub file: PathBuf,
+    /// `[source] type`.
+    pub source_type: String,
+    /// The extract stage.
+    pub source: Arc<dyn Source>,
+    /// Transform stages (contract, ...), in order.
+    pub stages: Vec<Box<dyn Stage>>,
+    /// `[destination] type`.
+    pub destination_type: String,
+    /// The load stage.
+    pub destination: Arc<dyn Destination>,
+    /// `[destination] mode` and `merge_keys`.
+    pub write: WriteSpec,
+    /// `[metadata]`.
+    pub metadata: MetadataConfig,
+    /// `[runtime]`.
+    pub runtime: RuntimeConfig,
+}
+
+impl Pipeline {
+    /// Read and build the pipeline in `path`.
+    pub fn load(path: &Path, registry: &Registry) -> Result<Self> {
+        Self::from_file(&ConfigFile::read(path)?, registry)
+    }
+
+    /// Build the pipeline described by `file`.
+    pub fn from_file(file: &ConfigFile, registry: &Registry) -> Result<Self> {
+        let mut root = file.parse()?;
+        let stage_names: Vec<&str> = registry.stage_sections().collect();
+        let mut allowed: Vec<&str> = vec!["name", "description", "source", "metadata"];
+        allowed.extend(stage_names.iter().copied());
+        allowed.extend(["destination", "runtime"]);
+        for (key, span) in root.keys() {
+            if !allowed.contains(&key.as_str()) {
+                return Err(file.error_at(
+                    span,
+                    &key,
+                    format!(
+                        "unknown key `{key}`; expected one of: {}",
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+
+        let Some(mut source) = root.take("source") else {
+            return Err(root.error("missing `[source]` section"));
+        };
+        let Some(mut destination) = root.take("destination") else {
+            return Err(root.error("missing `[destination]` section"));
+        };
+        let stage_sections: Vec<(String, Section<'_>)> = stage_names
+            .iter()
+            .filter_map(|n| root.take(n).map(|s| (n.to_string(), s)))
+            .collect();
+        let header: Header = root.deserialize()?;
+        if header.name.is_empty()
+            || !header
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        {
+            return Err(Error::user(format!(
+                "{}: `name` must be non-empty and use only letters, digits, `_`, `-` and `.`, got {:?}",
+                file.path().display(),
+                header.name
+            )));
+        }
+        if header.runtime.channel_capacity == 0 {
+            return Err(Error::user(format!(
+                "{}: `runtime.channel_capacity` must be at least 1",
+                file.path().display()
+            )));
+        }
+        let ctx = BuildContext {
+            pipeline_file: file.path().to_path_buf(),
+            pipeline: header.name.clone(),
+        };
+
+        let (source_type, span) = required_type(&mut source)?;
+        let built_source = registry
+            .build_source(&source_type, source, &ctx)
+            .unwrap_or_else(|| {
+                Err(file.error_at(
+                    span,
+                    "source.type",
+                    format!(
+                        "unknown source type `{source_type}`; supported: {}",
+                        registry.source_names().join(", ")
+                    ),
+                ))
+            })?;
+
+        let mut stages = Vec::new();
+        for (name, section) in stage_sections {
+            if let Some(stage) = registry.build_stage(&name, section, &ctx) {
+                stages.push(stage?);
+            }
+        }
+
+        let (destination_type, type_span) = required_type(&mut destination)?;
+        let Some(modes) = registry.destination_modes(&destination_type) else {
+            return Err(file.error_at(
+                type_span,
+                "destination.type",
+                format!(
+                    "unknown destination type `{destination_type}`; supported: {}",
+                    registry.destination_names().join(", ")
+                ),
+            ));
+        };
+        let write = write_spec(&mut destination, &destination_type, modes)?;
+        let built_destination = registry
+            .build_destination(&destination_type, destination, &ctx)
+            .unwrap_or_else(|| Err(Error::internal("destination factory vanished")))?;
+
+        Ok(Self {
+            name: header.name,
+            description: header.description,
+            file: file.path().to_path_buf(),
+            source_type,
+            source: built_source,
+            stages,
+            destination_type,
+            destination: built_destination,
+            write,
+            metadata: header.metadata,
+            runtime: header.runtime,
+        })
+    }
+}
+
+fn required_type(section: &mut Section<'_>) -> Result<(String, std::ops::Range<usize>)> {
+    match section.take_str("type")? {
+        Some(t) => Ok(t),
+        None => Err(section.error(format!(
+            "`[{}]` needs a `type` key (see `pipe list` for the available types)",
+            section.key()
+        ))),
+    }
+}
+
+/// Take the destination keys every destination shares: `mode` and `merge_keys`.
+fn write_spec(section: &mut Section<'_>, kind: &str, modes: &[WriteMode]) -> Result<WriteSpec> {
+    let mut spec = WriteSpec::default();
+    if let Some((mode, span)) = section.take_str("mode")? {
+        let names: Vec<&str> = modes.iter().map(|m| m.as_str()).collect();
+        spec.mode = modes
+            .iter()
+            .copied()
+            .find(|m| m.as_str() == mode)
+            .ok_or_else(|| {
+                let known = WriteMode::ALL.iter().any(|m| m.as_str() == mode);
+                let why = if known {
+                    format!("destination `{kind}` does not support mode `{mode}`")
+                } else {
+                    format!("unknown mode `{mode}`")
+                };
+                section.error_at(
+                    span,
+                    "mode",
+                    format!("{why}; supported: {}", names.join(", ")),
+                )
+            })?;
+    }
+    let keys_section = section.take("merge_keys");
+    let keys_span = keys_section.as_ref().map(Section::span);
+    if let Some(keys) = keys_section {
+        spec.merge_keys = keys.deserialize::<Vec<String>>()?;
+    }
+    match (spec.mode, spec.merge_keys.is_empty(), keys_span) {
+        (WriteMode::Merge, true, _) => {
+            Err(section
+                .error("mode = \"merge\" needs `merge_keys` (the columns that identify a row)"))
+        }
+        (WriteMode::Append | WriteMode::Replace, false, Some(span)) => Err(section.error_at(
+            span,
+            "merge_keys",
+            format!(
+                "`merge_keys` only applies to mode = \"merge\", not \"{}\"",
+                spec.mode
+            ),
+        )),
+        _ => Ok(spec),
+    }
+}

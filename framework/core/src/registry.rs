@@ -1,0 +1,262 @@
+//! The registry: `type = "..."` in a pipeline file → a typed factory that builds the component.
+//!
+//! Connectors implement [`SourceFactory`] / [`DestinationFactory`] / [`StageFactory`] with a
+//! typed `Config`; a blanket impl erases the type so the registry can store any of them. The
+//! framework deserializes the TOML section into `Config` once, with located errors. A custom
+//! crate adds itself with one call: `registry.source("github", GithubFactory)`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::config::Section;
+use crate::destination::{Destination, WriteMode};
+use crate::error::Result;
+use crate::source::Source;
+use crate::stage::Stage;
+
+/// What a factory may need besides its config section.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    /// The pipeline file being loaded.
+    pub pipeline_file: PathBuf,
+    /// The pipeline's name.
+    pub pipeline: String,
+}
+
+impl BuildContext {
+    /// The directory of the pipeline file (for paths that belong with it, like a contract
+    /// file); relative data paths resolve against the working directory, as in every CLI.
+    pub fn pipeline_dir(&self) -> &Path {
+        self.pipeline_file.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// Builds a [`Source`] from its typed config.
+pub trait SourceFactory: Send + Sync + 'static {
+    /// The `[source]` table, minus its `type` key.
+    type Config: DeserializeOwned;
+    /// One line for `pipe list`.
+    fn description(&self) -> &'static str;
+    /// Build the source. Should not do I/O; [`Source::schema`] is where it starts.
+    fn build(&self, config: Self::Config, ctx: &BuildContext) -> Result<Arc<dyn Source>>;
+}
+
+/// Builds a [`Destination`] from its typed config.
+pub trait DestinationFactory: Send + Sync + 'static {
+    /// The `[destination]` table, minus the common keys `type`, `mode` and `merge_keys`.
+    type Config: DeserializeOwned;
+    /// One line for `pipe list`.
+    fn description(&self) -> &'static str;
+    /// The write modes it implements.
+    fn modes(&self) -> &'static [WriteMode];
+    /// Build the destination. Should not do I/O; [`Destination::check`] is where it starts.
+    fn build(&self, config: Self::Config, ctx: &BuildContext) -> Result<Arc<dyn Destination>>;
+}
+
+/// Builds a [`Stage`] from a top-level section of the pipeline (`[contract]`, ...).
+pub trait StageFactory: Send + Sync + 'static {
+    /// The section's table.
+    type Config: DeserializeOwned;
+    /// One line for `pipe list`.
+    fn description(&self) -> &'static str;
+    /// Build the stage.
+    fn build(&self, config: Self::Config, ctx: &BuildContext) -> Result<Box<dyn Stage>>;
+}
+
+trait ErasedSource: Send + Sync {
+    fn description(&self) -> &'static str;
+    fn build(&self, section: Section<'_>, ctx: &BuildContext) -> Result<Arc<dyn Source>>;
+}
+
+impl<F: SourceFactory> ErasedSource for F {
+    fn description(&self) -> &'static str {
+        SourceFactory::description(self)
+    }
+    fn build(&self, section: Section<'_>, ctx: &BuildContext) -> Result<Arc<dyn Source>> {
+        let key = section.key().to_string();
+        let file = section.file().path().display().to_string();
+        let config = section.deserialize::<F::Config>()?;
+        SourceFactory::build(self, config, ctx).map_err(|e| e.context(format!("{file}: [{key}]")))
+    }
+}
+
+trait ErasedDestination: Send + Sync {
+    fn description(&self) -> &'static str;
+    fn modes(&self) -> &'static [WriteMode];
+    fn build(&self, section: Section<'_>, ctx: &BuildContext) -> Result<Arc<dyn Destination>>;
+}
+
+impl<F: DestinationFactory> ErasedDestination for F {
+    fn description(&self) -> &'static str {
+        DestinationFactory::description(self)
+    }
+    fn modes(&self) -> &'static [WriteMode] {
+        DestinationFactory::modes(self)
+    }
+    fn build(&self, section: Section<'_>, ctx: &BuildContext) -> Result<Arc<dyn Destination>> {
+        let key = section.key().to_string();
+        let file = section.file().path().display().to_string();
+        let config = section.deserialize::<F::Config>()?;
+        DestinationFactory::build(self, config, ctx)
+            .map_err(|e| e.context(format!("{file}: [{key}]")))
+    }
+}
+
+trait ErasedStage: Send + Sync {
+    fn description(&self) -> &'static str;
+    fn build(&self, section: Section<'_>, ctx: &BuildContext) -> Result<Box<dyn Stage>>;
+}
+
+impl<F: StageFactory> ErasedStage for F {
+    fn description(&self) -> &'static str {
+        StageFactory::description(self)
+    }
+    fn build(&self, section: Section<'_>, ctx: &BuildContext) -> Result<Box<dyn Stage>> {
+        let key = section.key().to_string();
+        let file = section.file().path().display().to_string();
+        let config = section.deserialize::<F::Config>()?;
+        StageFactory::build(self, config, ctx).map_err(|e| e.context(format!("{file}: [{key}]")))
+    }
+}
+
+/// Every component type a `pipe` binary knows.
+#[derive(Default, Clone)]
+pub struct Registry {
+    sources: BTreeMap<String, Arc<dyn ErasedSource>>,
+    destinations: BTreeMap<String, Arc<dyn ErasedDestination>>,
+    /// Stage sections in pipeline order.
+    stages: Vec<(String, Arc<dyn ErasedStage>)>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("sources", &self.sources.keys().collect::<Vec<_>>())
+            .field(
+                "destinations",
+                &self.destinations.keys().collect::<Vec<_>>(),
+            )
+            .field(
+                "stages",
+                &self.stages.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// One registered component, for `pipe list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ComponentInfo {
+    /// `source`, `destination` or `stage`.
+    pub kind: &'static str,
+    /// The `type` (or section name for stages).
+    pub name: String,
+    /// One line.
+    pub description: &'static str,
+    /// Write modes (destinations only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub modes: Vec<WriteMode>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register a source under `type = "<name>"`. A later registration of the same name wins.
+    #[must_use]
+    pub fn source(mut self, name: &str, factory: impl SourceFactory) -> Self {
+        self.sources.insert(name.to_string(), Arc::new(factory));
+        self
+    }
+
+    /// Register a destination under `type = "<name>"`.
+    #[must_use]
+    pub fn destination(mut self, name: &str, factory: impl DestinationFactory) -> Self {
+        self.destinations
+            .insert(name.to_string(), Arc::new(factory));
+        self
+    }
+
+    /// Register a stage built from the top-level section `[<section>]`. Stages run in
+    /// registration order between the metadata and load stages.
+    #[must_use]
+    pub fn stage(mut self, section: &str, factory: impl StageFactory) -> Self {
+        self.stages.retain(|(n, _)| n != section);
+        self.stages.push((section.to_string(), Arc::new(factory)));
+        self
+    }
+
+    /// Everything registered.
+    pub fn components(&self) -> Vec<ComponentInfo> {
+        let sources = self.sources.iter().map(|(n, f)| ComponentInfo {
+            kind: "source",
+            name: n.clone(),
+            description: f.description(),
+            modes: Vec::new(),
+        });
+        let destinations = self.destinations.iter().map(|(n, f)| ComponentInfo {
+            kind: "destination",
+            name: n.clone(),
+            description: f.description(),
+            modes: f.modes().to_vec(),
+        });
+        let stages = self.stages.iter().map(|(n, f)| ComponentInfo {
+            kind: "stage",
+            name: n.clone(),
+            description: f.description(),
+            modes: Vec::new(),
+        });
+        sources.chain(destinations).chain(stages).collect()
+    }
+
+    /// Section names of registered stages, in order.
+    pub fn stage_sections(&self) -> impl Iterator<Item = &str> {
+        self.stages.iter().map(|(n, _)| n.as_str())
+    }
+
+    pub(crate) fn build_source(
+        &self,
+        kind: &str,
+        section: Section<'_>,
+        ctx: &BuildContext,
+    ) -> Option<Result<Arc<dyn Source>>> {
+        Some(self.sources.get(kind)?.build(section, ctx))
+    }
+
+    pub(crate) fn destination_modes(&self, kind: &str) -> Option<&'static [WriteMode]> {
+        Some(self.destinations.get(kind)?.modes())
+    }
+
+    pub(crate) fn build_destination(
+        &self,
+        kind: &str,
+        section: Section<'_>,
+        ctx: &BuildContext,
+    ) -> Option<Result<Arc<dyn Destination>>> {
+        Some(self.destinations.get(kind)?.build(section, ctx))
+    }
+
+    pub(crate) fn build_stage(
+        &self,
+        name: &str,
+        section: Section<'_>,
+        ctx: &BuildContext,
+    ) -> Option<Result<Box<dyn Stage>>> {
+        let factory = self.stages.iter().find(|(n, _)| n == name)?;
+        Some(factory.1.build(section, ctx))
+    }
+
+    pub(crate) fn source_names(&self) -> Vec<&str> {
+        self.sources.keys().map(String::as_str).collect()
+    }
+
+    pub(crate) fn destination_names(&self) -> Vec<&str> {
+        self.destinations.keys().map(String::as_str).collect()
+    }
+}

@@ -1,0 +1,329 @@
+//! The runtime: extract → metadata → stages → load as concurrent tasks over bounded channels,
+//! then one commit — or nothing at all.
+//!
+//! Protocol: the source's schema is read and the destination prepared (the metadata stage's
+//! DDL, inside the destination's uncommitted transaction/staging) before any data moves. Then
+//! every stage runs as a task; each channel ends with an explicit end marker sent only when
+//! its producer returned `Ok`. The first failure (or `ctx.cancel`, e.g. Ctrl-C) cancels every
+//! task and aborts the sink. The sink commits only when every task succeeded.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_schema::SchemaRef;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::channel::{BatchReceiver, BatchSender, batch_channel};
+use crate::context::RunContext;
+use crate::destination::{CommitReport, CommitRequest, PrepareRequest, Sink};
+use crate::error::{Error, ErrorKind, Result};
+use crate::evolution::Aligner;
+use crate::pipeline::Pipeline;
+use crate::source::SourceReport;
+use crate::stage::{Stage, StageReport};
+use crate::summary::{ErrorSummary, RunProgress, RunStatus, RunSummary};
+
+/// The result of [`run`]: the summary, and the error if the run failed.
+#[derive(Debug)]
+pub struct RunResult {
+    /// What happened, including counts up to a failure.
+    pub summary: RunSummary,
+    /// Why it failed (`None` on success).
+    pub error: Option<Error>,
+}
+
+enum TaskOutput {
+    Source(SourceReport),
+    Stage(StageReport),
+    Pass,
+    Load(Box<dyn Sink>),
+}
+
+#[derive(Default)]
+struct Collected {
+    source: SourceReport,
+    stages: Vec<StageReport>,
+    commit: Option<CommitReport>,
+}
+
+/// Run `pipeline` once. Commits everything or nothing.
+pub async fn run(pipeline: Pipeline, ctx: RunContext, progress: Arc<RunProgress>) -> RunResult {
+    let clock = Instant::now();
+    let destination = pipeline.destination.describe();
+    let mode = pipeline.write.mode.to_string();
+    info!(pipeline = %ctx.pipeline, run_id = %ctx.run_id, %destination, %mode, "run started");
+    let mut collected = Collected::default();
+    let outcome = run_stages(pipeline, &ctx, &progress, &mut collected).await;
+    let seconds = clock.elapsed().as_secs_f64();
+    let rows_read = progress.rows_read();
+    let (status, error) = match outcome {
+        Ok(()) => (RunStatus::Succeeded, None),
+        Err(e) if e.kind() == ErrorKind::Cancelled => (RunStatus::Cancelled, Some(e)),
+        Err(e) => (RunStatus::Failed, Some(e)),
+    };
+    let commit = collected.commit;
+    let summary = RunSummary {
+        pipeline: ctx.pipeline.clone(),
+        run_id: ctx.run_id.clone(),
+        status,
+        destination,
+        mode,
+        started_at: ctx.started_at.to_rfc3339(),
+        seconds,
+        rows_read,
+        rows_written: commit
+            .as_ref()
+            .map_or(0, |c| c.rows_inserted + c.rows_updated + c.rows_unchanged),
+        rows_rejected: collected.stages.iter().map(|s| s.rows_rejected).sum(),
+        bytes_read: collected.source.bytes_read,
+        rows_per_second: if seconds > 0.0 {
+            rows_read as f64 / seconds
+        } else {
+            0.0
+        },
+        commit,
+        stages: collected.stages,
+        error: error.as_ref().map(ErrorSummary::from),
+    };
+    match &error {
+        None => info!(
+            pipeline = %summary.pipeline, run_id = %summary.run_id, rows = summary.rows_read,
+            seconds = summary.seconds, "run committed"
+        ),
+        Some(e) => warn!(
+            pipeline = %summary.pipeline, run_id = %summary.run_id, error = ?e,
+            "run failed; nothing committed"
+        ),
+    }
+    RunResult { summary, error }
+}
+
+async fn run_stages(
+    pipeline: Pipeline,
+    ctx: &RunContext,
+    progress: &Arc<RunProgress>,
+    collected: &mut Collected,
+) -> Result<()> {
+    let Pipeline {
+        source,
+        mut stages,
+        destination,
+        write,
+        metadata,
+        runtime,
+        ..
+    } = pipeline;
+
+    let source_schema = cancellable(ctx, source.schema())
+        .await
+        .map_err(|e| e.context("opening the source"))?;
+    info!(
+        stage = "extract",
+        columns = source_schema.fields().len(),
+        "source opened"
+    );
+
+    let request = PrepareRequest {
+        ctx: ctx.clone(),
+        source_schema: source_schema.clone(),
+        write,
+        evolution: metadata.schema_evolution,
+    };
+    let sink = cancellable(ctx, destination.prepare(request))
+        .await
+        .map_err(|e| e.context(format!("preparing {}", destination.describe())))?;
+    let target = sink.schema();
+    info!(
+        stage = "metadata",
+        columns = target.fields().len(),
+        "destination prepared"
+    );
+    let prepared = Aligner::new(&source_schema, target.clone()).and_then(|aligner| {
+        for stage in &mut stages {
+            stage
+                .bind(&target)
+                .map_err(|e| e.context(format!("setting up the {} stage", stage.name())))?;
+        }
+        Ok(aligner)
+    });
+    let aligner = match prepared {
+        Ok(a) => a,
+        Err(e) => {
+            abort(sink).await;
+            return Err(e);
+        }
+    };
+
+    let capacity = runtime.channel_capacity;
+    let mut tasks: JoinSet<Result<TaskOutput>> = JoinSet::new();
+    let (source_tx, source_rx) = batch_channel(source_schema, capacity);
+    {
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            let report = cancellable(&ctx, source.read(&ctx, source_tx.clone())).await?;
+            source_tx.finish().await?;
+            info!(
+                stage = "extract",
+                bytes = report.bytes_read,
+                "source finished"
+            );
+            Ok(TaskOutput::Source(report))
+        });
+    }
+    let (meta_tx, mut rx) = batch_channel(target.clone(), capacity);
+    tasks.spawn(metadata_task(
+        ctx.clone(),
+        aligner,
+        source_rx,
+        meta_tx,
+        progress.clone(),
+    ));
+    for stage in stages {
+        let (tx, next_rx) = batch_channel(target.clone(), capacity);
+        tasks.spawn(stage_task(ctx.clone(), stage, rx, tx));
+        rx = next_rx;
+    }
+    tasks.spawn(load_task(ctx.clone(), sink, rx, progress.clone()));
+
+    let mut sink: Option<Box<dyn Sink>> = None;
+    let mut errors: Vec<Error> = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(TaskOutput::Source(report))) => collected.source = report,
+            Ok(Ok(TaskOutput::Stage(report))) => collected.stages.push(report),
+            Ok(Ok(TaskOutput::Pass)) => {}
+            Ok(Ok(TaskOutput::Load(s))) => sink = Some(s),
+            Ok(Err(e)) => {
+                ctx.cancel.cancel();
+                errors.push(e);
+            }
+            Err(join) => {
+                ctx.cancel.cancel();
+                errors.push(Error::internal(format!("a stage task panicked: {join}")));
+            }
+        }
+    }
+    if let Some(error) = first_cause(errors, ctx) {
+        if let Some(s) = sink {
+            abort(s).await;
+        }
+        return Err(error);
+    }
+    let sink = sink.ok_or_else(|| Error::internal("the load stage ended without its sink"))?;
+    let request = CommitRequest {
+        ctx: ctx.clone(),
+        rows_read: progress.rows_read(),
+        state: Default::default(),
+    };
+    let report = sink
+        .commit(request)
+        .await
+        .map_err(|e| e.context(format!("committing to {}", destination.describe())))?;
+    info!(stage = "load", inserted = report.rows_inserted, updated = report.rows_updated,
+          commit_id = ?report.commit_id, "committed");
+    collected.commit = Some(report);
+    Ok(())
+}
+
+/// The error to report: the first one that is not a consequence of cancellation.
+fn first_cause(errors: Vec<Error>, ctx: &RunContext) -> Option<Error> {
+    let mut cancelled = None;
+    for e in errors {
+        if e.kind() != ErrorKind::Cancelled {
+            return Some(e);
+        }
+        cancelled.get_or_insert(e);
+    }
+    cancelled.or_else(|| {
+        ctx.cancel
+            .is_cancelled()
+            .then(|| Error::cancelled("the run was cancelled"))
+    })
+}
+
+async fn abort(sink: Box<dyn Sink>) {
+    if let Err(e) = sink.abort().await {
+        warn!(error = ?e, "aborting the destination's staged writes failed");
+    }
+}
+
+/// Await `fut` unless the run is cancelled first.
+async fn cancellable<T>(
+    ctx: &RunContext,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::select! {
+        biased;
+        () = ctx.cancel.cancelled() => Err(Error::cancelled("the run was cancelled")),
+        r = fut => r,
+    }
+}
+
+async fn metadata_task(
+    ctx: RunContext,
+    aligner: Aligner,
+    mut rx: BatchReceiver,
+    tx: BatchSender,
+    progress: Arc<RunProgress>,
+) -> Result<TaskOutput> {
+    while let Some(batch) = cancellable(&ctx, rx.recv()).await? {
+        progress.add_read(batch.num_rows());
+        let aligned = aligner.align(batch)?;
+        cancellable(&ctx, tx.send(aligned)).await?;
+    }
+    tx.finish().await?;
+    Ok(TaskOutput::Pass)
+}
+
+async fn stage_task(
+    ctx: RunContext,
+    mut stage: Box<dyn Stage>,
+    mut rx: BatchReceiver,
+    tx: BatchSender,
+) -> Result<TaskOutput> {
+    let name = stage.name().to_string();
+    let result: Result<StageReport> = async {
+        while let Some(batch) = cancellable(&ctx, rx.recv()).await? {
+            if let Some(out) = stage.process(batch).await? {
+                cancellable(&ctx, tx.send(out)).await?;
+            }
+        }
+        stage.finish().await
+    }
+    .await;
+    let mut report = result.map_err(|e| e.context(format!("{name} stage")))?;
+    tx.finish().await?;
+    report.stage = name;
+    info!(stage = %report.stage, rows_in = report.rows_in, rejected = report.rows_rejected, "stage finished");
+    Ok(TaskOutput::Stage(report))
+}
+
+async fn load_task(
+    ctx: RunContext,
+    mut sink: Box<dyn Sink>,
+    mut rx: BatchReceiver,
+    progress: Arc<RunProgress>,
+) -> Result<TaskOutput> {
+    let written: Result<()> = async {
+        while let Some(batch) = cancellable(&ctx, rx.recv()).await? {
+            let rows = batch.num_rows();
+            sink.write(batch).await?;
+            progress.add_written(rows);
+        }
+        Ok(())
+    }
+    .await;
+    match written {
+        Ok(()) => Ok(TaskOutput::Load(sink)),
+        Err(e) => {
+            abort(sink).await;
+            Err(e)
+        }
+    }
+}
+
+/// The schema a pipeline's source would produce, for `pipe validate`.
+pub async fn source_schema(pipeline: &Pipeline) -> Result<SchemaRef> {
+    pipeline.source.schema().await
+}

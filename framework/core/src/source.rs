@@ -1,0 +1,35 @@
+//! The extract stage: a [`Source`] produces record batches of one schema.
+
+use std::fmt::Debug;
+
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::channel::BatchSender;
+use crate::context::RunContext;
+use crate::error::Result;
+
+/// A source of record batches. Implemented by every source crate.
+///
+/// The runtime calls [`Source::schema`] first (before any data moves, so the metadata stage
+/// can create or evolve the destination table), then [`Source::read`] once.
+#[async_trait]
+pub trait Source: Send + Sync + Debug {
+    /// The schema of every batch [`Source::read`] will send. Opens files / asks the service,
+    /// but moves no data.
+    async fn schema(&self) -> Result<SchemaRef>;
+
+    /// Send every batch into `out`, in order, then return what was read. Must stop soon
+    /// after `ctx.cancel` fires or `out.send` fails.
+    async fn read(&self, ctx: &RunContext, out: BatchSender) -> Result<SourceReport>;
+}
+
+/// What a source read, for the run summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SourceReport {
+    /// Bytes read from storage or the network (compressed size where applicable).
+    pub bytes_read: u64,
+    /// Files, pages or partitions read.
+    pub parts: u64,
+}
