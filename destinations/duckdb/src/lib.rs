@@ -1,15 +1,16 @@
 //! # pipe-destination-duckdb
 //!
 //! `type = "duckdb"`: loads into a DuckDB database file. Each run is one DuckDB transaction:
-//! the metadata stage's DDL (create table, add/widen columns), the appended rows (through
-//! DuckDB's appender, straight into the table for `append`/`replace`, into a temp staging
-//! table for `merge`), the merge itself and a row in the `_pipe.runs` ledger commit together
-//! or not at all.
+//! the metadata stage's DDL (create table, add/widen columns), the rows (streamed into a
+//! parallel `INSERT … SELECT` over a table function: straight into the table for
+//! `append`/`replace`, into a temp staging table for `merge`), the merge itself and a row in
+//! the `_pipe.runs` ledger commit together or not at all.
 
 mod commit;
 mod config;
 mod error;
 mod sink;
+mod stream;
 mod table;
 mod types;
 mod worker;

@@ -1,12 +1,15 @@
 //! The async face of the worker thread: the [`Sink`] the runtime writes into.
 
-use arrow_array::RecordBatch;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use pipe_framework::{CommitReport, CommitRequest, Error, Result, Sink};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::worker::Command;
+use crate::stream::Message;
+use crate::worker::{Command, Ready};
 
 type Worker = std::thread::JoinHandle<std::result::Result<(), Error>>;
 
@@ -14,21 +17,31 @@ type Worker = std::thread::JoinHandle<std::result::Result<(), Error>>;
 #[derive(Debug)]
 pub struct DuckDbSink {
     target: SchemaRef,
-    tx: mpsc::Sender<Command>,
+    /// Set when merging: batches get an arrival sequence column.
+    sequenced: Option<SchemaRef>,
+    next_seq: i64,
+    data: Option<mpsc::Sender<Message>>,
+    commands: mpsc::Sender<Command>,
     worker: Option<Worker>,
 }
 
 impl DuckDbSink {
-    pub(crate) fn new(target: SchemaRef, tx: mpsc::Sender<Command>, worker: Worker) -> Self {
+    pub(crate) fn new(ready: Ready, commands: mpsc::Sender<Command>, worker: Worker) -> Self {
+        let sequenced = (ready.streamed.fields().len() != ready.target.fields().len())
+            .then(|| ready.streamed.clone());
         Self {
-            target,
-            tx,
+            target: ready.target,
+            sequenced,
+            next_seq: 0,
+            data: Some(ready.data),
+            commands,
             worker: Some(worker),
         }
     }
 
     /// Wait for the worker to exit and return why it stopped early.
     async fn worker_error(&mut self) -> Error {
+        self.data = None;
         let Some(worker) = self.worker.take() else {
             return Error::internal("the DuckDB worker already stopped");
         };
@@ -44,6 +57,18 @@ impl DuckDbSink {
             let _ = tokio::task::spawn_blocking(move || worker.join()).await;
         }
     }
+
+    async fn send(&mut self, message: Message) -> Result<()> {
+        let sent = match &self.data {
+            Some(data) => data.send(message).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.worker_error().await)
+        }
+    }
 }
 
 #[async_trait]
@@ -53,15 +78,30 @@ impl Sink for DuckDbSink {
     }
 
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        if self.tx.send(Command::Write(batch)).await.is_err() {
-            return Err(self.worker_error().await);
-        }
-        Ok(())
+        let batch = match &self.sequenced {
+            Some(schema) => {
+                let rows = batch.num_rows() as i64;
+                let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+                let seq = Int64Array::from_iter_values(self.next_seq..self.next_seq + rows);
+                columns.push(Arc::new(seq));
+                self.next_seq += rows;
+                RecordBatch::try_new(schema.clone(), columns)?
+            }
+            None => batch,
+        };
+        self.send(Message::Batch(batch)).await
     }
 
     async fn commit(mut self: Box<Self>, req: CommitRequest) -> Result<CommitReport> {
+        self.send(Message::End).await?;
+        self.data = None;
         let (reply_tx, reply_rx) = oneshot::channel();
-        if self.tx.send(Command::Commit(req, reply_tx)).await.is_err() {
+        if self
+            .commands
+            .send(Command::Commit(req, reply_tx))
+            .await
+            .is_err()
+        {
             return Err(self.worker_error().await);
         }
         let result = match reply_rx.await {
@@ -73,7 +113,9 @@ impl Sink for DuckDbSink {
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {
-        let _ = self.tx.send(Command::Abort).await;
+        // Dropping the data sender without `End` fails the running INSERT, which rolls back.
+        self.data = None;
+        let _ = self.commands.send(Command::Abort).await;
         self.join().await;
         Ok(())
     }

@@ -15,6 +15,8 @@ use crate::types::{duck_type, ident, literal, same_type};
 /// `schema.table`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TableName {
+    /// The database (catalog) name, known once the file is open; empty before.
+    pub catalog: String,
     pub schema: String,
     pub table: String,
 }
@@ -31,14 +33,24 @@ impl TableName {
             )));
         }
         Ok(Self {
+            catalog: String::new(),
             schema: schema.to_string(),
             table: table.to_string(),
         })
     }
 
-    /// `"schema"."table"`.
+    /// `"catalog"."schema"`: fully qualified, since a schema may share the database's name.
+    pub(crate) fn schema_sql(&self) -> String {
+        if self.catalog.is_empty() {
+            ident(&self.schema)
+        } else {
+            format!("{}.{}", ident(&self.catalog), ident(&self.schema))
+        }
+    }
+
+    /// `"catalog"."schema"."table"`.
     pub(crate) fn sql(&self) -> String {
-        format!("{}.{}", ident(&self.schema), ident(&self.table))
+        format!("{}.{}", self.schema_sql(), ident(&self.table))
     }
 }
 
@@ -52,9 +64,10 @@ impl std::fmt::Display for TableName {
 pub(crate) fn exists(conn: &Connection, name: &TableName) -> Result<bool> {
     let sql = format!(
         "SELECT count(*) FROM information_schema.tables WHERE lower(table_schema) = lower({}) \
-         AND lower(table_name) = lower({}) AND table_catalog = current_database()",
+         AND lower(table_name) = lower({}) AND table_catalog = {}",
         literal(&name.schema),
-        literal(&name.table)
+        literal(&name.table),
+        literal(&name.catalog)
     );
     let n: i64 = conn
         .query_row(&sql, [], |r| r.get(0))

@@ -1,14 +1,14 @@
 //! The thread that owns the DuckDB connection for one run.
 //!
 //! `duckdb::Connection` is not `Sync` and every call blocks, so a run gets a dedicated thread:
-//! it opens the database, starts the transaction, runs the metadata stage's DDL, appends the
-//! batches it receives, and finally commits or rolls back. Everything a run does is one DuckDB
-//! transaction; if the thread's channel closes without a commit, it rolls back.
+//! it opens the database, starts the transaction, runs the metadata stage's DDL, then runs one
+//! `INSERT INTO … SELECT * FROM pipe_stream(run_id)` that DuckDB's threads feed from the
+//! batches the sink streams in (see `stream.rs`), and finally commits or rolls back as the
+//! sink says. Everything a run does is one DuckDB transaction; if the sink goes away without
+//! committing, the thread rolls back.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_schema::SchemaRef;
 use duckdb::{AccessMode, Config, Connection};
 use pipe_framework::{CommitReport, CommitRequest, Error, PrepareRequest, WriteMode};
@@ -17,16 +17,19 @@ use tracing::{debug, info};
 
 use crate::commit::{self, STAGE_TABLE};
 use crate::error::{DuckError, Result, sql_err};
+use crate::stream::{self, Message, Registration, StreamScan};
 use crate::table::{self, TableName};
+use crate::types::literal;
 
 /// Column added to staged rows for merges: arrival order, so the last duplicate key wins.
 pub(crate) const SEQ_COLUMN: &str = "__pipe_seq";
 
-/// Messages from the sink to the worker.
+/// Batches in flight between the sink and DuckDB's scan threads.
+const STREAM_CAPACITY: usize = 4;
+
+/// Messages from the sink to the worker once the data has been streamed.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Stage a batch of the target schema.
-    Write(RecordBatch),
     /// Commit everything staged and report.
     Commit(
         CommitRequest,
@@ -34,6 +37,17 @@ pub(crate) enum Command {
     ),
     /// Roll back.
     Abort,
+}
+
+/// What the sink gets once the table is prepared.
+#[derive(Debug)]
+pub(crate) struct Ready {
+    /// The table's schema after evolution: what batches arrive in.
+    pub target: SchemaRef,
+    /// The schema streamed into DuckDB: `target`, plus the sequence column when merging.
+    pub streamed: SchemaRef,
+    /// Where the sink sends batches.
+    pub data: mpsc::Sender<Message>,
 }
 
 /// Everything the worker needs to know about its run.
@@ -72,8 +86,11 @@ pub(crate) fn open(
         std::fs::create_dir_all(dir)
             .map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
     }
+    // Rows carry their own order where it matters (the merge sequence column), so DuckDB may
+    // insert from all its threads in parallel.
     let mut config = Config::default()
         .enable_autoload_extension(false)
+        .and_then(|c| c.with("preserve_insertion_order", "false"))
         .map_err(|e| fail(e.to_string()))?;
     if read_only {
         config = config
@@ -96,13 +113,14 @@ pub(crate) fn open(
 /// A started worker: its command channel, the prepare outcome to await, and its thread.
 pub(crate) struct Started {
     pub commands: mpsc::Sender<Command>,
-    pub ready: oneshot::Receiver<std::result::Result<SchemaRef, Error>>,
+    pub ready: oneshot::Receiver<std::result::Result<Ready, Error>>,
     pub thread: std::thread::JoinHandle<std::result::Result<(), Error>>,
 }
 
-/// Start the worker; `ready` yields the target schema once the table is prepared.
+/// Start the worker; `ready` yields the target schema and the data sender once the table is
+/// prepared.
 pub(crate) fn spawn(job: Job) -> std::io::Result<Started> {
-    let (commands, rx) = mpsc::channel(2);
+    let (commands, rx) = mpsc::channel(1);
     let (ready_tx, ready) = oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("pipe-duckdb".into())
@@ -115,9 +133,9 @@ pub(crate) fn spawn(job: Job) -> std::io::Result<Started> {
 }
 
 fn run(
-    job: Job,
-    ready: oneshot::Sender<std::result::Result<SchemaRef, Error>>,
-    mut rx: mpsc::Receiver<Command>,
+    mut job: Job,
+    ready: oneshot::Sender<std::result::Result<Ready, Error>>,
+    mut commands: mpsc::Receiver<Command>,
 ) -> std::result::Result<(), Error> {
     let conn = match open(&job.path, job.memory_limit_mb, job.threads, false) {
         Ok(c) => c,
@@ -126,7 +144,16 @@ fn run(
             return Ok(());
         }
     };
-    let prepared = match prepare(&conn, &job) {
+    let setup = conn
+        .query_row("SELECT current_database()", [], |r| r.get::<_, String>(0))
+        .map_err(|e| sql_err("reading the database name", e))
+        .and_then(|catalog| {
+            job.table.catalog = catalog;
+            conn.register_table_function::<StreamScan>(stream::FUNCTION)
+                .map_err(|e| sql_err("registering the stream scan", e))
+        })
+        .and_then(|()| prepare(&conn, &job));
+    let prepared = match setup {
         Ok(p) => p,
         Err(e) => {
             rollback(&conn);
@@ -134,15 +161,51 @@ fn run(
             return Ok(());
         }
     };
-    if ready.send(Ok(prepared.target.clone())).is_err() {
+    let streamed = prepared
+        .staging
+        .clone()
+        .unwrap_or_else(|| prepared.target.clone());
+    let stream_id = job.request.ctx.run_id.clone();
+    let (registration, data) = Registration::new(&stream_id, streamed.clone(), STREAM_CAPACITY);
+    let handoff = Ready {
+        target: prepared.target.clone(),
+        streamed,
+        data,
+    };
+    if ready.send(Ok(handoff)).is_err() {
         rollback(&conn);
         return Ok(());
     }
-    let result = load(&conn, &job, &prepared, &mut rx);
-    if result.is_err() {
-        rollback(&conn);
+    let into = match &prepared.staging {
+        Some(_) => STAGE_TABLE.to_string(),
+        None => job.table.sql(),
+    };
+    let insert = format!(
+        "INSERT INTO {into} SELECT * FROM {}({})",
+        stream::FUNCTION,
+        literal(&stream_id)
+    );
+    let staged = match conn.execute(&insert, []) {
+        Ok(n) => n as u64,
+        Err(e) => {
+            registration.stream().close();
+            rollback(&conn);
+            return Err(sql_err("loading the rows", e).into());
+        }
+    };
+    drop(registration);
+    debug!(table = %job.table, rows = staged, "rows staged");
+    match commands.blocking_recv() {
+        Some(Command::Commit(request, reply)) => {
+            let result = commit::finish(&conn, &job, &prepared, staged, &request);
+            if result.is_err() {
+                rollback(&conn);
+            }
+            let _ = reply.send(result.map_err(Error::from));
+        }
+        Some(Command::Abort) | None => rollback(&conn),
     }
-    result.map_err(Error::from)
+    Ok(())
 }
 
 fn rollback(conn: &Connection) {
@@ -183,61 +246,4 @@ fn prepare(conn: &Connection, job: &Job) -> Result<Prepared> {
     }
     info!(table = %job.table, mode = %req.write.mode, "duckdb prepared");
     Ok(prepared)
-}
-
-/// Append every batch, then commit or roll back as told.
-fn load(
-    conn: &Connection,
-    job: &Job,
-    prepared: &Prepared,
-    rx: &mut mpsc::Receiver<Command>,
-) -> Result<()> {
-    let mut appender = match &prepared.staging {
-        Some(_) => conn.appender_to_catalog_and_db(STAGE_TABLE, "temp", "main"),
-        None => conn.appender_to_db(&job.table.table, &job.table.schema),
-    }
-    .map_err(|e| sql_err("opening the appender", e))?;
-    let mut seq: i64 = 0;
-    let mut staged: u64 = 0;
-    while let Some(command) = rx.blocking_recv() {
-        match command {
-            Command::Write(batch) => {
-                let rows = batch.num_rows();
-                let batch = match &prepared.staging {
-                    Some(schema) => {
-                        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-                        columns.push(Arc::new(Int64Array::from_iter_values(
-                            seq..seq + rows as i64,
-                        )));
-                        seq += rows as i64;
-                        RecordBatch::try_new(schema.clone(), columns)
-                            .map_err(|e| DuckError::Worker(e.to_string()))?
-                    }
-                    None => batch,
-                };
-                appender
-                    .append_record_batch(batch)
-                    .map_err(|e| sql_err("appending rows", e))?;
-                staged += rows as u64;
-            }
-            Command::Commit(request, reply) => {
-                let flushed = appender
-                    .flush()
-                    .map_err(|e| sql_err("flushing the appender", e));
-                drop(appender);
-                let result = flushed
-                    .and_then(|()| commit::finish(conn, job, prepared, staged, &request))
-                    .map_err(Error::from);
-                if result.is_err() {
-                    rollback(conn);
-                }
-                let _ = reply.send(result);
-                return Ok(());
-            }
-            Command::Abort => break,
-        }
-    }
-    drop(appender);
-    rollback(conn);
-    Ok(())
 }

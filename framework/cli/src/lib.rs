@@ -92,6 +92,9 @@ pub fn main_with(registry: Registry) -> ExitCode {
         }
     };
     let result = runtime.block_on(dispatch(cli.command, registry));
+    // Everything was committed or rolled back inside `dispatch`; a reader thread still blocked
+    // on a pipe or a slow network read after a cancellation must not hold the process.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(code) => code,
         Err(e) => {

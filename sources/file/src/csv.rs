@@ -130,6 +130,9 @@ impl Dialect {
 static FIELD_COUNT: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(r"incorrect number of fields for line (\d+), expected (\d+) got (.+)$").ok()
 });
+/// The csv crate's wording, seen while inferring the schema (its line is the physical line).
+static UNEQUAL: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"Expected (\d+) records, found (\d+) records at line (\d+)").ok());
 static VALUE: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(r"(?s)Error while parsing value '(.*)' as type '(.+)' for column (\d+) at line (\d+)\. Row data: '(.*)'$").ok()
 });
@@ -159,6 +162,13 @@ pub(crate) fn decode_error(file: &str, schema: Option<&SchemaRef>, e: ArrowError
             file: file.to_string(),
             line: num(&c[1]),
             message: format!("expected {} fields, got {}", &c[2], &c[3]),
+        };
+    }
+    if let Some(c) = UNEQUAL.as_ref().and_then(|re| re.captures(&message)) {
+        return FileError::DecodeAt {
+            file: file.to_string(),
+            line: num(&c[3]),
+            message: format!("expected {} fields, got {}", &c[1], &c[2]),
         };
     }
     if let Some(c) = VALUE.as_ref().and_then(|re| re.captures(&message)) {
@@ -235,6 +245,15 @@ mod tests {
             read_err(text, true, two_ints()),
             "x.csv:5: expected 2 fields, got 1"
         );
+    }
+
+    #[test]
+    fn inference_errors_name_the_physical_line() {
+        let dialect = Dialect::new(&CsvOptions::default(), false).expect("dialect");
+        let err = dialect
+            .infer("a,b\n1,2\n3\n".as_bytes(), 10, "x.csv")
+            .expect_err("short row");
+        assert_eq!(err.to_string(), "x.csv:3: expected 2 fields, got 1");
     }
 
     #[test]

@@ -35,6 +35,12 @@ fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
+/// Regular files, and also FIFOs and devices (`/dev/stdin`, a named pipe fed by another
+/// process): anything that exists and is not a directory.
+fn is_data_file(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| !m.is_dir())
+}
+
 fn hidden(name: &str) -> bool {
     name.starts_with('.') || name.starts_with('_')
 }
@@ -62,16 +68,16 @@ fn resolve_local(path: &str) -> Result<Vec<FileRef>, FileError> {
                 file: e.path().display().to_string(),
                 source: std::io::Error::new(e.error().kind(), e.error().to_string()),
             })?;
-            if p.is_file() {
+            if is_data_file(&p) {
                 files.push(p);
             }
         }
     } else {
         let p = Path::new(path);
-        if p.is_file() {
-            files.push(p.to_path_buf());
-        } else if p.is_dir() {
+        if p.is_dir() {
             walk(p, &mut files)?;
+        } else if is_data_file(p) {
+            files.push(p.to_path_buf());
         } else {
             return Err(FileError::NotFound(path.to_string()));
         }
@@ -111,7 +117,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), FileError> {
         let p = entry.path();
         if p.is_dir() {
             walk(&p, out)?;
-        } else if p.is_file() {
+        } else if is_data_file(&p) {
             out.push(p);
         }
     }

@@ -1,0 +1,48 @@
+# pipe: the commands the README names. `make check` is what CI (.ci/run) runs.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= /var/tmp/pipe-target
+export CARGO_BUILD_JOBS ?= 2
+PIPE_VENV ?= /var/tmp/pipe-venv
+export PIPE_PYTHON ?= $(PIPE_VENV)/bin/python
+
+.PHONY: check fmt-check clippy test arrow-check venv bench run
+
+## check: formatting, lints, one-Arrow check, every test (needs the venv: made if missing)
+check: venv fmt-check clippy arrow-check test
+
+fmt-check:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## test: unit, integration and end-to-end tests (the e2e ones read results back with python duckdb/pyarrow)
+test: venv
+	@if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --workspace --no-fail-fast; \
+	else \
+		cargo test --workspace --no-fail-fast; \
+	fi
+
+## arrow-check: exactly one version of arrow in the build (DESIGN.md §5)
+arrow-check:
+	@n=$$(cargo tree --workspace -e normal,build,dev --prefix none 2>/dev/null | grep -E '^arrow-array v' | sort -u | wc -l); \
+	if [ "$$n" -ne 1 ]; then echo "expected one arrow-array version, found $$n:"; cargo tree -d | grep -A3 '^arrow'; exit 1; fi; \
+	echo "one arrow: $$(cargo tree --workspace --prefix none | grep -E '^arrow-array v' | sort -u)"
+
+## venv: the Python readers (created once, reused)
+venv: $(PIPE_VENV)/.ready
+
+$(PIPE_VENV)/.ready: tests/requirements.txt
+	python3 -m venv $(PIPE_VENV)
+	$(PIPE_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+## bench: release build, 1M and 5M orders CSV → DuckDB vs DuckDB's own read_csv (not part of check)
+bench: venv
+	cargo build --release -p pipe-cli
+	$(PIPE_PYTHON) tests/bench/bench.py $(CARGO_TARGET_DIR)/release/pipe
+
+## run: the main job on the embedded default
+run:
+	cargo run --release -p pipe-cli -- run pipelines/orders.toml

@@ -1,0 +1,188 @@
+//! Helpers shared by the end-to-end tests: a temp project with the repo's pipelines, the
+//! `pipe` binary, and the independent Python readers (python `duckdb`, `pyarrow`).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The Python with the readers. `.ci/run` (and `make venv`) create it.
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("PIPE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/pipe-venv/bin/python"));
+    let ok = Command::new(&path)
+        .args(["-c", "import duckdb, pyarrow"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{} cannot import duckdb and pyarrow: these tests read results back with them. \
+         Create the venv with `make venv` (or run `bash .ci/run`), or point PIPE_PYTHON at a \
+         python that has them.",
+        path.display()
+    );
+    path
+}
+
+/// Run `tests/interop/<script>` with `args`; returns (success, parsed JSON stdout).
+pub fn py(script: &str, args: &[&str]) -> (bool, Value) {
+    py_in(&root(), script, args)
+}
+
+/// Like [`py`], with `cwd` as the working directory (relative paths in `args`).
+pub fn py_in(cwd: &Path, script: &str, args: &[&str]) -> (bool, Value) {
+    let out = Command::new(python())
+        .current_dir(cwd)
+        .arg(root().join("tests/interop").join(script))
+        .args(args)
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "{script} printed no JSON.\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), value)
+}
+
+/// Rows of `sql` on the DuckDB file `db`, read by python duckdb, as strings.
+pub fn query(db: &Path, sql: &str) -> Vec<Vec<Option<String>>> {
+    let (ok, v) = py("query.py", &[db.to_str().expect("utf-8 path"), sql]);
+    assert!(ok, "query failed: {sql}");
+    serde_json::from_value(v).expect("rows")
+}
+
+/// One `pipe` invocation's outcome.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Self {
+        let run = Self {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert!(
+            !run.stderr.contains("panicked"),
+            "pipe panicked:\n{}",
+            run.stderr
+        );
+        run
+    }
+
+    /// The `--json` summary.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+
+    pub fn assert_ok(self) -> Self {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "pipe failed:\nstdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    pub fn assert_failed(self) -> Self {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "pipe should fail:\nstdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// A temp directory holding a copy of the repo's `pipelines/`, used as the working directory.
+pub struct Project {
+    dir: tempfile::TempDir,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+impl Project {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        copy_dir(&root().join("pipelines"), &dir.path().join("pipelines"));
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The default DuckDB file of `pipelines/orders.toml`.
+    pub fn db(&self) -> PathBuf {
+        self.path().join(".pipe/pipe.duckdb")
+    }
+
+    pub fn write(&self, rel: &str, content: &str) -> PathBuf {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, content).expect("write");
+        p
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path().join(rel)).expect("read")
+    }
+
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipe"));
+        cmd.current_dir(self.path())
+            .args(args)
+            .env_remove("ORDERS_FILE")
+            .env_remove("PIPE_DUCKDB");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn pipe(&self, args: &[&str]) -> Run {
+        self.pipe_env(args, &[])
+    }
+
+    pub fn pipe_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        Run::from(self.command(args, env).output().expect("pipe runs"))
+    }
+
+    /// check_orders.py against the default DuckDB table `sales.orders`.
+    pub fn check_orders(&self, args: &[&str]) -> (bool, Value) {
+        let db = self.db();
+        let mut all = vec![db.to_str().expect("utf-8"), "sales.orders"];
+        all.extend_from_slice(args);
+        py_in(self.path(), "check_orders.py", &all)
+    }
+}
