@@ -26,9 +26,9 @@ test: venv
 
 ## arrow-check: exactly one version of arrow in the build (DESIGN.md §5)
 arrow-check:
-	@n=$$(cargo tree --workspace -e normal,build,dev --prefix none 2>/dev/null | grep -E '^arrow-array v' | sort -u | wc -l); \
-	if [ "$$n" -ne 1 ]; then echo "expected one arrow-array version, found $$n:"; cargo tree -d | grep -A3 '^arrow'; exit 1; fi; \
-	echo "one arrow: $$(cargo tree --workspace --prefix none | grep -E '^arrow-array v' | sort -u)"
+	@majors=$$(cargo tree --workspace -e normal,build,dev --prefix none | grep -oE '^(arrow|arrow-[a-z]+|parquet) v[0-9]+' | awk '{print $$2}' | sort -u); \
+	if [ "$$(echo "$$majors" | wc -l)" -ne 1 ]; then echo "more than one arrow major: $$majors"; cargo tree -i arrow-array; exit 1; fi; \
+	echo "one arrow major: $$majors"
 
 ## venv: the Python readers (created once, reused)
 venv: $(PIPE_VENV)/.ready

@@ -1,11 +1,12 @@
 //! Run-wide uniqueness of key columns with bounded memory per key.
 //!
-//! Keys are encoded with Arrow's row format (exact, type-aware) and remembered as 128-bit
-//! XXH3 hashes: 16 bytes per distinct key whatever its width (about 40 MB of hash table per
-//! million keys with hashbrown's overhead), with a false-duplicate probability around
-//! n²/2¹²⁹ (10⁻²⁶ at a billion keys). A single integer key is stored exactly instead.
+//! A single integer key is remembered exactly (8 bytes per distinct key). Any other key is
+//! encoded with Arrow's row format (exact, type-aware) and remembered as its 128-bit XXH3 hash:
+//! 16 bytes per distinct key whatever its width, with a false-duplicate probability around
+//! n²/2¹²⁹ (10⁻²⁶ at a billion keys). With hashbrown's overhead and growth that is about
+//! 15 MB (integers) or 27 MB (others) of hash table per million distinct keys.
 
-use std::collections::HashSet;
+use hashbrown::HashSet;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
@@ -15,23 +16,25 @@ use arrow_schema::{ArrowError, DataType};
 
 /// Keys seen so far in this run.
 #[derive(Debug)]
-pub(crate) struct KeySet {
-    converter: Option<RowConverter>,
-    seen: HashSet<u128>,
+pub(crate) enum KeySet {
+    /// One Int32/Int64 column: the values themselves.
+    Int(HashSet<i64>),
+    /// Anything else: hashes of the row-encoded key.
+    Hashed {
+        converter: RowConverter,
+        seen: HashSet<u128>,
+    },
 }
 
 impl KeySet {
     pub(crate) fn new(types: &[DataType]) -> Result<Self, ArrowError> {
-        let exact = matches!(types, [DataType::Int64 | DataType::Int32]);
-        let converter = if exact {
-            None
-        } else {
-            Some(RowConverter::new(
+        if matches!(types, [DataType::Int64 | DataType::Int32]) {
+            return Ok(Self::Int(HashSet::new()));
+        }
+        Ok(Self::Hashed {
+            converter: RowConverter::new(
                 types.iter().map(|t| SortField::new(t.clone())).collect(),
-            )?)
-        };
-        Ok(Self {
-            converter,
+            )?,
             seen: HashSet::new(),
         })
     }
@@ -39,7 +42,10 @@ impl KeySet {
     /// Distinct keys remembered.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.seen.len()
+        match self {
+            Self::Int(seen) => seen.len(),
+            Self::Hashed { seen, .. } => seen.len(),
+        }
     }
 
     /// For each row of `columns`: `true` if its key was already seen (a duplicate). Rows with
@@ -53,30 +59,34 @@ impl KeySet {
         let rows = columns.first().map_or(0, |c| c.len());
         let mut dup = vec![false; rows];
         let null_at = |i: usize| columns.iter().any(|c| c.is_null(i));
-        match &self.converter {
-            None => {
+        match self {
+            Self::Int(seen) => {
                 let col = &columns[0];
-                let value = |i: usize| -> u128 {
-                    match col.data_type() {
-                        DataType::Int32 => col.as_primitive::<Int32Type>().value(i) as u128,
-                        _ => col.as_primitive::<Int64Type>().value(i) as u128,
+                let mut check = |i: usize, v: i64| {
+                    if !skip[i] && !col.is_null(i) {
+                        dup[i] = !seen.insert(v);
                     }
                 };
-                for i in 0..rows {
-                    if skip[i] || col.is_null(i) {
-                        continue;
+                match col.data_type() {
+                    DataType::Int32 => {
+                        for (i, v) in col.as_primitive::<Int32Type>().values().iter().enumerate() {
+                            check(i, i64::from(*v));
+                        }
                     }
-                    dup[i] = !self.seen.insert(value(i));
+                    _ => {
+                        for (i, v) in col.as_primitive::<Int64Type>().values().iter().enumerate() {
+                            check(i, *v);
+                        }
+                    }
                 }
             }
-            Some(converter) => {
+            Self::Hashed { converter, seen } => {
                 let encoded = converter.convert_columns(columns)?;
                 for (i, row) in encoded.iter().enumerate() {
                     if skip[i] || null_at(i) {
                         continue;
                     }
-                    let h = xxhash_rust::xxh3::xxh3_128(row.as_ref());
-                    dup[i] = !self.seen.insert(h);
+                    dup[i] = !seen.insert(xxhash_rust::xxh3::xxh3_128(row.as_ref()));
                 }
             }
         }

@@ -8,8 +8,8 @@ Generates the orders CSV once (cached), then for each row count loads it with
   - pipe with the contract of pipelines/orders.toml (primary key + required);
   - python duckdb: CREATE TABLE AS SELECT * FROM read_csv(...) with the same column types,
 each into a fresh database file, as a separate process whose peak RSS is measured
-(wait4 rusage). Verifies every load has the same row count and checksum, prints rows/s,
-peak RSS and the ratio pipe / DuckDB.
+(wait4 rusage), --repeat times (median seconds, max RSS). Verifies every load has the same
+row count and checksum, prints rows/s, peak RSS and the ratio pipe / DuckDB.
 """
 import argparse
 import os
@@ -57,10 +57,11 @@ def main():
     ap.add_argument("pipe")
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     ap.add_argument("--work", default="/var/tmp/pipe-bench")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per load; the median is printed")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     py = sys.executable
-    print(f"{'load':<28}{'rows':>10}{'seconds':>10}{'rows/s':>12}{'peak RSS':>12}")
+    print(f"{'load':<28}{'rows':>10}{'seconds':>10}{'rows/s':>12}{'peak RSS':>12}   (median of {a.repeat})")
     for rows in a.rows:
         csv_path = os.path.join(a.work, f"orders_{rows}.csv")
         if not os.path.exists(csv_path):
@@ -77,7 +78,14 @@ def main():
                 if os.path.exists(db + suffix):
                     os.remove(db + suffix)
             env = dict(os.environ, BENCH_CSV=csv_path, BENCH_DB=db)
-            seconds, rss = run(cmd_for(db), env)
+            timings = []
+            for _ in range(a.repeat):
+                for suffix in ("", ".wal"):
+                    if os.path.exists(db + suffix):
+                        os.remove(db + suffix)
+                timings.append(run(cmd_for(db), env))
+            seconds = sorted(t for t, _ in timings)[len(timings) // 2]
+            rss = max(r for _, r in timings)
             check = subprocess.run([py, "-c", CHECK, db], capture_output=True, text=True, check=True).stdout.strip()
             results[name] = (seconds, rss, check)
             print(f"{name:<28}{rows:>10}{seconds:>10.2f}{rows / seconds:>12,.0f}{rss:>9.0f} MiB")

@@ -1,6 +1,8 @@
 //! Bad input gets a clear error naming what and where, the destination is untouched, and
 //! nothing panics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test
+
 mod common;
 
 use common::Project;

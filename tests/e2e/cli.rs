@@ -1,5 +1,7 @@
 //! The `pipe` command itself: list, validate, exit codes, interruption.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test
+
 mod common;
 
 use std::io::Write;
@@ -114,12 +116,20 @@ fn interrupt_mid_run_commits_nothing() {
         .status()
         .unwrap();
     assert!(made.success());
-    let toml = format!(
-        "name = \"live\"\n[source]\ntype = \"file\"\npath = \"stream.csv\"\nformat = \"csv\"\nbatch_rows = 10\n\
-         columns = [{{ name = \"id\", type = \"int64\" }}, {{ name = \"v\", type = \"string\" }}]\n\
-         [destination]\ntype = \"duckdb\"\npath = \"live.duckdb\"\ntable = \"t\"\n"
-    );
-    p.write("live.toml", &toml);
+    let toml = r#"
+name = "live"
+[source]
+type = "file"
+path = "stream.csv"
+format = "csv"
+batch_rows = 10
+columns = [{ name = "id", type = "int64" }, { name = "v", type = "string" }]
+[destination]
+type = "duckdb"
+path = "live.duckdb"
+table = "t"
+"#;
+    p.write("live.toml", toml);
     let mut child = p
         .command(&["run", "live.toml", "--json"], &[])
         .stdout(std::process::Stdio::piped())

@@ -1,6 +1,8 @@
 //! The README's main job, end to end: `pipe run pipelines/orders.toml` into DuckDB, read back
 //! by python duckdb and compared row by row (and by checksum) with the CSV files.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test
+
 mod common;
 
 use common::Project;

@@ -15,13 +15,18 @@ pub struct DuckDbConfig {
     pub path: PathBuf,
     /// Target table, `schema.table` or `table` (schema `main`). Created on the first run.
     pub table: String,
-    /// DuckDB's memory limit in MB (default: DuckDB's own, 80% of RAM). Staged data beyond it
-    /// spills to disk.
-    #[serde(default)]
-    pub memory_limit_mb: Option<u64>,
+    /// DuckDB's memory limit in MB (default 256). Bounds the buffer pool, so memory stays flat
+    /// however large the table: written blocks are evicted and staged data beyond it spills to
+    /// `<path>.tmp`. Raise it for large merges.
+    #[serde(default = "default_memory_limit_mb")]
+    pub memory_limit_mb: u64,
     /// Threads DuckDB may use (default: one per core).
     #[serde(default)]
     pub threads: Option<u32>,
+}
+
+fn default_memory_limit_mb() -> u64 {
+    256
 }
 
 fn default_path() -> PathBuf {

@@ -55,7 +55,7 @@ pub(crate) struct Ready {
 pub(crate) struct Job {
     pub path: PathBuf,
     pub table: TableName,
-    pub memory_limit_mb: Option<u64>,
+    pub memory_limit_mb: u64,
     pub threads: Option<u32>,
     pub request: PrepareRequest,
 }
@@ -74,7 +74,7 @@ pub(crate) struct Prepared {
 /// Open the database file (creating its directory), read-write or read-only.
 pub(crate) fn open(
     path: &PathBuf,
-    memory_limit_mb: Option<u64>,
+    memory_limit_mb: u64,
     threads: Option<u32>,
     read_only: bool,
 ) -> Result<Connection> {
@@ -97,11 +97,9 @@ pub(crate) fn open(
             .access_mode(AccessMode::ReadOnly)
             .map_err(|e| fail(e.to_string()))?;
     }
-    if let Some(mb) = memory_limit_mb {
-        config = config
-            .max_memory(&format!("{mb}MB"))
-            .map_err(|e| fail(e.to_string()))?;
-    }
+    config = config
+        .max_memory(&format!("{memory_limit_mb}MB"))
+        .map_err(|e| fail(e.to_string()))?;
     if let Some(n) = threads {
         config = config
             .threads(i64::from(n))

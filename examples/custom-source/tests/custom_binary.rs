@@ -1,5 +1,7 @@
 //! The custom binary knows the custom source and every stock connector, and its rows land.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test
+
 use std::process::Command;
 
 #[test]

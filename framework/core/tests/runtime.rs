@@ -1,6 +1,8 @@
 //! The runtime's commit protocol, with in-memory components: a sink commits only when every
 //! stage succeeded, the first real error is reported, and cancellation aborts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test
+
 use std::sync::{Arc, Mutex};
 
 use arrow_array::{Int64Array, RecordBatch};

@@ -26,8 +26,8 @@ pub struct FileSourceConfig {
     #[serde(default)]
     pub compression: Option<Compression>,
 
-    /// Rows per record batch (default 65536). Bigger batches are faster; memory in flight is
-    /// about `batch_rows × row size × (runtime.channel_capacity + 2)` per stage.
+    /// Rows per record batch (default 16384). Memory in flight is about
+    /// `batch_rows × row size × (runtime.channel_capacity + 2)` per stage.
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
 
@@ -136,7 +136,7 @@ fn yes() -> bool {
 }
 
 fn default_batch_rows() -> usize {
-    65_536
+    16_384
 }
 
 fn default_infer_rows() -> usize {

@@ -1,6 +1,6 @@
 //! Helpers shared by the end-to-end tests: a temp project with the repo's pipelines, the
 //! `pipe` binary, and the independent Python readers (python `duckdb`, `pyarrow`).
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
