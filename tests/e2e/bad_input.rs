@@ -54,16 +54,8 @@ fn malformed_csv_row_names_file_and_line_and_commits_nothing() {
             &[("ORDERS_FILE", "bad.csv")],
         )
         .assert_failed();
-    assert!(
-        r.stderr.contains("bad.csv:7: expected 10 fields, got 5"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stdout.contains("FAILED, nothing committed"),
-        "{}",
-        r.stdout
-    );
+    r.stderr_has("bad.csv:7: expected 10 fields, got 5");
+    r.stdout_has("FAILED, nothing committed");
     assert_untouched(&p);
 }
 
@@ -81,12 +73,7 @@ fn unparseable_value_names_line_and_column() {
             &[("ORDERS_FILE", "bad.csv")],
         )
         .assert_failed();
-    assert!(
-        r.stderr
-            .contains("bad.csv:1202: column `o_custkey`: cannot parse \"abc\" as Int64"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_has("bad.csv:1202: column `o_custkey`: cannot parse \"abc\" as Int64");
     assert_untouched(&p);
 }
 
@@ -110,12 +97,7 @@ fn a_column_whose_type_changed_is_rejected_before_writing() {
             &[("ORDERS_FILE", "text.csv")],
         )
         .assert_failed();
-    assert!(
-        r.stderr
-            .contains("column `o_custkey` has type Int64 in the table but Utf8 in the source"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_has("column `o_custkey` has type Int64 in the table but Utf8 in the source");
     assert_untouched(&p);
 }
 
@@ -128,12 +110,7 @@ fn missing_file_is_a_clear_error() {
             &[("ORDERS_FILE", "pipelines/data/nope.csv")],
         )
         .assert_failed();
-    assert!(
-        r.stderr
-            .contains("no such file or directory: pipelines/data/nope.csv"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_has("no such file or directory: pipelines/data/nope.csv");
     assert!(
         !p.db().exists(),
         "the source is opened before the database: nothing was created"
@@ -148,26 +125,15 @@ fn unknown_toml_key_shows_line_column_and_key() {
         "name = \"x\"\n\n[source]\ntype = \"file\"\npath = \"a.csv\"\n[source.csv]\ndelimter = \";\"\n\n[destination]\ntype = \"duckdb\"\ntable = \"t\"\n",
     );
     let r = p.pipe(&["run", "bad.toml"]).assert_failed();
-    assert!(
-        r.stderr.contains(
-            "bad.toml:7:1: `source.csv.delimter`: unknown field `delimter`, expected one of"
-        ),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("7 | delimter = \";\""), "{}", r.stderr);
+    r.stderr_has("bad.toml:7:1: `source.csv.delimter`: unknown field `delimter`, expected one of");
+    r.stderr_has("7 | delimter = \";\"");
 
     p.write(
         "top.toml",
         "name = \"x\"\nschedule = 1\n[source]\ntype = \"file\"\n",
     );
     let r = p.pipe(&["validate", "top.toml"]).assert_failed();
-    assert!(
-        r.stderr
-            .contains("top.toml:2:1: `schedule`: unknown key `schedule`"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_has("top.toml:2:1: `schedule`: unknown key `schedule`");
 }
 
 #[test]
@@ -178,12 +144,7 @@ fn unknown_source_type_lists_the_supported_ones() {
         "name = \"x\"\n[source]\ntype = \"ftp\"\n[destination]\ntype = \"duckdb\"\ntable = \"t\"\n",
     );
     let r = p.pipe(&["run", "ftp.toml"]).assert_failed();
-    assert!(
-        r.stderr
-            .contains("ftp.toml:3:8: `source.type`: unknown source type `ftp`; supported: file"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_has("ftp.toml:3:8: `source.type`: unknown source type `ftp`; supported: file");
 }
 
 #[test]
@@ -194,12 +155,7 @@ fn missing_environment_variable_is_named() {
         "name = \"x\"\n[source]\ntype = \"file\"\npath = \"${MISSING_VAR}/a.csv\"\n[destination]\ntype = \"duckdb\"\ntable = \"t\"\n",
     );
     let r = p.pipe(&["run", "env.toml"]).assert_failed();
-    assert!(
-        r.stderr
-            .contains("env.toml:4:8: environment variable `MISSING_VAR` is not set"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_has("env.toml:4:8: environment variable `MISSING_VAR` is not set");
 }
 
 #[test]
@@ -230,12 +186,7 @@ fn a_bad_row_in_the_third_of_five_files_commits_nothing() {
     assert_eq!(s["status"], "failed");
     // Two whole files went through every stage into the uncommitted transaction first.
     assert!(s["rows_read"].as_u64().unwrap() >= 2000, "{s}");
-    assert!(
-        r.stderr
-            .contains("batch/2.csv:702: expected 10 fields, got 1"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_has("batch/2.csv:702: expected 10 fields, got 1");
     assert_untouched(&p);
 }
 
@@ -251,17 +202,8 @@ fn contract_violation_fails_the_run_and_names_rule_and_values() {
             &[("ORDERS_FILE", "dup.csv")],
         )
         .assert_failed();
-    assert!(
-        r.stderr
-            .contains("contract rule `primary_key(o_orderkey)` failed on 1 row(s)"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("row 16 (o_orderkey=10004)"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_has("contract rule `primary_key(o_orderkey)` failed on 1 row(s)");
+    r.stderr_has("row 16 (o_orderkey=10004)");
     assert_untouched(&p);
 
     let drop = p
@@ -301,12 +243,7 @@ fn freeze_rejects_a_new_column_before_writing_and_evolve_adds_it() {
             &[("ORDERS_FILE", "wide.csv")],
         )
         .assert_failed();
-    assert!(
-        r.stderr
-            .contains("schema_evolution = \"freeze\": the source has column `o_note`"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_has("schema_evolution = \"freeze\": the source has column `o_note`");
     let cols = common::query(
         &p.db(),
         "SELECT count(*) FROM information_schema.columns WHERE table_name = 'orders'",

@@ -63,12 +63,7 @@ fn validate_checks_everything_without_moving_data() {
     let r = p
         .pipe(&["validate", "pipelines/bad_contract.toml"])
         .assert_failed();
-    assert!(
-        r.stderr
-            .contains("contract column `o_cust` is not in the data"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_has("contract column `o_cust` is not in the data");
 
     // Merge without keys is rejected at load time, pointing at the table.
     let no_keys = p
@@ -78,31 +73,17 @@ fn validate_checks_everything_without_moving_data() {
     let r = p
         .pipe(&["validate", "pipelines/no_keys.toml"])
         .assert_failed();
-    assert!(
-        r.stderr.contains("mode = \"merge\" needs `merge_keys`"),
-        "{}",
-        r.stderr
-    );
+    r.stderr_has("mode = \"merge\" needs `merge_keys`");
 }
 
 #[test]
 fn human_summary_reports_rows_bytes_and_rate() {
     let p = Project::new();
     let r = p.pipe(&["run", "pipelines/orders.toml"]).assert_ok();
-    assert!(r.stdout.contains("orders: committed"), "{}", r.stdout);
-    assert!(
-        r.stdout
-            .contains("rows read 5,000, written 5,000, rejected 0"),
-        "{}",
-        r.stdout
-    );
-    assert!(r.stdout.contains("rows/s"), "{}", r.stdout);
-    assert!(
-        r.stdout
-            .contains("inserted 5,000, updated 0, unchanged 0, deleted 0"),
-        "{}",
-        r.stdout
-    );
+    r.stdout_has("orders: committed");
+    r.stdout_has("rows read 5,000, written 5,000, rejected 0");
+    r.stdout_has("rows/s");
+    r.stdout_has("inserted 5,000, updated 0, unchanged 0, deleted 0");
 }
 
 /// Ctrl-C while the source waits for more data: the run stops, exits 130, commits nothing.

@@ -16,7 +16,7 @@ import hashlib
 import json
 import sys
 
-import duckdb
+from duck import open_table
 
 UTC = dt.timezone.utc
 TYPES = {
@@ -78,15 +78,7 @@ def main():
         expected = {r[0]: r for r in read_csv(a.replace)}
     want = [expected[k] for k in sorted(expected)]
 
-    con = duckdb.connect(a.db, read_only=True)
-    con.execute("SET TimeZone = 'UTC'")
-    schema, table = a.table.split(".")
-    catalog = con.execute("SELECT current_database()").fetchone()[0]
-    qualified = f'"{catalog}"."{schema}"."{table}"'
-    types = dict(con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position", [schema, table]
-    ).fetchall())
+    con, qualified, types = open_table(a.db, a.table)
     got = [canon_db(r) for r in con.execute(f"SELECT * FROM {qualified} ORDER BY o_orderkey").fetchall()]
     runs = con.execute("SELECT count(*) FROM _pipe.runs WHERE pipeline = ?", [a.pipeline]).fetchone()[0]
 

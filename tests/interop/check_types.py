@@ -13,7 +13,7 @@ import decimal
 import json
 import sys
 
-import duckdb
+from duck import open_table
 
 UTC = dt.timezone.utc
 decimal.getcontext().prec = 60
@@ -52,15 +52,7 @@ def main():
         want_types.pop("tags")
         want_types.pop("point")
 
-    con = duckdb.connect(a.db, read_only=True)
-    con.execute("SET TimeZone = 'UTC'")
-    schema, table = a.table.split(".")
-    catalog = con.execute("SELECT current_database()").fetchone()[0]
-    qualified = f'"{catalog}"."{schema}"."{table}"'
-    types = dict(con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position", [schema, table]
-    ).fetchall())
+    con, qualified, types = open_table(a.db, a.table)
     cur = con.execute(f"SELECT * FROM {qualified} ORDER BY id")
     names = [d[0] for d in cur.description]
     got = [{n: canon(n, v) for n, v in zip(names, row)} for row in cur.fetchall()]

@@ -98,10 +98,6 @@ impl Destination for DuckDbDestination {
         format!("duckdb {} {}", self.config.path.display(), self.table)
     }
 
-    fn supported_modes(&self) -> &'static [WriteMode] {
-        &WriteMode::ALL
-    }
-
     async fn check(&self) -> Result<()> {
         let path = self.config.path.clone();
         if !path.exists() {

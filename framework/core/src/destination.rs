@@ -87,12 +87,6 @@ pub trait Destination: Send + Sync + Debug {
     /// One line for logs and the summary, e.g. `duckdb .pipe/pipe.duckdb sales.orders`.
     fn describe(&self) -> String;
 
-    /// The write modes this destination implements. `pipe validate` rejects the others before
-    /// any data moves.
-    fn supported_modes(&self) -> &'static [WriteMode] {
-        &[WriteMode::Append]
-    }
-
     /// Check that the destination is reachable and writable, changing nothing.
     async fn check(&self) -> Result<()>;
 

@@ -67,6 +67,17 @@ pub trait StageFactory: Send + Sync + 'static {
     fn build(&self, config: Self::Config, ctx: &BuildContext) -> Result<Box<dyn Stage>>;
 }
 
+/// Deserialize `section` into the factory's config and build; build errors name the section.
+fn build_section<C: DeserializeOwned, T>(
+    section: Section<'_>,
+    build: impl FnOnce(C) -> Result<T>,
+) -> Result<T> {
+    let key = section.key().to_string();
+    let file = section.file().path().display().to_string();
+    let config = section.deserialize::<C>()?;
+    build(config).map_err(|e| e.context(format!("{file}: [{key}]")))
+}
+
 trait ErasedSource: Send + Sync {
     fn description(&self) -> &'static str;
     fn build(&self, section: Section<'_>, ctx: &BuildContext) -> Result<Arc<dyn Source>>;
@@ -77,10 +88,7 @@ impl<F: SourceFactory> ErasedSource for F {
         SourceFactory::description(self)
     }
     fn build(&self, section: Section<'_>, ctx: &BuildContext) -> Result<Arc<dyn Source>> {
-        let key = section.key().to_string();
-        let file = section.file().path().display().to_string();
-        let config = section.deserialize::<F::Config>()?;
-        SourceFactory::build(self, config, ctx).map_err(|e| e.context(format!("{file}: [{key}]")))
+        build_section(section, |config| SourceFactory::build(self, config, ctx))
     }
 }
 
@@ -98,11 +106,9 @@ impl<F: DestinationFactory> ErasedDestination for F {
         DestinationFactory::modes(self)
     }
     fn build(&self, section: Section<'_>, ctx: &BuildContext) -> Result<Arc<dyn Destination>> {
-        let key = section.key().to_string();
-        let file = section.file().path().display().to_string();
-        let config = section.deserialize::<F::Config>()?;
-        DestinationFactory::build(self, config, ctx)
-            .map_err(|e| e.context(format!("{file}: [{key}]")))
+        build_section(section, |config| {
+            DestinationFactory::build(self, config, ctx)
+        })
     }
 }
 
@@ -116,10 +122,7 @@ impl<F: StageFactory> ErasedStage for F {
         StageFactory::description(self)
     }
     fn build(&self, section: Section<'_>, ctx: &BuildContext) -> Result<Box<dyn Stage>> {
-        let key = section.key().to_string();
-        let file = section.file().path().display().to_string();
-        let config = section.deserialize::<F::Config>()?;
-        StageFactory::build(self, config, ctx).map_err(|e| e.context(format!("{file}: [{key}]")))
+        build_section(section, |config| StageFactory::build(self, config, ctx))
     }
 }
 

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow_schema::SchemaRef;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -321,9 +320,4 @@ async fn load_task(
             Err(e)
         }
     }
-}
-
-/// The schema a pipeline's source would produce, for `pipe validate`.
-pub async fn source_schema(pipeline: &Pipeline) -> Result<SchemaRef> {
-    pipeline.source.schema().await
 }
