@@ -48,13 +48,15 @@ impl KeySet {
         }
     }
 
-    /// For each row of `columns`: `true` if its key was already seen (a duplicate). Rows with
-    /// a NULL in any key column and rows where `skip` is true are neither checked nor
-    /// remembered.
+    /// For each row of `columns`: `true` if its key was already seen (a duplicate); the keys
+    /// newly remembered, with their rows, go to `added` (so a caller that drops a row later
+    /// can [`KeySet::forget`] its key). Rows with a NULL in any key column and rows where
+    /// `skip` is true are neither checked nor remembered.
     pub(crate) fn check(
         &mut self,
         columns: &[ArrayRef],
         skip: &[bool],
+        added: &mut Vec<(usize, u128)>,
     ) -> Result<Vec<bool>, ArrowError> {
         let rows = columns.first().map_or(0, |c| c.len());
         let mut dup = vec![false; rows];
@@ -65,6 +67,9 @@ impl KeySet {
                 let mut check = |i: usize, v: i64| {
                     if !skip[i] && !col.is_null(i) {
                         dup[i] = !seen.insert(v);
+                        if !dup[i] {
+                            added.push((i, v as u128));
+                        }
                     }
                 };
                 match col.data_type() {
@@ -86,11 +91,27 @@ impl KeySet {
                     if skip[i] || null_at(i) {
                         continue;
                     }
-                    dup[i] = !seen.insert(xxhash_rust::xxh3::xxh3_128(row.as_ref()));
+                    let h = xxhash_rust::xxh3::xxh3_128(row.as_ref());
+                    dup[i] = !seen.insert(h);
+                    if !dup[i] {
+                        added.push((i, h));
+                    }
                 }
             }
         }
         Ok(dup)
+    }
+
+    /// Forget keys [`KeySet::check`] added (their rows were dropped after all).
+    pub(crate) fn forget(&mut self, keys: impl Iterator<Item = u128>) {
+        match self {
+            Self::Int(seen) => keys.for_each(|k| {
+                seen.remove(&(k as i64));
+            }),
+            Self::Hashed { seen, .. } => keys.for_each(|k| {
+                seen.remove(&k);
+            }),
+        }
     }
 }
 
@@ -104,17 +125,16 @@ mod tests {
     #[test]
     fn flags_repeats_across_batches_and_ignores_nulls() {
         let mut keys = KeySet::new(&[DataType::Int64]).expect("keys");
+        let mut added = Vec::new();
         let a: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), Some(2), None, Some(1)]));
-        assert_eq!(
-            keys.check(&[a], &[false; 4]).expect("ok"),
-            vec![false, false, false, true]
-        );
-        let b: ArrayRef = Arc::new(Int64Array::from(vec![Some(2), None]));
-        assert_eq!(
-            keys.check(&[b], &[false; 2]).expect("ok"),
-            vec![true, false]
-        );
-        assert_eq!(keys.len(), 2);
+        let dups = keys.check(&[a], &[false; 4], &mut added).expect("ok");
+        assert_eq!(dups, vec![false, false, false, true]);
+        let b: ArrayRef = Arc::new(Int64Array::from(vec![Some(2), None, Some(-3)]));
+        let dups = keys.check(&[b], &[false; 3], &mut added).expect("ok");
+        assert_eq!(dups, vec![true, false, false]);
+        assert_eq!(keys.len(), 3);
+        keys.forget(added.iter().map(|(_, k)| *k));
+        assert_eq!(keys.len(), 0, "negative keys round-trip through forget too");
     }
 
     #[test]
@@ -122,9 +142,9 @@ mod tests {
         let mut keys = KeySet::new(&[DataType::Int64, DataType::Utf8]).expect("keys");
         let a: ArrayRef = Arc::new(Int64Array::from(vec![1, 1, 1]));
         let b: ArrayRef = Arc::new(StringArray::from(vec!["x", "y", "x"]));
-        assert_eq!(
-            keys.check(&[a, b], &[false; 3]).expect("ok"),
-            vec![false, false, true]
-        );
+        let dups = keys
+            .check(&[a, b], &[false; 3], &mut Vec::new())
+            .expect("ok");
+        assert_eq!(dups, vec![false, false, true]);
     }
 }

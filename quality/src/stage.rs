@@ -194,41 +194,61 @@ impl Stage for ContractStage {
         let rows = batch.num_rows();
         let first_row = self.rows_in;
         self.rows_in += rows as u64;
+        let on_violation = self.config.on_violation;
         let mut bad = vec![false; rows];
-        let mut any_bad = false;
-        for rule in &mut self.rules {
-            let columns: Vec<&ArrayRef> = rule.indices.iter().map(|i| batch.column(*i)).collect();
-            let owned: Vec<ArrayRef> = columns.iter().map(|c| (*c).clone()).collect();
-            let mask = match &mut rule.check {
-                Check::NotNull => null_mask(&columns, rows),
-                Check::Unique(keys) => keys.check(&owned, &bad)?,
-                Check::PrimaryKey(keys) => {
-                    let nulls = null_mask(&columns, rows);
-                    let dups = keys.check(&owned, &bad)?;
-                    nulls.iter().zip(dups).map(|(n, d)| *n || d).collect()
+        let no_skip = vec![false; rows];
+        // Keys remembered by this batch: (rule, row, key), forgotten again for dropped rows.
+        let mut added: Vec<(usize, usize, u128)> = Vec::new();
+        // NULL checks first, then uniqueness among the rows still good: under `drop`, a row
+        // left out for a NULL (or a duplicate) never claims its key.
+        for keys_pass in [false, true] {
+            for (r, rule) in self.rules.iter_mut().enumerate() {
+                let columns: Vec<&ArrayRef> =
+                    rule.indices.iter().map(|i| batch.column(*i)).collect();
+                let mask = match (&mut rule.check, keys_pass) {
+                    (Check::NotNull | Check::PrimaryKey(_), false) => null_mask(&columns, rows),
+                    (Check::Unique(keys) | Check::PrimaryKey(keys), true) => {
+                        let owned: Vec<ArrayRef> = columns.iter().map(|c| (*c).clone()).collect();
+                        let skip = if on_violation == OnViolation::Drop {
+                            &bad
+                        } else {
+                            &no_skip
+                        };
+                        let mut fresh = Vec::new();
+                        let dups = keys.check(&owned, skip, &mut fresh)?;
+                        added.extend(fresh.into_iter().map(|(row, key)| (r, row, key)));
+                        dups
+                    }
+                    _ => continue,
+                };
+                let failed = mask.iter().filter(|m| **m).count();
+                if failed == 0 {
+                    continue;
                 }
-            };
-            let failed = mask.iter().filter(|m| **m).count();
-            if failed == 0 {
-                continue;
-            }
-            rule.failed += failed as u64;
-            any_bad = true;
-            if self.config.on_violation == OnViolation::Fail {
-                return Err(Error::user(format!(
-                    "contract rule `{}` failed on {failed} row(s) of this batch (on_violation = \
-                     \"fail\"; nothing was committed); first: {}",
-                    rule.name,
-                    samples(&batch, rule, &mask, first_row).join("; ")
-                )));
-            }
-            for (b, m) in bad.iter_mut().zip(mask) {
-                *b |= m;
+                rule.failed += failed as u64;
+                if on_violation == OnViolation::Fail {
+                    return Err(Error::user(format!(
+                        "contract rule `{}` failed on {failed} row(s) of this batch (on_violation = \
+                         \"fail\"; nothing was committed); first: {}",
+                        rule.name,
+                        samples(&batch, rule, &mask, first_row).join("; ")
+                    )));
+                }
+                for (b, m) in bad.iter_mut().zip(mask) {
+                    *b |= m;
+                }
             }
         }
-        if !any_bad || self.config.on_violation == OnViolation::Warn {
+        if on_violation == OnViolation::Warn || !bad.contains(&true) {
             self.rows_out += rows as u64;
             return Ok(Some(batch));
+        }
+        for (r, row, key) in added {
+            if bad[row]
+                && let Check::Unique(keys) | Check::PrimaryKey(keys) = &mut self.rules[r].check
+            {
+                keys.forget(std::iter::once(key));
+            }
         }
         let keep = BooleanArray::from(bad.iter().map(|b| !b).collect::<Vec<_>>());
         let kept = filter_record_batch(&batch, &keep)?;
@@ -252,5 +272,108 @@ impl Stage for ContractStage {
                 "rules": rules,
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Array, Int64Array};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::config::ColumnRules;
+
+    fn batch(keys: &[i64], cust: &[Option<i64>]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("c", DataType::Int64, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(keys.to_vec())),
+                Arc::new(Int64Array::from(cust.to_vec())),
+            ],
+        )
+        .expect("batch")
+    }
+
+    fn stage(on_violation: OnViolation) -> ContractStage {
+        let mut stage = ContractStage::new(ContractConfig {
+            on_violation,
+            primary_key: vec!["k".into()],
+            columns: vec![ColumnRules {
+                name: "c".into(),
+                required: true,
+                unique: false,
+            }],
+        });
+        stage.bind(&batch(&[], &[]).schema()).expect("binds");
+        stage
+    }
+
+    #[tokio::test]
+    async fn a_dropped_row_does_not_claim_its_key() {
+        let mut s = stage(OnViolation::Drop);
+        // Key 1 first arrives with a NULL required column (dropped), then valid: kept.
+        let out = s
+            .process(batch(&[1, 2], &[None, Some(5)]))
+            .await
+            .expect("ok")
+            .expect("rows");
+        assert_eq!(out.num_rows(), 1);
+        let out = s
+            .process(batch(&[1, 2], &[Some(7), Some(8)]))
+            .await
+            .expect("ok")
+            .expect("rows");
+        let keys = out
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("i64");
+        assert_eq!(
+            keys.values().to_vec(),
+            vec![1],
+            "key 1 is new; key 2 is a duplicate"
+        );
+        let report = s.finish().await.expect("report");
+        assert_eq!(
+            (report.rows_in, report.rows_out, report.rows_rejected),
+            (4, 2, 2)
+        );
+    }
+
+    #[tokio::test]
+    async fn fail_names_the_rule_and_the_rows() {
+        let mut s = stage(OnViolation::Fail);
+        let err = s
+            .process(batch(&[1, 1], &[Some(1), Some(2)]))
+            .await
+            .expect_err("dup");
+        assert!(
+            err.message()
+                .contains("`primary_key(k)` failed on 1 row(s)"),
+            "{err:?}"
+        );
+        assert!(err.message().contains("row 2 (k=1)"), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn warn_loads_everything_and_counts() {
+        let mut s = stage(OnViolation::Warn);
+        let out = s
+            .process(batch(&[1, 1], &[None, Some(2)]))
+            .await
+            .expect("ok")
+            .expect("rows");
+        assert_eq!(out.num_rows(), 2);
+        let report = s.finish().await.expect("report");
+        assert_eq!(report.rows_rejected, 0);
+        assert_eq!(report.detail["rules"][0]["rows_failed"], 1);
+        assert_eq!(report.detail["rules"][1]["rows_failed"], 1);
+        assert!(out.column(1).is_null(0));
     }
 }

@@ -264,3 +264,27 @@ fn freeze_rejects_a_new_column_before_writing_and_evolve_adds_it() {
         vec![Some("5005".into()), Some("5".into()), Some("gift".into())]
     );
 }
+
+#[test]
+fn a_merge_key_the_source_lacks_is_rejected_before_writing() {
+    let p = loaded();
+    let rows: Vec<String> = new_rows(&p, 3)
+        .into_iter()
+        .map(|r| r.split_once(',').unwrap().1.to_string())
+        .collect();
+    let header = header(&p);
+    let header = header.split_once(',').unwrap().1;
+    p.write("keyless.csv", &format!("{header}\n{}\n", rows.join("\n")));
+    let no_contract = p
+        .read("pipelines/orders.toml")
+        .replace("primary_key = [\"o_orderkey\"]", "");
+    p.write("pipelines/keyless.toml", &no_contract);
+    let r = p
+        .pipe_env(
+            &["run", "pipelines/keyless.toml"],
+            &[("ORDERS_FILE", "keyless.csv")],
+        )
+        .assert_failed();
+    r.stderr_has("merge key `o_orderkey` is not a column of the source");
+    assert_untouched(&p);
+}

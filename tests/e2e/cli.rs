@@ -162,3 +162,24 @@ table = "t"
     );
     assert_eq!(tables[0][0].as_deref(), Some("0"));
 }
+
+/// A pipe can be read only once: inference would eat the data, so an explicit schema is
+/// required, and the error says so before anything is read.
+#[cfg(unix)]
+#[test]
+fn a_pipe_without_an_explicit_schema_is_refused() {
+    let p = Project::new();
+    let fifo = p.path().join("stream.csv");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let toml = "name = \"live\"\n[source]\ntype = \"file\"\npath = \"stream.csv\"\n\
+                [destination]\ntype = \"duckdb\"\npath = \"live.duckdb\"\ntable = \"t\"\n";
+    p.write("live.toml", toml);
+    let r = p.pipe(&["run", "live.toml"]).assert_failed();
+    r.stderr_has("stream.csv is a pipe or device: it can be read only once");
+}

@@ -154,7 +154,19 @@ fn parquet_dataset_over_a_file_url_with_a_glob() {
         )
         .unwrap();
     }
-    let url = format!("file://{}/fx/many-*.parquet", p.path().display());
+    // Neither a subdirectory nor an underscore-prefixed file matches `*` (as in a shell).
+    std::fs::create_dir_all(p.path().join("fx/old")).unwrap();
+    std::fs::copy(
+        p.path().join("fx/types.parquet"),
+        p.path().join("fx/old/many-9.parquet"),
+    )
+    .unwrap();
+    std::fs::copy(
+        p.path().join("fx/types.parquet"),
+        p.path().join("fx/_many-tmp.parquet"),
+    )
+    .unwrap();
+    let url = format!("file://{}/fx/*many-*.parquet", p.path().display());
     p.write("many.toml", &pipeline("many", &url, "", "fmt.many"));
     let s = p.pipe(&["run", "many.toml", "--json"]).assert_ok().json();
     assert_eq!(s["rows_read"], 12);
@@ -170,4 +182,83 @@ fn parquet_dataset_over_a_file_url_with_a_glob() {
             Some("3703703670370370367037037034.0370370364".into())
         ]
     );
+}
+
+#[test]
+fn gzip_and_plain_csv_files_mix_in_one_directory() {
+    let p = Project::new();
+    let csv = p.read("pipelines/data/orders.csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    let (header, rows) = (lines[0], &lines[1..]);
+    p.write(
+        "mixed/a.csv",
+        &format!("{header}\n{}\n", rows[..2500].join("\n")),
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(
+        &mut gz,
+        format!("{header}\n{}\n", rows[2500..].join("\n")).as_bytes(),
+    )
+    .unwrap();
+    std::fs::write(p.path().join("mixed/b.csv.gz"), gz.finish().unwrap()).unwrap();
+    let s = p
+        .pipe_env(
+            &["run", "pipelines/orders.toml", "--json"],
+            &[("ORDERS_FILE", "mixed")],
+        )
+        .assert_ok()
+        .json();
+    assert_eq!(s["rows_read"], 5000);
+    let (ok, report) = p.check_orders(&["--load", "pipelines/data/orders.csv"]);
+    assert!(ok, "{report}");
+}
+
+#[test]
+fn a_later_parquet_file_with_another_schema_is_an_error_naming_it() {
+    let p = fixture();
+    let out = std::process::Command::new(common::python())
+        .current_dir(p.path())
+        .args([
+            "-c",
+            "import pyarrow as pa, pyarrow.parquet as pq; \
+             t = pq.read_table('fx/types.parquet'); \
+             pq.write_table(t.append_column('extra', pa.array([1, 2, 3, 4])), 'fx/z-extra.parquet'); \
+             pq.write_table(t.set_column(1, 'i32', t['i32'].cast(pa.float64())), 'fx/z-float.parquet')",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (file, message) in [
+        (
+            "z-extra",
+            "z-extra/b.parquet: column(s) extra that the first file does not have",
+        ),
+        (
+            "z-float",
+            "z-float/b.parquet: column `i32` is Float64 here but Int32 in the first file",
+        ),
+    ] {
+        std::fs::create_dir_all(p.path().join(file)).unwrap();
+        std::fs::copy(
+            p.path().join("fx/types.parquet"),
+            p.path().join(format!("{file}/a.parquet")),
+        )
+        .unwrap();
+        std::fs::copy(
+            p.path().join(format!("fx/{file}.parquet")),
+            p.path().join(format!("{file}/b.parquet")),
+        )
+        .unwrap();
+        p.write(
+            &format!("{file}.toml"),
+            &pipeline(file, file, "", &format!("fmt.{file}")),
+        );
+        p.pipe(&["run", &format!("{file}.toml")])
+            .assert_failed()
+            .stderr_has(message);
+    }
 }

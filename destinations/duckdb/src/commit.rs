@@ -81,7 +81,7 @@ fn merge(
     report: &mut CommitReport,
 ) -> Result<()> {
     let target = &prepared.target;
-    let keys = table::resolve_columns(target, &job.request.write.merge_keys)?;
+    let keys = table::resolve_columns(target, &job.request.write.merge_keys, "the table")?;
     let source_cols: Vec<String> = job
         .request
         .source_schema

@@ -11,6 +11,7 @@
 //! aborted run) makes the scan fail, so the INSERT fails and the transaction rolls back.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use arrow_array::RecordBatch;
@@ -93,6 +94,12 @@ impl Stream {
             }
         }
     }
+}
+
+/// A stream id unique in this process, readable in logs.
+pub(crate) fn unique_id(run_id: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{run_id}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 static STREAMS: LazyLock<Mutex<HashMap<String, Arc<Stream>>>> = LazyLock::new(Default::default);

@@ -167,8 +167,13 @@ pub(crate) fn create_or_evolve(
     }
 }
 
-/// Names of `schema`'s columns matching `wanted` case-insensitively, in the table's spelling.
-pub(crate) fn resolve_columns(schema: &Schema, wanted: &[String]) -> Result<Vec<String>> {
+/// Names of `schema`'s columns matching `wanted` case-insensitively, in `schema`'s spelling;
+/// `whose` names the schema in the error ("the table", "the source").
+pub(crate) fn resolve_columns(
+    schema: &Schema,
+    wanted: &[String],
+    whose: &str,
+) -> Result<Vec<String>> {
     wanted
         .iter()
         .map(|w| {
@@ -181,7 +186,7 @@ pub(crate) fn resolve_columns(schema: &Schema, wanted: &[String]) -> Result<Vec<
                     let names: Vec<&str> =
                         schema.fields().iter().map(|f| f.name().as_str()).collect();
                     DuckError::Schema(format!(
-                        "merge key `{w}` is not a column of the table; columns: {}",
+                        "merge key `{w}` is not a column of {whose}; columns: {}",
                         names.join(", ")
                     ))
                 })

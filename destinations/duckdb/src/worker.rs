@@ -163,7 +163,7 @@ fn run(
         .staging
         .clone()
         .unwrap_or_else(|| prepared.target.clone());
-    let stream_id = job.request.ctx.run_id.clone();
+    let stream_id = stream::unique_id(&job.request.ctx.run_id);
     let (registration, data) = Registration::new(&stream_id, streamed.clone(), STREAM_CAPACITY);
     let handoff = Ready {
         target: prepared.target.clone(),
@@ -232,7 +232,9 @@ fn prepare(conn: &Connection, job: &Job) -> Result<Prepared> {
             prepared.deleted = n as u64;
         }
         WriteMode::Merge => {
-            table::resolve_columns(&target, &req.write.merge_keys)?;
+            // A key the source lacks would be NULL in every row and collapse the run to one.
+            table::resolve_columns(&req.source_schema, &req.write.merge_keys, "the source")?;
+            table::resolve_columns(&target, &req.write.merge_keys, "the table")?;
             let sql = format!(
                 "CREATE OR REPLACE TEMP TABLE {STAGE_TABLE} AS SELECT *, 0::BIGINT AS {SEQ_COLUMN} FROM {} LIMIT 0",
                 job.table.sql()

@@ -160,7 +160,9 @@ fn cancel_on_signal(token: CancellationToken) {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        tracing::warn!("interrupted: cancelling the run; nothing will be committed");
+        tracing::warn!(
+            "interrupted: cancelling the run (nothing is committed unless its commit had already begun)"
+        );
         token.cancel();
     });
 }

@@ -63,6 +63,7 @@ pub fn batch_channel(schema: SchemaRef, capacity: usize) -> (BatchSender, BatchR
             schema: schema.clone(),
             tx,
             stats: stats.clone(),
+            clones: Arc::new(()),
         },
         BatchReceiver {
             schema,
@@ -79,6 +80,8 @@ pub struct BatchSender {
     schema: SchemaRef,
     tx: mpsc::Sender<Message>,
     stats: Arc<ChannelStats>,
+    /// Counts the live clones: the end marker may only come from the last one.
+    clones: Arc<()>,
 }
 
 impl BatchSender {
@@ -112,7 +115,16 @@ impl BatchSender {
     /// Mark the end of the stream: the receiver's `recv` returns `Ok(None)` after the last
     /// batch. Called by the runtime once the producing stage returned `Ok`; a stage that fails
     /// never finishes its output, so nothing downstream mistakes a failure for the end.
+    ///
+    /// Errors if another clone of this sender is still alive: a stage that returned while a
+    /// helper of its could still send would lose those batches after the end marker.
     pub(crate) async fn finish(self) -> Result<()> {
+        if Arc::strong_count(&self.clones) > 1 {
+            return Err(Error::internal(
+                "a stage finished while clones of its batch sender were still alive; \
+                 their batches would be lost",
+            ));
+        }
         self.tx
             .send(Message::End)
             .await
@@ -247,6 +259,15 @@ mod tests {
         drop(tx);
         let err = rx.recv().await.expect_err("abandoned");
         assert_eq!(err.kind(), crate::ErrorKind::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn finishing_while_a_clone_lives_is_an_error() {
+        let (tx, _rx) = batch_channel(schema("id", DataType::Int64), 2);
+        let clone = tx.clone();
+        let err = tx.finish().await.expect_err("a clone is alive");
+        assert_eq!(err.kind(), crate::ErrorKind::Internal);
+        clone.finish().await.expect("the last one may finish");
     }
 
     #[tokio::test]

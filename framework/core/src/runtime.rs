@@ -210,6 +210,12 @@ async fn run_stages(
         return Err(error);
     }
     let sink = sink.ok_or_else(|| Error::internal("the load stage ended without its sink"))?;
+    // The commit is the point of no return: an interrupt that arrives before it aborts the
+    // run; one that arrives during it lets the (atomic) commit finish.
+    if ctx.cancel.is_cancelled() {
+        abort(sink).await;
+        return Err(Error::cancelled("the run was cancelled before its commit"));
+    }
     let request = CommitRequest {
         ctx: ctx.clone(),
         rows_read: progress.rows_read(),

@@ -21,6 +21,23 @@ fn decode(file: &FileRef, e: impl std::fmt::Display) -> FileError {
     }
 }
 
+/// A Parquet error: I/O below the decoder (disk, network) is external; the rest is the file.
+fn parquet_err(file: &FileRef, e: parquet::errors::ParquetError) -> FileError {
+    match e {
+        parquet::errors::ParquetError::External(source) => io(file, std::io::Error::other(source)),
+        other => decode(file, other),
+    }
+}
+
+/// An Arrow IPC error: I/O is external; the rest is the file.
+fn arrow_err(file: &FileRef, e: arrow_schema::ArrowError) -> FileError {
+    match e {
+        arrow_schema::ArrowError::IoError(_, source) => io(file, source),
+        arrow_schema::ArrowError::ExternalError(source) => io(file, std::io::Error::other(source)),
+        other => decode(file, other),
+    }
+}
+
 fn io(file: &FileRef, source: std::io::Error) -> FileError {
     FileError::Io {
         file: file.display.clone(),
@@ -69,7 +86,8 @@ fn parquet_from<R: ChunkReader + 'static>(
     schema_only: bool,
     emit: &mut dyn FnMut(RecordBatch) -> bool,
 ) -> Result<(), FileError> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(reader).map_err(|e| decode(file, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(reader).map_err(|e| parquet_err(file, e))?;
     if schema_only {
         emit(RecordBatch::new_empty(builder.schema().clone()));
         return Ok(());
@@ -77,9 +95,9 @@ fn parquet_from<R: ChunkReader + 'static>(
     let batches = builder
         .with_batch_size(batch_rows.max(1))
         .build()
-        .map_err(|e| decode(file, e))?;
+        .map_err(|e| parquet_err(file, e))?;
     for batch in batches {
-        if !emit(batch.map_err(|e| decode(file, e))?) {
+        if !emit(batch.map_err(|e| arrow_err(file, e))?) {
             break;
         }
     }
@@ -124,18 +142,18 @@ fn ipc_from<R: Read + Seek>(
                 return Ok(());
             }
             for batch in batches {
-                if !emit(batch.map_err(|e| decode(file, e))?) {
+                if !emit(batch.map_err(|e| arrow_err(file, e))?) {
                     break;
                 }
             }
             Ok(())
         };
     if is_file {
-        let mut r = FileReader::try_new(reader, None).map_err(|e| decode(file, e))?;
+        let mut r = FileReader::try_new(reader, None).map_err(|e| arrow_err(file, e))?;
         let schema = r.schema();
         pump(schema, &mut r)
     } else {
-        let mut r = StreamReader::try_new(reader, None).map_err(|e| decode(file, e))?;
+        let mut r = StreamReader::try_new(reader, None).map_err(|e| arrow_err(file, e))?;
         let schema = r.schema();
         pump(schema, &mut r)
     }

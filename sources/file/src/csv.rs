@@ -133,18 +133,35 @@ static FIELD_COUNT: LazyLock<Option<Regex>> = LazyLock::new(|| {
 /// The csv crate's wording, seen while inferring the schema (its line is the physical line).
 static UNEQUAL: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"Expected (\d+) records, found (\d+) records at line (\d+)").ok());
+static UTF8: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"invalid UTF-8 data for line (\d+) and field (\d+)").ok());
 static VALUE: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(r"(?s)Error while parsing value '(.*)' as type '(.+)' for column (\d+) at line (\d+)\. Row data: '(.*)'$").ok()
 });
 static TIMESTAMP: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"(?s)Error parsing column (\d+) at line (\d+): (.*)$").ok());
 
-/// Turn an arrow-csv error into one naming the file, the physical line and the column.
+/// Turn an arrow-csv error into one naming the file, the line and the column; I/O failures
+/// below the decoder stay I/O errors (external, not the data's fault).
 ///
-/// arrow-csv 58 counts lines two ways: "incorrect number of fields for line N" counts records
-/// from 1 including the header (= the physical line when no quoted field spans lines); value
-/// errors count data rows from 0 after the header, i.e. physical line − 1. The tests pin both.
+/// arrow-csv 58 counts records, two ways: "incorrect number of fields for line N" and invalid
+/// UTF-8 count from 1 including the header; value errors count data rows from 0 after the
+/// header. Both are turned into the record's 1-based number counting the header, which is its
+/// line in the file unless an earlier quoted field spans lines or comment lines precede it.
+/// The tests pin both conventions.
 pub(crate) fn decode_error(file: &str, schema: Option<&SchemaRef>, e: ArrowError) -> FileError {
+    if let ArrowError::IoError(_, source) = e {
+        return FileError::Io {
+            file: file.to_string(),
+            source,
+        };
+    }
+    if let ArrowError::ExternalError(source) = e {
+        return FileError::Io {
+            file: file.to_string(),
+            source: std::io::Error::other(source),
+        };
+    }
     let message = e.to_string();
     let column = |idx: &str| -> String {
         let name = idx
@@ -169,6 +186,18 @@ pub(crate) fn decode_error(file: &str, schema: Option<&SchemaRef>, e: ArrowError
             file: file.to_string(),
             line: num(&c[3]),
             message: format!("expected {} fields, got {}", &c[1], &c[2]),
+        };
+    }
+    if let Some(c) = UTF8.as_ref().and_then(|re| re.captures(&message)) {
+        let field = c[2]
+            .parse::<usize>()
+            .unwrap_or(1)
+            .saturating_sub(1)
+            .to_string();
+        return FileError::DecodeAt {
+            file: file.to_string(),
+            line: num(&c[1]),
+            message: format!("{}: invalid UTF-8", column(&field)),
         };
     }
     if let Some(c) = VALUE.as_ref().and_then(|re| re.captures(&message)) {
@@ -254,6 +283,21 @@ mod tests {
             .infer("a,b\n1,2\n3\n".as_bytes(), 10, "x.csv")
             .expect_err("short row");
         assert_eq!(err.to_string(), "x.csv:3: expected 2 fields, got 1");
+    }
+
+    #[test]
+    fn invalid_utf8_names_line_and_column() {
+        let mut text = b"a,b\n1,2\n3,".to_vec();
+        text.extend_from_slice(&[0xff, 0xfe, b'\n']);
+        let schema = arc(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        let dialect = Dialect::new(&CsvOptions::default(), false).expect("dialect");
+        let err = dialect
+            .read(&text[..], &schema, 10, "x.csv", &mut |_| true)
+            .expect_err("bad utf-8");
+        assert_eq!(err.to_string(), "x.csv:3: column `b`: invalid UTF-8");
     }
 
     #[test]

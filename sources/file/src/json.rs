@@ -29,16 +29,31 @@ fn decoder(schema: &SchemaRef, batch_rows: usize) -> Result<Decoder, ArrowError>
         .build_decoder()
 }
 
-fn decode_all(decoder: &mut Decoder, buf: &[u8]) -> Result<Option<RecordBatch>, ArrowError> {
+/// Decode all of `buf`, pushing every batch (the decoder stops at `batch_rows` rows, and a
+/// line may hold more than one object, so one buffer can make several batches).
+fn decode_all(
+    decoder: &mut Decoder,
+    buf: &[u8],
+    out: &mut Vec<RecordBatch>,
+) -> Result<(), ArrowError> {
     let mut offset = 0;
     while offset < buf.len() {
         let read = decoder.decode(&buf[offset..])?;
-        if read == 0 {
-            break;
-        }
         offset += read;
+        if offset < buf.len() {
+            match decoder.flush()? {
+                Some(batch) => out.push(batch),
+                None if read == 0 => {
+                    return Err(ArrowError::JsonError("the decoder made no progress".into()));
+                }
+                None => {}
+            }
+        }
     }
-    decoder.flush()
+    if let Some(batch) = decoder.flush()? {
+        out.push(batch);
+    }
+    Ok(())
 }
 
 /// Decode every line of `reader` into batches of `schema`.
@@ -72,14 +87,14 @@ pub(crate) fn read(
         if lines == 0 {
             return Ok(());
         }
-        match decode_all(&mut decoder, &buf) {
-            Ok(Some(batch)) => {
-                if !emit(batch) {
-                    return Ok(());
-                }
+        let mut batches = Vec::new();
+        if let Err(e) = decode_all(&mut decoder, &buf, &mut batches) {
+            return Err(locate(schema, &buf, first_line, file, e));
+        }
+        for batch in batches {
+            if !emit(batch) {
+                return Ok(());
             }
-            Ok(None) => {}
-            Err(e) => return Err(locate(schema, &buf, first_line, file, e)),
         }
         first_line += lines as u64;
     }
@@ -95,7 +110,7 @@ fn locate(
 ) -> FileError {
     for (i, line) in buf.split_inclusive(|b| *b == b'\n').enumerate() {
         let failed = decoder(schema, 1)
-            .and_then(|mut d| decode_all(&mut d, line))
+            .and_then(|mut d| decode_all(&mut d, line, &mut Vec::new()))
             .err();
         if let Some(e) = failed {
             return FileError::DecodeAt {
@@ -142,6 +157,24 @@ mod tests {
         )
         .expect_err("strict");
         assert!(err.to_string().starts_with("f:2: "), "{err}");
+    }
+
+    #[test]
+    fn several_objects_on_one_line_are_all_read() {
+        let schema = Arc::new(infer(&b"{\"a\": 1}\n"[..], 10, "f").expect("infers"));
+        let mut rows = 0;
+        read(
+            &b"{\"a\": 1} {\"a\": 2} {\"a\": 3}\n{\"a\": 4}\n"[..],
+            &schema,
+            1,
+            "f",
+            &mut |b| {
+                rows += b.num_rows();
+                true
+            },
+        )
+        .expect("reads");
+        assert_eq!(rows, 4);
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub(crate) struct FileRef {
     pub location: Location,
     /// Size in bytes.
     pub size: u64,
+    /// A regular file or an object: it can be read more than once and seeked. False for
+    /// pipes and devices, which can be read once, front to back.
+    pub rereadable: bool,
 }
 
 fn has_glob(s: &str) -> bool {
@@ -89,16 +92,15 @@ fn resolve_local(path: &str) -> Result<Vec<FileRef>, FileError> {
     files
         .into_iter()
         .map(|p| {
-            let size = std::fs::metadata(&p)
-                .map_err(|source| FileError::Io {
-                    file: p.display().to_string(),
-                    source,
-                })?
-                .len();
+            let meta = std::fs::metadata(&p).map_err(|source| FileError::Io {
+                file: p.display().to_string(),
+                source,
+            })?;
             Ok(FileRef {
                 display: p.display().to_string(),
                 location: Location::Local(p),
-                size,
+                size: meta.len(),
+                rereadable: meta.is_file(),
             })
         })
         .collect()
@@ -188,11 +190,18 @@ async fn resolve_url(original: &str, url: Url) -> Result<Vec<FileRef>, FileError
             .try_collect()
             .await
             .map_err(store_err)?;
-        metas.extend(
-            listed
-                .into_iter()
-                .filter(|m| pattern.matches(m.location.as_ref())),
-        );
+        // Like a shell (and like local globs): `*` does not cross `/`, and hidden or
+        // underscore-prefixed names below the listed prefix (`_SUCCESS`, `_temporary/`,
+        // `.staging/`) are skipped.
+        let options = glob::MatchOptions {
+            require_literal_separator: true,
+            ..Default::default()
+        };
+        metas.extend(listed.into_iter().filter(|m| {
+            let location = m.location.as_ref();
+            let below = location.strip_prefix(prefix.as_ref()).unwrap_or(location);
+            pattern.matches_with(location, options) && !below.split('/').any(hidden)
+        }));
     } else {
         let object = ObjectPath::from(path.as_str());
         match store.head(&object).await {
@@ -226,6 +235,7 @@ async fn resolve_url(original: &str, url: Url) -> Result<Vec<FileRef>, FileError
         .map(|m| FileRef {
             display: display(&m.location),
             size: m.size,
+            rereadable: true,
             location: Location::Remote(RemoteFile::new(
                 store.clone(),
                 m.location,

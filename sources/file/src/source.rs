@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use pipe_framework::evolution::Aligner;
+use pipe_framework::evolution::{Aligner, is_lossless_widening};
 use pipe_framework::types::parse_type;
 use pipe_framework::{BatchSender, Error, Result, RunContext, Source, SourceReport};
 use tokio::sync::OnceCell;
@@ -32,8 +32,14 @@ pub struct FileSource {
 struct Plan {
     files: Vec<FileRef>,
     format: Format,
-    compression: Compression,
+    /// `compression` from the config; otherwise each file's extension decides.
+    compression: Option<Compression>,
     dialect: Option<Dialect>,
+    /// Columns whose type the user declared (`columns`/`column_types`): later Parquet/IPC
+    /// files are cast to them as asked; other columns must match the first file losslessly.
+    declared: Vec<String>,
+    /// `columns` was given: Parquet/IPC columns are selected by name, others ignored.
+    selects: bool,
     schema: SchemaRef,
 }
 
@@ -72,7 +78,7 @@ impl FileSource {
 
 fn make_plan(config: &FileSourceConfig, files: Vec<FileRef>) -> Result<Plan> {
     let first = &files[0];
-    let (guessed, guessed_compression) = Format::from_name(&first.display);
+    let (guessed, _) = Format::from_name(&first.display);
     let format = config
         .format
         .or(guessed)
@@ -90,7 +96,17 @@ fn make_plan(config: &FileSourceConfig, files: Vec<FileRef>) -> Result<Plan> {
         ))
         .into());
     }
-    let compression = config.compression.unwrap_or(guessed_compression);
+    if let Some(once) = files.iter().find(|f| !f.rereadable) {
+        let columnar = matches!(format, Format::Parquet | Format::Ipc);
+        if columnar || config.columns.is_none() {
+            return Err(FileError::Config(format!(
+                "{} is a pipe or device: it can be read only once, front to back, so it must be \
+                 CSV or NDJSON with an explicit `columns` schema (no inference)",
+                once.display
+            ))
+            .into());
+        }
+    }
     let dialect = match format {
         Format::Csv => {
             let tsv = first.display.to_ascii_lowercase().contains(".tsv");
@@ -115,13 +131,13 @@ fn make_plan(config: &FileSourceConfig, files: Vec<FileRef>) -> Result<Plan> {
                     .as_ref()
                     .ok_or_else(|| Error::internal("csv dialect"))?;
                 dialect.infer(
-                    open_stream(first, compression)?,
+                    open_stream(first, config.compression)?,
                     config.infer_rows,
                     &first.display,
                 )?
             }
             Format::Ndjson => json::infer(
-                open_stream(first, compression)?,
+                open_stream(first, config.compression)?,
                 config.infer_rows,
                 &first.display,
             )?,
@@ -136,11 +152,17 @@ fn make_plan(config: &FileSourceConfig, files: Vec<FileRef>) -> Result<Plan> {
         columns = schema.fields().len(),
         "file source planned"
     );
+    let declared = match &config.columns {
+        Some(columns) => columns.iter().map(|c| c.name.clone()).collect(),
+        None => config.column_types.keys().cloned().collect(),
+    };
     Ok(Plan {
         files,
         format,
-        compression,
+        compression: config.compression,
         dialect,
+        declared,
+        selects: config.columns.is_some(),
         schema,
     })
 }
@@ -169,11 +191,13 @@ fn override_types(schema: Schema, config: &FileSourceConfig) -> Result<Schema> {
     Ok(Schema::new(fields))
 }
 
-/// A buffered, decompressed byte stream of a CSV/NDJSON file.
+/// A buffered, decompressed byte stream of a CSV/NDJSON file; compression from `configured`
+/// or else the file's extension.
 fn open_stream(
     file: &FileRef,
-    compression: Compression,
+    configured: Option<Compression>,
 ) -> Result<Box<dyn BufRead + Send>, FileError> {
+    let compression = configured.unwrap_or_else(|| Format::from_name(&file.display).1);
     const BUF: usize = 1 << 20;
     let raw: Box<dyn Read + Send> = match &file.location {
         Location::Local(path) => Box::new(File::open(path).map_err(|source| FileError::Io {
@@ -203,7 +227,7 @@ fn read_file(plan: &Plan, file: &FileRef, batch_rows: usize, out: &BatchSender) 
     let columnar = matches!(plan.format, Format::Parquet | Format::Ipc);
     let aligner = if columnar {
         let native = columnar::schema(file, plan.format == Format::Parquet)?;
-        check_columns(&native, &plan.schema, file)?;
+        check_columns(&native, plan, file)?;
         Some(
             Aligner::new(&native, plan.schema.clone())
                 .map_err(|e| e.context(file.display.clone()))?,
@@ -247,22 +271,52 @@ fn read_file(plan: &Plan, file: &FileRef, batch_rows: usize, out: &BatchSender) 
     }
 }
 
-/// Every column of the planned schema must be in each file, and nothing more.
-fn check_columns(native: &Schema, planned: &Schema, file: &FileRef) -> Result<(), FileError> {
-    let missing: Vec<&str> = planned
+/// Each Parquet/IPC file must have exactly the planned columns, each of the planned type or one
+/// that widens to it losslessly (unless the user declared the column's type: then it is cast
+/// as asked, and a value that does not convert is an error).
+fn check_columns(native: &Schema, plan: &Plan, file: &FileRef) -> Result<(), FileError> {
+    let fail = |message: String| FileError::Decode {
+        file: file.display.clone(),
+        message,
+    };
+    let names = |fields: Vec<&str>| fields.join(", ");
+    let missing: Vec<&str> = plan
+        .schema
         .fields()
         .iter()
         .filter(|f| native.field_with_name(f.name()).is_err())
         .map(|f| f.name().as_str())
         .collect();
     if !missing.is_empty() {
-        return Err(FileError::Decode {
-            file: file.display.clone(),
-            message: format!(
-                "missing column(s) {} that the first file has",
-                missing.join(", ")
-            ),
-        });
+        return Err(fail(format!(
+            "missing column(s) {} that the first file has",
+            names(missing)
+        )));
+    }
+    let extra: Vec<&str> = native
+        .fields()
+        .iter()
+        .filter(|f| plan.schema.field_with_name(f.name()).is_err())
+        .map(|f| f.name().as_str())
+        .collect();
+    if !extra.is_empty() && !plan.selects {
+        return Err(fail(format!(
+            "column(s) {} that the first file does not have; read files of one schema, or \
+             declare `columns`",
+            names(extra)
+        )));
+    }
+    for planned in plan.schema.fields() {
+        let Ok(actual) = native.field_with_name(planned.name()) else {
+            continue;
+        };
+        let (from, to) = (actual.data_type(), planned.data_type());
+        if !plan.declared.contains(planned.name()) && !is_lossless_widening(from, to) {
+            return Err(fail(format!(
+                "column `{}` is {from} here but {to} in the first file",
+                planned.name()
+            )));
+        }
     }
     Ok(())
 }

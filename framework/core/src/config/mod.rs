@@ -116,7 +116,10 @@ impl ConfigFile {
 
     /// The [`ConfigError`] for byte range `span`.
     pub fn locate(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
-        let start = span.start.min(self.text.len());
+        let mut start = span.start.min(self.text.len());
+        while !self.text.is_char_boundary(start) {
+            start -= 1;
+        }
         let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
         let line_end = self.text[start..]
             .find('\n')
@@ -124,7 +127,10 @@ impl ConfigFile {
         let line_no = self.text[..start].matches('\n').count() + 1;
         let column = self.text[line_start..start].chars().count() + 1;
         let line_text = self.text[line_start..line_end].trim_end_matches('\r');
-        let end = span.end.clamp(start, line_end);
+        let mut end = span.end.clamp(start, line_end);
+        while !self.text.is_char_boundary(end) {
+            end += 1;
+        }
         let width = self.text[start..end].chars().count().max(1);
         let gutter = " ".repeat(line_no.to_string().len());
         let snippet = format!(
@@ -298,6 +304,14 @@ mod tests {
             msg.contains("invalid type: integer `3`, expected a boolean"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn spans_inside_a_multibyte_character_do_not_panic() {
+        let file = ConfigFile::new("p.toml", "name = 'Zürich'\n");
+        // Byte 10 is the middle of `ü` (bytes 9..11): the error points at the character.
+        let e = file.locate(10..11, "name", "x");
+        assert_eq!((e.line, e.column), (1, 10));
     }
 
     #[test]
