@@ -159,39 +159,28 @@ mod tests {
         assert!(err.to_string().starts_with("f:2: "), "{err}");
     }
 
-    #[test]
-    fn several_objects_on_one_line_are_all_read() {
+    /// Rows read from `text` (schema `{a: int64}`) in batches of `batch_rows`.
+    fn count_rows(text: &[u8], batch_rows: usize) -> usize {
         let schema = Arc::new(infer(&b"{\"a\": 1}\n"[..], 10, "f").expect("infers"));
         let mut rows = 0;
-        read(
-            &b"{\"a\": 1} {\"a\": 2} {\"a\": 3}\n{\"a\": 4}\n"[..],
-            &schema,
-            1,
-            "f",
-            &mut |b| {
-                rows += b.num_rows();
-                true
-            },
-        )
+        read(text, &schema, batch_rows, "f", &mut |b| {
+            rows += b.num_rows();
+            true
+        })
         .expect("reads");
-        assert_eq!(rows, 4);
+        rows
+    }
+
+    #[test]
+    fn several_objects_on_one_line_are_all_read() {
+        assert_eq!(
+            count_rows(b"{\"a\": 1} {\"a\": 2} {\"a\": 3}\n{\"a\": 4}\n", 1),
+            4
+        );
     }
 
     #[test]
     fn reads_every_row() {
-        let schema = Arc::new(infer(&b"{\"a\": 1}\n"[..], 10, "f").expect("infers"));
-        let mut rows = 0;
-        read(
-            &b"{\"a\": 1}\n\n{\"a\": 2}\n{\"a\": null}"[..],
-            &schema,
-            2,
-            "f",
-            &mut |b| {
-                rows += b.num_rows();
-                true
-            },
-        )
-        .expect("reads");
-        assert_eq!(rows, 3);
+        assert_eq!(count_rows(b"{\"a\": 1}\n\n{\"a\": 2}\n{\"a\": null}", 2), 3);
     }
 }
