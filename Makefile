@@ -5,10 +5,10 @@ export CARGO_BUILD_JOBS ?= 2
 PIPE_VENV ?= /var/tmp/pipe-venv
 export PIPE_PYTHON ?= $(PIPE_VENV)/bin/python
 
-.PHONY: check fmt-check clippy test arrow-check venv bench run
+.PHONY: check fmt-check clippy test arrow-check venv pg-setup bench run
 
-## check: formatting, lints, one-Arrow check, every test (needs the venv: made if missing)
-check: venv fmt-check clippy arrow-check test
+## check: formatting, lints, one-Arrow check, every test (needs the venv and PostgreSQL: set up if missing)
+check: venv pg-setup fmt-check clippy arrow-check test
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -30,6 +30,10 @@ arrow-check:
 	if [ "$$(echo "$$majors" | wc -l)" -ne 1 ]; then echo "more than one arrow major: $$majors"; cargo tree -i arrow-array; exit 1; fi; \
 	echo "one arrow major: $$majors"
 
+## pg-setup: local PostgreSQL up, and the password-auth rule the wrong-password test needs
+pg-setup:
+	bash tests/pg/setup.sh
+
 ## venv: the Python readers (created once, reused)
 venv: $(PIPE_VENV)/.ready
 
@@ -38,10 +42,11 @@ $(PIPE_VENV)/.ready: tests/requirements.txt
 	$(PIPE_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
-## bench: release build, 1M and 5M orders CSV → DuckDB vs DuckDB's own read_csv (not part of check)
-bench: venv
+## bench: release build; CSV → DuckDB vs DuckDB's read_csv, Postgres → DuckDB vs psql binary COPY (not part of check)
+bench: venv pg-setup
 	cargo build --release -p pipe-cli
 	$(PIPE_PYTHON) tests/bench/bench.py $(CARGO_TARGET_DIR)/release/pipe
+	$(PIPE_PYTHON) tests/bench/pg_bench.py $(CARGO_TARGET_DIR)/release/pipe
 
 ## run: the main job on the embedded default
 run:

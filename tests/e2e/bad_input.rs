@@ -288,3 +288,17 @@ fn a_merge_key_the_source_lacks_is_rejected_before_writing() {
     r.stderr_has("merge key `o_orderkey` is not a column of the source");
     assert_untouched(&p);
 }
+
+#[test]
+fn an_unknown_duckdb_setting_is_named() {
+    let p = Project::new();
+    let toml = p.read("pipelines/orders.toml").replace(
+        "table = \"sales.orders\"",
+        "table = \"sales.orders\"\nsettings = { no_such_setting = \"1\" }",
+    );
+    p.write("pipelines/settings.toml", &toml);
+    p.pipe(&["run", "pipelines/settings.toml"])
+        .assert_failed()
+        .stderr_has("options were not recognized: no_such_setting");
+    assert!(!p.db().exists(), "nothing was created");
+}

@@ -8,7 +8,8 @@ use tracing::info;
 use crate::error::{Result, sql_err};
 use crate::table;
 use crate::types::{ident, literal};
-use crate::worker::{Job, Prepared, SEQ_COLUMN};
+use crate::wire::SEQ_COLUMN;
+use crate::worker::{Job, Prepared};
 
 /// The merge staging table (a temp table: private to the connection, gone on disconnect).
 pub(crate) const STAGE_TABLE: &str = "__pipe_stage";
@@ -22,6 +23,49 @@ const LEDGER_DDL: &str = "CREATE SCHEMA IF NOT EXISTS _pipe; \
         mode VARCHAR NOT NULL, started_at TIMESTAMP WITH TIME ZONE, \
         committed_at TIMESTAMP WITH TIME ZONE, rows_read BIGINT, rows_inserted BIGINT, \
         rows_updated BIGINT, rows_deleted BIGINT, state VARCHAR)";
+
+/// The state of the last run of `pipeline` committed into `table` (empty if none).
+pub(crate) fn committed_state(
+    conn: &Connection,
+    pipeline: &str,
+    table: &str,
+) -> Result<pipe_framework::State> {
+    let ledger = count(
+        conn,
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = '_pipe' \
+         AND table_name = 'runs'",
+        "looking for the run ledger",
+    )?;
+    if ledger == 0 {
+        return Ok(pipe_framework::State::new());
+    }
+    let sql = format!(
+        "SELECT state FROM _pipe.runs WHERE pipeline = {} AND table_name = {} \
+         ORDER BY committed_at DESC, run_id DESC LIMIT 1",
+        literal(pipeline),
+        literal(table)
+    );
+    let mut stmt = conn
+        .prepare(&sql)
+        .map_err(|e| sql_err("reading the committed state", e))?;
+    let mut rows = stmt
+        .query([])
+        .map_err(|e| sql_err("reading the committed state", e))?;
+    let Some(row) = rows
+        .next()
+        .map_err(|e| sql_err("reading the committed state", e))?
+    else {
+        return Ok(pipe_framework::State::new());
+    };
+    let text: Option<String> = row
+        .get(0)
+        .map_err(|e| sql_err("reading the committed state", e))?;
+    serde_json::from_str(text.as_deref().unwrap_or("{}")).map_err(|e| {
+        crate::error::DuckError::Schema(format!(
+            "the run ledger's state for pipeline `{pipeline}` is not valid JSON: {e}"
+        ))
+    })
+}
 
 fn count(conn: &Connection, sql: &str, what: &str) -> Result<u64> {
     let n: i64 = conn

@@ -1,5 +1,6 @@
 //! The `[destination]` table of `type = "duckdb"`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -23,6 +24,11 @@ pub struct DuckDbConfig {
     /// Threads DuckDB may use (default: one per core).
     #[serde(default)]
     pub threads: Option<u32>,
+    /// Other DuckDB settings for the run's connection, e.g.
+    /// `{ disabled_compression_methods = "fsst", checkpoint_threshold = "1GB" }` (see
+    /// DuckDB's configuration reference). Applied when the database is opened.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
 }
 
 fn default_memory_limit_mb() -> u64 {

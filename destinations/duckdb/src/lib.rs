@@ -13,13 +13,15 @@ mod sink;
 mod stream;
 mod table;
 mod types;
+mod wire;
 mod worker;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use pipe_framework::{
-    BuildContext, Destination, DestinationFactory, Error, PrepareRequest, Result, Sink, WriteMode,
+    BuildContext, Destination, DestinationFactory, Error, PrepareRequest, Result, RunContext, Sink,
+    State, WriteMode,
 };
 
 pub use config::DuckDbConfig;
@@ -90,6 +92,14 @@ impl DuckDbDestination {
         let table = TableName::parse(&config.table)?;
         Ok(Self { config, table })
     }
+
+    fn connection_options(&self) -> worker::ConnectionOptions {
+        worker::ConnectionOptions {
+            memory_limit_mb: self.config.memory_limit_mb,
+            threads: self.config.threads,
+            settings: self.config.settings.clone(),
+        }
+    }
 }
 
 #[async_trait]
@@ -103,9 +113,9 @@ impl Destination for DuckDbDestination {
         if !path.exists() {
             return probe_writable(&path);
         }
-        let (memory, threads) = (self.config.memory_limit_mb, self.config.threads);
+        let options = self.connection_options();
         tokio::task::spawn_blocking(move || {
-            let conn = worker::open(&path, memory, threads, true)?;
+            let conn = worker::open(&path, &options, true)?;
             conn.execute_batch("SELECT 1")
                 .map_err(|e| error::sql_err("querying the database", e))?;
             Ok::<_, DuckError>(())
@@ -115,12 +125,28 @@ impl Destination for DuckDbDestination {
         .map_err(Error::from)
     }
 
+    async fn committed_state(&self, ctx: &RunContext) -> Result<Option<State>> {
+        let path = self.config.path.clone();
+        if !path.exists() {
+            return Ok(Some(State::new()));
+        }
+        let options = self.connection_options();
+        let (pipeline, table) = (ctx.pipeline.clone(), self.table.to_string());
+        tokio::task::spawn_blocking(move || {
+            let conn = worker::open(&path, &options, true)?;
+            commit::committed_state(&conn, &pipeline, &table)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("duckdb state task: {e}")))?
+        .map(Some)
+        .map_err(Error::from)
+    }
+
     async fn prepare(&self, request: PrepareRequest) -> Result<Box<dyn Sink>> {
         let job = worker::Job {
             path: self.config.path.clone(),
             table: self.table.clone(),
-            memory_limit_mb: self.config.memory_limit_mb,
-            threads: self.config.threads,
+            connection: self.connection_options(),
             request,
         };
         let started = worker::spawn(job)

@@ -1,14 +1,13 @@
 //! The async face of the worker thread: the [`Sink`] the runtime writes into.
 
-use std::sync::Arc;
-
-use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use pipe_framework::{CommitReport, CommitRequest, Error, Result, Sink};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::stream::Message;
+use crate::wire;
 use crate::worker::{Command, Ready};
 
 type Worker = std::thread::JoinHandle<std::result::Result<(), Error>>;
@@ -17,9 +16,10 @@ type Worker = std::thread::JoinHandle<std::result::Result<(), Error>>;
 #[derive(Debug)]
 pub struct DuckDbSink {
     target: SchemaRef,
-    /// Set when merging: batches get an arrival sequence column.
-    sequenced: Option<SchemaRef>,
-    next_seq: i64,
+    /// What batches become on the way into DuckDB (see `wire.rs`).
+    streamed: SchemaRef,
+    /// Merging: the arrival number of the next row.
+    next_seq: Option<i64>,
     data: Option<mpsc::Sender<Message>>,
     commands: mpsc::Sender<Command>,
     worker: Option<Worker>,
@@ -27,12 +27,10 @@ pub struct DuckDbSink {
 
 impl DuckDbSink {
     pub(crate) fn new(ready: Ready, commands: mpsc::Sender<Command>, worker: Worker) -> Self {
-        let sequenced = (ready.streamed.fields().len() != ready.target.fields().len())
-            .then(|| ready.streamed.clone());
         Self {
             target: ready.target,
-            sequenced,
-            next_seq: 0,
+            streamed: ready.streamed,
+            next_seq: ready.sequenced.then_some(0),
             data: Some(ready.data),
             commands,
             worker: Some(worker),
@@ -78,17 +76,11 @@ impl Sink for DuckDbSink {
     }
 
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        let batch = match &self.sequenced {
-            Some(schema) => {
-                let rows = batch.num_rows() as i64;
-                let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-                let seq = Int64Array::from_iter_values(self.next_seq..self.next_seq + rows);
-                columns.push(Arc::new(seq));
-                self.next_seq += rows;
-                RecordBatch::try_new(schema.clone(), columns)?
-            }
-            None => batch,
-        };
+        let rows = batch.num_rows() as i64;
+        let batch = wire::to_stream(batch, &self.streamed, self.next_seq)?;
+        if let Some(seq) = &mut self.next_seq {
+            *seq += rows;
+        }
         self.send(Message::Batch(batch)).await
     }
 

@@ -1,8 +1,6 @@
 //! The metadata stage on DuckDB: create or evolve the target table inside the run's
 //! transaction, and read back the Arrow schema batches must have.
 
-use std::sync::Arc;
-
 use arrow_schema::{Schema, SchemaRef};
 use duckdb::Connection;
 use pipe_framework::evolution::{SchemaChange, TypeRules, plan_evolution};
@@ -10,7 +8,7 @@ use pipe_framework::{Error, SchemaEvolution};
 use tracing::info;
 
 use crate::error::{DuckError, Result, sql_err};
-use crate::types::{duck_type, ident, literal, same_type};
+use crate::types::{duck_field_type, duck_type, ident, literal, same_type};
 
 /// `schema.table`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +73,8 @@ pub(crate) fn exists(conn: &Connection, name: &TableName) -> Result<bool> {
     Ok(n > 0)
 }
 
-/// The table's columns as the Arrow schema DuckDB exports for them.
+/// The table's columns as the Arrow schema DuckDB exports for them, except that `UUID`
+/// columns are Arrow's uuid extension type (`FixedSizeBinary(16)`), not text.
 pub(crate) fn arrow_schema(conn: &Connection, name: &TableName) -> Result<SchemaRef> {
     let mut stmt = conn
         .prepare(&format!("SELECT * FROM {} LIMIT 0", name.sql()))
@@ -83,7 +82,43 @@ pub(crate) fn arrow_schema(conn: &Connection, name: &TableName) -> Result<Schema
     let arrow = stmt
         .query_arrow([])
         .map_err(|e| sql_err("reading the table schema", e))?;
-    Ok(arrow.get_schema())
+    let exported = arrow.get_schema();
+    let sql = format!(
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = {} \
+         AND table_schema = {} AND table_name = {} AND data_type = 'UUID'",
+        literal(&name.catalog),
+        literal(&name.schema),
+        literal(&name.table)
+    );
+    let mut stmt = conn
+        .prepare(&sql)
+        .map_err(|e| sql_err("reading the column types", e))?;
+    let uuids = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<std::result::Result<Vec<String>, _>>())
+        .map_err(|e| sql_err("reading the column types", e))?;
+    if uuids.is_empty() {
+        return Ok(exported);
+    }
+    let fields: Vec<arrow_schema::Field> = exported
+        .fields()
+        .iter()
+        .map(|f| {
+            if uuids.contains(f.name()) {
+                arrow_schema::Field::new(
+                    f.name(),
+                    arrow_schema::DataType::FixedSizeBinary(16),
+                    true,
+                )
+                .with_metadata(
+                    [("ARROW:extension:name".to_string(), "arrow.uuid".to_string())].into(),
+                )
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    Ok(std::sync::Arc::new(Schema::new(fields)))
 }
 
 fn column_defs(schema: &Schema) -> Result<String> {
@@ -91,7 +126,7 @@ fn column_defs(schema: &Schema) -> Result<String> {
         .fields()
         .iter()
         .map(|f| {
-            let t = duck_type(f.data_type())
+            let t = duck_field_type(f)
                 .map_err(|e| DuckError::Schema(format!("column `{}`: {e}", f.name())))?;
             Ok(format!("{} {t}", ident(f.name())))
         })
@@ -137,7 +172,7 @@ pub(crate) fn create_or_evolve(
     for change in &plan.changes {
         let sql = match change {
             SchemaChange::AddColumn(f) => {
-                let t = duck_type(f.data_type())
+                let t = duck_field_type(f)
                     .map_err(|e| DuckError::Schema(format!("column `{}`: {e}", f.name())))?;
                 info!(table = %name, column = %f.name(), r#type = %t, "adding column");
                 format!(
@@ -192,15 +227,4 @@ pub(crate) fn resolve_columns(
                 })
         })
         .collect()
-}
-
-/// `schema` plus a trailing BIGINT column: the staging table's layout for merges.
-pub(crate) fn with_sequence(schema: &SchemaRef, column: &str) -> SchemaRef {
-    let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
-    fields.push(Arc::new(arrow_schema::Field::new(
-        column,
-        arrow_schema::DataType::Int64,
-        false,
-    )));
-    Arc::new(Schema::new(fields))
 }

@@ -72,6 +72,15 @@ pub(crate) fn duck_type(dt: &DataType) -> Result<String, String> {
     })
 }
 
+/// The DuckDB column type for a field: its Arrow type, or the extension type it carries
+/// (`arrow.uuid` → `UUID`).
+pub(crate) fn duck_field_type(field: &arrow_schema::Field) -> Result<String, String> {
+    match (field.extension_type_name(), field.data_type()) {
+        (Some("arrow.uuid"), DataType::FixedSizeBinary(16)) => Ok("UUID".into()),
+        _ => duck_type(field.data_type()),
+    }
+}
+
 /// Whether DuckDB stores the two Arrow types as the same column type.
 pub(crate) fn same_type(a: &DataType, b: &DataType) -> bool {
     matches!((duck_type(a), duck_type(b)), (Ok(x), Ok(y)) if x == y)

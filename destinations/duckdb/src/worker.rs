@@ -20,9 +20,7 @@ use crate::error::{DuckError, Result, sql_err};
 use crate::stream::{self, Message, Registration, StreamScan};
 use crate::table::{self, TableName};
 use crate::types::literal;
-
-/// Column added to staged rows for merges: arrival order, so the last duplicate key wins.
-pub(crate) const SEQ_COLUMN: &str = "__pipe_seq";
+use crate::wire::{self, SEQ_COLUMN};
 
 /// Batches in flight between the sink and DuckDB's scan threads.
 const STREAM_CAPACITY: usize = 4;
@@ -44,8 +42,10 @@ pub(crate) enum Command {
 pub(crate) struct Ready {
     /// The table's schema after evolution: what batches arrive in.
     pub target: SchemaRef,
-    /// The schema streamed into DuckDB: `target`, plus the sequence column when merging.
+    /// The schema streamed into DuckDB (see `wire.rs`).
     pub streamed: SchemaRef,
+    /// Merging: batches carry an arrival sequence.
+    pub sequenced: bool,
     /// Where the sink sends batches.
     pub data: mpsc::Sender<Message>,
 }
@@ -55,9 +55,16 @@ pub(crate) struct Ready {
 pub(crate) struct Job {
     pub path: PathBuf,
     pub table: TableName,
+    pub connection: ConnectionOptions,
+    pub request: PrepareRequest,
+}
+
+/// How to open the database.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionOptions {
     pub memory_limit_mb: u64,
     pub threads: Option<u32>,
-    pub request: PrepareRequest,
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 /// What prepare settled.
@@ -65,8 +72,8 @@ pub(crate) struct Job {
 pub(crate) struct Prepared {
     /// The table's schema after evolution: what batches arrive in.
     pub target: SchemaRef,
-    /// Merge only: the staging table's schema (target + sequence column).
-    pub staging: Option<SchemaRef>,
+    /// Merging: rows go to a temp staging table with an arrival sequence.
+    pub staging: bool,
     /// Rows deleted by replace.
     pub deleted: u64,
 }
@@ -74,8 +81,7 @@ pub(crate) struct Prepared {
 /// Open the database file (creating its directory), read-write or read-only.
 pub(crate) fn open(
     path: &PathBuf,
-    memory_limit_mb: u64,
-    threads: Option<u32>,
+    options: &ConnectionOptions,
     read_only: bool,
 ) -> Result<Connection> {
     let fail = |message: String| DuckError::Open {
@@ -98,12 +104,17 @@ pub(crate) fn open(
             .map_err(|e| fail(e.to_string()))?;
     }
     config = config
-        .max_memory(&format!("{memory_limit_mb}MB"))
+        .max_memory(&format!("{}MB", options.memory_limit_mb))
         .map_err(|e| fail(e.to_string()))?;
-    if let Some(n) = threads {
+    if let Some(n) = options.threads {
         config = config
             .threads(i64::from(n))
             .map_err(|e| fail(e.to_string()))?;
+    }
+    for (key, value) in &options.settings {
+        config = config
+            .with(key, value)
+            .map_err(|e| fail(format!("setting `{key}`: {e}")))?;
     }
     Connection::open_with_flags(path, config).map_err(|e| fail(e.to_string()))
 }
@@ -135,7 +146,7 @@ fn run(
     ready: oneshot::Sender<std::result::Result<Ready, Error>>,
     mut commands: mpsc::Receiver<Command>,
 ) -> std::result::Result<(), Error> {
-    let conn = match open(&job.path, job.memory_limit_mb, job.threads, false) {
+    let conn = match open(&job.path, &job.connection, false) {
         Ok(c) => c,
         Err(e) => {
             let _ = ready.send(Err(e.into()));
@@ -159,27 +170,27 @@ fn run(
             return Ok(());
         }
     };
-    let streamed = prepared
-        .staging
-        .clone()
-        .unwrap_or_else(|| prepared.target.clone());
+    let streamed = wire::stream_schema(&prepared.target, prepared.staging);
     let stream_id = stream::unique_id(&job.request.ctx.run_id);
     let (registration, data) = Registration::new(&stream_id, streamed.clone(), STREAM_CAPACITY);
     let handoff = Ready {
         target: prepared.target.clone(),
         streamed,
+        sequenced: prepared.staging,
         data,
     };
     if ready.send(Ok(handoff)).is_err() {
         rollback(&conn);
         return Ok(());
     }
-    let into = match &prepared.staging {
-        Some(_) => STAGE_TABLE.to_string(),
-        None => job.table.sql(),
+    let into = if prepared.staging {
+        STAGE_TABLE.to_string()
+    } else {
+        job.table.sql()
     };
     let insert = format!(
-        "INSERT INTO {into} SELECT * FROM {}({})",
+        "INSERT INTO {into} SELECT {} FROM {}({})",
+        wire::select_list(&prepared.target, prepared.staging),
         stream::FUNCTION,
         literal(&stream_id)
     );
@@ -220,7 +231,7 @@ fn prepare(conn: &Connection, job: &Job) -> Result<Prepared> {
     let target = table::create_or_evolve(conn, &job.table, &req.source_schema, req.evolution)?;
     let mut prepared = Prepared {
         target: target.clone(),
-        staging: None,
+        staging: false,
         deleted: 0,
     };
     match req.write.mode {
@@ -241,7 +252,7 @@ fn prepare(conn: &Connection, job: &Job) -> Result<Prepared> {
             );
             conn.execute_batch(&sql)
                 .map_err(|e| sql_err("creating the staging table", e))?;
-            prepared.staging = Some(table::with_sequence(&target, SEQ_COLUMN));
+            prepared.staging = true;
         }
     }
     info!(table = %job.table, mode = %req.write.mode, "duckdb prepared");

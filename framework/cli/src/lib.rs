@@ -17,9 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 /// The registry of every connector compiled into this binary (each behind a cargo feature).
 pub fn default_registry() -> Registry {
-    let registry = Registry::new().stage("contract", pipe_quality::ContractFactory);
+    let registry = Registry::new()
+        .stage("contract", pipe_quality::ContractFactory)
+        .destination("null", pipe_framework::null::NullFactory);
     #[cfg(feature = "source-file")]
     let registry = registry.source("file", pipe_source_file::FileSourceFactory);
+    #[cfg(feature = "source-postgres")]
+    let registry = registry.source("postgres", pipe_source_postgres::PostgresFactory);
     #[cfg(feature = "destination-duckdb")]
     let registry = registry.destination("duckdb", pipe_destination_duckdb::DuckDbFactory);
     registry

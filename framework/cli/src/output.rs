@@ -1,5 +1,23 @@
 //! What `pipe` prints: progress, summaries, errors, listings.
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+//!
+//! Output goes through [`out!`] and [`err!`], which ignore write errors: `pipe run … | head`
+//! closing the pipe early must not turn into a panic.
+
+/// `println!` that ignores a closed stdout.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr.
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -97,8 +115,8 @@ fn bytes(n: u64) -> String {
 
 pub(crate) fn print_json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("error: cannot serialize the summary: {e}"),
+        Ok(s) => out!("{s}"),
+        Err(e) => err!("error: cannot serialize the summary: {e}"),
     }
 }
 
@@ -108,11 +126,14 @@ pub(crate) fn print_summary(s: &RunSummary) {
         RunStatus::Failed => "FAILED, nothing committed",
         RunStatus::Cancelled => "CANCELLED, nothing committed",
     };
-    println!(
+    out!(
         "{}: {verdict} ({} → {}, mode {})",
-        s.pipeline, s.run_id, s.destination, s.mode
+        s.pipeline,
+        s.run_id,
+        s.destination,
+        s.mode
     );
-    println!(
+    out!(
         "  rows read {}, written {}, rejected {} | {} read | {:.2} s | {} rows/s",
         group(s.rows_read),
         group(s.rows_written),
@@ -122,7 +143,7 @@ pub(crate) fn print_summary(s: &RunSummary) {
         group(s.rows_per_second as u64)
     );
     if let Some(c) = &s.commit {
-        println!(
+        out!(
             "  inserted {}, updated {}, unchanged {}, deleted {}",
             group(c.rows_inserted),
             group(c.rows_updated),
@@ -133,7 +154,7 @@ pub(crate) fn print_summary(s: &RunSummary) {
     for stage in &s.stages {
         let rules = stage.detail.get("rules").and_then(|r| r.as_array());
         for rule in rules.into_iter().flatten() {
-            println!(
+            out!(
                 "  {} {}: {} of {} rows failed",
                 stage.stage,
                 rule.get("rule").and_then(|v| v.as_str()).unwrap_or("?"),
@@ -151,9 +172,9 @@ pub(crate) fn print_summary(s: &RunSummary) {
 /// `error: outer` followed by one `caused by:` line per cause.
 pub(crate) fn print_error(e: &Error) {
     let chain = e.chain();
-    eprintln!("error: {}", chain.first().map_or("", String::as_str));
+    err!("error: {}", chain.first().map_or("", String::as_str));
     for cause in chain.iter().skip(1) {
-        eprintln!("  caused by: {cause}");
+        err!("  caused by: {cause}");
     }
 }
 
@@ -163,7 +184,7 @@ pub(crate) fn print_list(components: &[ComponentInfo], json: bool) {
         return;
     }
     for kind in ["source", "destination", "stage"] {
-        println!("{kind}s:");
+        out!("{kind}s:");
         for c in components.iter().filter(|c| c.kind == kind) {
             let modes: Vec<&str> = c.modes.iter().map(|m| m.as_str()).collect();
             let modes = if modes.is_empty() {
@@ -171,7 +192,7 @@ pub(crate) fn print_list(components: &[ComponentInfo], json: bool) {
             } else {
                 format!(" [modes: {}]", modes.join(", "))
             };
-            println!("  {:<10} {}{modes}", c.name, c.description);
+            out!("  {:<10} {}{modes}", c.name, c.description);
         }
     }
 }
@@ -191,17 +212,17 @@ pub(crate) fn print_validation(p: &Pipeline, schema: &arrow_schema::Schema, json
         }));
         return;
     }
-    println!("{}: valid", p.name);
-    println!(
+    out!("{}: valid", p.name);
+    out!(
         "  source       {} ({} columns)",
         p.source_type,
         schema.fields().len()
     );
     for (name, ty) in describe_schema(schema) {
-        println!("    {name}: {ty}");
+        out!("    {name}: {ty}");
     }
     let stages: Vec<&str> = p.stages.iter().map(|s| s.name()).collect();
-    println!(
+    out!(
         "  stages       {}",
         if stages.is_empty() {
             "-".into()
@@ -214,7 +235,7 @@ pub(crate) fn print_validation(p: &Pipeline, schema: &arrow_schema::Schema, json
     } else {
         format!(" on [{}]", p.write.merge_keys.join(", "))
     };
-    println!(
+    out!(
         "  destination  {} (reachable), mode {}{keys}",
         p.destination.describe(),
         p.write.mode

@@ -1,7 +1,14 @@
 //! What every stage knows about the run it is part of.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
+
+/// A pipeline's committed state: what the last successful run committed with its data
+/// (cursor high-water marks, ...), by key. Sources own their keys (e.g. `cursor.updated_at`).
+pub type State = BTreeMap<String, String>;
 
 /// Identity and cancellation of one pipeline run; cloned into every stage.
 #[derive(Debug, Clone)]
@@ -15,6 +22,9 @@ pub struct RunContext {
     /// Cancelled when any stage fails or the user interrupts; long-running work must stop
     /// promptly once it fires.
     pub cancel: CancellationToken,
+    /// The state the last successful run committed (empty on the first run). Set by the
+    /// runtime from the destination before the source reads.
+    pub committed: Arc<State>,
 }
 
 impl RunContext {
@@ -25,6 +35,7 @@ impl RunContext {
             run_id: uuid::Uuid::now_v7().to_string(),
             started_at: Utc::now(),
             cancel: CancellationToken::new(),
+            committed: Arc::new(State::new()),
         }
     }
 }

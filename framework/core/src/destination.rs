@@ -1,7 +1,6 @@
 //! The metadata and load stages: a [`Destination`] prepares its table for a schema and hands
 //! out a [`Sink`] that stages batches and commits them atomically.
 
-use std::collections::BTreeMap;
 use std::fmt::{self, Debug};
 
 use arrow_array::RecordBatch;
@@ -9,7 +8,7 @@ use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::context::RunContext;
+use crate::context::{RunContext, State};
 use crate::error::Result;
 
 /// How a run's rows land in the destination table.
@@ -90,6 +89,14 @@ pub trait Destination: Send + Sync + Debug {
     /// Check that the destination is reachable and writable, changing nothing.
     async fn check(&self) -> Result<()>;
 
+    /// The state the last committed run of this pipeline stored with its data in this
+    /// destination (`CommitRequest::state`), read when a run starts. `Ok(None)`: this
+    /// destination cannot store state atomically with its data.
+    async fn committed_state(&self, ctx: &RunContext) -> Result<Option<State>> {
+        let _ = ctx;
+        Ok(None)
+    }
+
     /// The metadata stage: create or evolve the table for `req.source_schema` under the
     /// evolution policy (rejecting before any data is written under `freeze`), and open a
     /// sink staging this run. Nothing is visible to readers until [`Sink::commit`].
@@ -120,8 +127,9 @@ pub struct CommitRequest {
     pub ctx: RunContext,
     /// Rows the source produced.
     pub rows_read: u64,
-    /// State to commit with the data (cursors, backfill windows), keyed by name.
-    pub state: BTreeMap<String, String>,
+    /// State to commit with the data (cursors, backfill windows), keyed by name: the
+    /// previously committed state with this run's changes applied.
+    pub state: State,
 }
 
 /// What a commit did, for the run summary.

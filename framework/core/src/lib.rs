@@ -12,6 +12,7 @@ pub mod context;
 pub mod destination;
 pub mod error;
 pub mod evolution;
+pub mod null;
 pub mod pipeline;
 pub mod registry;
 pub mod runtime;
@@ -22,7 +23,7 @@ pub mod summary;
 pub mod types;
 
 pub use channel::{BatchReceiver, BatchSender, ChannelStats, batch_channel};
-pub use context::RunContext;
+pub use context::{RunContext, State};
 pub use destination::{
     CommitReport, CommitRequest, Destination, PrepareRequest, SchemaEvolution, Sink, WriteMode,
     WriteSpec,

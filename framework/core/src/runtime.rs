@@ -114,6 +114,21 @@ async fn run_stages(
         ..
     } = pipeline;
 
+    // The committed state (cursor positions) comes from the destination, where it was
+    // committed atomically with the data: it can never disagree with what was loaded.
+    let mut ctx = ctx.clone();
+    match cancellable(&ctx, destination.committed_state(&ctx)).await? {
+        Some(state) => ctx.committed = Arc::new(state),
+        None if source.is_incremental() => {
+            return Err(Error::user(format!(
+                "the source is incremental (it has a cursor) but {} cannot commit state with \
+                 its data",
+                destination.describe()
+            )));
+        }
+        None => {}
+    }
+    let ctx = &ctx;
     let source_schema = cancellable(ctx, source.schema())
         .await
         .map_err(|e| e.context("opening the source"))?;
@@ -216,10 +231,12 @@ async fn run_stages(
         abort(sink).await;
         return Err(Error::cancelled("the run was cancelled before its commit"));
     }
+    let mut state = ctx.committed.as_ref().clone();
+    state.extend(collected.source.state.clone());
     let request = CommitRequest {
         ctx: ctx.clone(),
         rows_read: progress.rows_read(),
-        state: Default::default(),
+        state,
     };
     let report = sink
         .commit(request)

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::channel::BatchSender;
-use crate::context::RunContext;
+use crate::context::{RunContext, State};
 use crate::error::Result;
 
 /// A source of record batches. Implemented by every source crate.
@@ -21,8 +21,15 @@ pub trait Source: Send + Sync + Debug {
     async fn schema(&self) -> Result<SchemaRef>;
 
     /// Send every batch into `out`, in order, then return what was read. Must stop soon
-    /// after `ctx.cancel` fires or `out.send` fails.
+    /// after `ctx.cancel` fires or `out.send` fails. An incremental source reads its position
+    /// from `ctx.committed` and returns the new one in [`SourceReport::state`].
     async fn read(&self, ctx: &RunContext, out: BatchSender) -> Result<SourceReport>;
+
+    /// Whether this source keeps state between runs (an incremental cursor): the runtime then
+    /// requires a destination that commits state with its data.
+    fn is_incremental(&self) -> bool {
+        false
+    }
 }
 
 /// What a source read, for the run summary.
@@ -32,4 +39,8 @@ pub struct SourceReport {
     pub bytes_read: u64,
     /// Files, pages or partitions read.
     pub parts: u64,
+    /// State to commit with this run's data (the new cursor position); merged over the
+    /// previously committed state.
+    #[serde(skip_serializing_if = "State::is_empty")]
+    pub state: State,
 }

@@ -46,6 +46,7 @@ impl Source for Numbers {
         Ok(SourceReport {
             bytes_read: 1,
             parts: 1,
+            ..Default::default()
         })
     }
 }

@@ -206,3 +206,75 @@ impl Project {
         py_in(self.path(), "check_orders.py", &all)
     }
 }
+
+/// The test database: `PIPE_PG_URL`, default the machine's PostgreSQL (trust auth).
+pub fn pg_url() -> String {
+    std::env::var("PIPE_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Run SQL with `psql` (the independent client); panics with the error, or with how to start
+/// PostgreSQL if it is not there.
+pub fn psql(sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            pg_url().as_str(),
+            "-X",
+            "-At",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .env("PGTZ", "UTC")
+        .output()
+        .expect("psql is installed (Debian package postgresql-client)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("Connection refused") && !stderr.contains("No such file"),
+        "PostgreSQL is not reachable at {}: start it with `bash tests/pg/setup.sh` \
+         (or `pg_ctlcluster --skip-systemctl-redirect 15 main start`).\n{stderr}",
+        pg_url()
+    );
+    assert!(out.status.success(), "psql failed on `{sql}`:\n{stderr}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A name no other test (or test run) uses.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Objects a test created in PostgreSQL, dropped when the test ends (pass or fail).
+pub struct PgObjects {
+    drops: Vec<String>,
+}
+
+impl PgObjects {
+    pub fn new() -> Self {
+        Self { drops: Vec::new() }
+    }
+
+    /// Run `create`; run `drop` when the test ends.
+    pub fn create(&mut self, create: &str, drop: &str) {
+        self.drops.push(drop.to_string());
+        psql(create);
+    }
+}
+
+impl Drop for PgObjects {
+    fn drop(&mut self) {
+        for sql in self.drops.iter().rev() {
+            let _ = Command::new("psql")
+                .args([pg_url().as_str(), "-X", "-q", "-c", sql])
+                .output();
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Errors of the Postgres source. None of them carries the password: the connection is named
+//! `user@host:port/db`, and every message from the driver is scrubbed of it.
+
+use pipe_framework::{Error, ErrorKind};
+
+/// What can go wrong reading from PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The configuration is inconsistent.
+    #[error("{0}")]
+    Config(String),
+    /// A statement or the connection failed.
+    #[error("{what} ({target}): {message}")]
+    Server {
+        /// What we were doing.
+        what: String,
+        /// `user@host:port/db`.
+        target: String,
+        /// The driver's message, without the password.
+        message: String,
+        /// The SQLSTATE, if the server sent one.
+        code: Option<String>,
+        /// Whether it was I/O (unreachable, reset, timeout) rather than a server answer.
+        io: bool,
+    },
+    /// A column type without an Arrow mapping.
+    #[error(
+        "column `{column}` has type {pg_type}, which pipe cannot map to Arrow; set \
+         `unsupported_types = \"text\"` to read it as text, or leave it out with `columns`"
+    )]
+    Unsupported {
+        /// The column.
+        column: String,
+        /// Its PostgreSQL type.
+        pg_type: String,
+    },
+    /// A value that the COPY stream holds but the Arrow type cannot.
+    #[error("column `{column}`: {message}")]
+    Value {
+        /// The column.
+        column: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The COPY stream is not what the protocol says.
+    #[error("malformed binary COPY stream: {0}")]
+    Protocol(String),
+}
+
+impl PgError {
+    /// Wrap a driver error, scrubbing `password` from its text.
+    pub(crate) fn server(what: &str, target: &str, password: Option<&str>, e: sqlx::Error) -> Self {
+        let code = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.into_owned());
+        let io = matches!(
+            e,
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)
+        );
+        let mut message = e.to_string();
+        if let Some(pw) = password.filter(|p| !p.is_empty()) {
+            message = message.replace(pw, "***");
+        }
+        PgError::Server {
+            what: what.to_string(),
+            target: target.to_string(),
+            message,
+            code,
+            io,
+        }
+    }
+}
+
+impl From<PgError> for Error {
+    fn from(e: PgError) -> Self {
+        let (kind, retryable) = match &e {
+            PgError::Config(_) | PgError::Unsupported { .. } | PgError::Value { .. } => {
+                (ErrorKind::User, false)
+            }
+            PgError::Protocol(_) => (ErrorKind::Internal, false),
+            PgError::Server { code, io, .. } => match code.as_deref() {
+                // Authentication, authorization, missing objects, bad SQL: fix the config.
+                Some(c)
+                    if c.starts_with("28")
+                        || c.starts_with("42")
+                        || c.starts_with("3D")
+                        || c.starts_with("22") =>
+                {
+                    (ErrorKind::User, false)
+                }
+                // Connection exceptions, too many connections, shutting down, serialization.
+                Some(c) if c.starts_with("08") || c.starts_with("53") || c.starts_with("57") => {
+                    (ErrorKind::External, true)
+                }
+                Some(c) if c.starts_with("40") => (ErrorKind::External, true),
+                _ if *io => (ErrorKind::External, true),
+                _ => (ErrorKind::External, false),
+            },
+        };
+        let err = Error::new(kind, e.to_string());
+        if retryable { err.retryable() } else { err }
+    }
+}
