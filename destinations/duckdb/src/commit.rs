@@ -22,49 +22,42 @@ const LEDGER_DDL: &str = "CREATE SCHEMA IF NOT EXISTS _pipe; \
         pipeline VARCHAR NOT NULL, run_id VARCHAR NOT NULL, table_name VARCHAR NOT NULL, \
         mode VARCHAR NOT NULL, started_at TIMESTAMP WITH TIME ZONE, \
         committed_at TIMESTAMP WITH TIME ZONE, rows_read BIGINT, rows_inserted BIGINT, \
-        rows_updated BIGINT, rows_deleted BIGINT, state VARCHAR)";
+        rows_updated BIGINT, rows_deleted BIGINT, state VARCHAR); \
+    CREATE TABLE IF NOT EXISTS _pipe.state (\
+        pipeline VARCHAR NOT NULL, table_name VARCHAR NOT NULL, key VARCHAR NOT NULL, \
+        value VARCHAR NOT NULL, run_id VARCHAR NOT NULL, committed_at TIMESTAMP WITH TIME ZONE)";
 
-/// The state of the last run of `pipeline` committed into `table` (empty if none).
+/// The committed state of `pipeline` into `table`: per key, the value of the last run that
+/// committed it (empty if none). Runs that changed other keys (a backfill window, say) never
+/// hide a key's value.
 pub(crate) fn committed_state(
     conn: &Connection,
     pipeline: &str,
     table: &str,
 ) -> Result<pipe_framework::State> {
-    let ledger = count(
+    let tables = count(
         conn,
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = '_pipe' \
-         AND table_name = 'runs'",
-        "looking for the run ledger",
+         AND table_name = 'state'",
+        "looking for the committed state",
     )?;
-    if ledger == 0 {
+    if tables == 0 {
         return Ok(pipe_framework::State::new());
     }
     let sql = format!(
-        "SELECT state FROM _pipe.runs WHERE pipeline = {} AND table_name = {} \
-         ORDER BY committed_at DESC, run_id DESC LIMIT 1",
+        "SELECT key, value FROM _pipe.state WHERE pipeline = {} AND table_name = {} \
+         QUALIFY row_number() OVER (PARTITION BY key ORDER BY committed_at DESC, run_id DESC) = 1",
         literal(pipeline),
         literal(table)
     );
     let mut stmt = conn
         .prepare(&sql)
         .map_err(|e| sql_err("reading the committed state", e))?;
-    let mut rows = stmt
-        .query([])
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .and_then(|rows| rows.collect::<std::result::Result<Vec<_>, _>>())
         .map_err(|e| sql_err("reading the committed state", e))?;
-    let Some(row) = rows
-        .next()
-        .map_err(|e| sql_err("reading the committed state", e))?
-    else {
-        return Ok(pipe_framework::State::new());
-    };
-    let text: Option<String> = row
-        .get(0)
-        .map_err(|e| sql_err("reading the committed state", e))?;
-    serde_json::from_str(text.as_deref().unwrap_or("{}")).map_err(|e| {
-        crate::error::DuckError::Schema(format!(
-            "the run ledger's state for pipeline `{pipeline}` is not valid JSON: {e}"
-        ))
-    })
+    Ok(rows.into_iter().collect())
 }
 
 fn count(conn: &Connection, sql: &str, what: &str) -> Result<u64> {
@@ -109,6 +102,18 @@ pub(crate) fn finish(
     );
     conn.execute_batch(&ledger)
         .map_err(|e| sql_err("recording the run", e))?;
+    for (key, value) in &request.state {
+        let row = format!(
+            "INSERT INTO _pipe.state VALUES ({}, {}, {}, {}, {}, now())",
+            literal(&request.ctx.pipeline),
+            literal(&job.table.to_string()),
+            literal(key),
+            literal(value),
+            literal(&request.ctx.run_id),
+        );
+        conn.execute_batch(&row)
+            .map_err(|e| sql_err("recording the run's state", e))?;
+    }
     conn.execute_batch("COMMIT")
         .map_err(|e| sql_err("committing", e))?;
     info!(table = %job.table, inserted = report.rows_inserted, updated = report.rows_updated,

@@ -85,7 +85,8 @@ pub(crate) fn arrow_schema(conn: &Connection, name: &TableName) -> Result<Schema
     let exported = arrow.get_schema();
     let sql = format!(
         "SELECT column_name FROM information_schema.columns WHERE table_catalog = {} \
-         AND table_schema = {} AND table_name = {} AND data_type = 'UUID'",
+         AND lower(table_schema) = lower({}) AND lower(table_name) = lower({}) \
+         AND data_type = 'UUID'",
         literal(&name.catalog),
         literal(&name.schema),
         literal(&name.table)

@@ -77,6 +77,9 @@ pub(crate) fn duck_type(dt: &DataType) -> Result<String, String> {
 pub(crate) fn duck_field_type(field: &arrow_schema::Field) -> Result<String, String> {
     match (field.extension_type_name(), field.data_type()) {
         (Some("arrow.uuid"), DataType::FixedSizeBinary(16)) => Ok("UUID".into()),
+        (_, DataType::List(item) | DataType::LargeList(item)) => {
+            Ok(format!("{}[]", duck_field_type(item)?))
+        }
         _ => duck_type(field.data_type()),
     }
 }

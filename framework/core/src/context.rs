@@ -10,6 +10,23 @@ use tokio_util::sync::CancellationToken;
 /// (cursor high-water marks, ...), by key. Sources own their keys (e.g. `cursor.updated_at`).
 pub type State = BTreeMap<String, String>;
 
+/// A backfill window: the source reads only rows with `start <= cursor < end`. The bounds are
+/// SQL literals of the cursor column's type (`2024-01-01`, `1000`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Inclusive lower bound.
+    pub start: String,
+    /// Exclusive upper bound.
+    pub end: String,
+}
+
+impl Window {
+    /// The state key recording that this window was committed.
+    pub fn state_key(&self) -> String {
+        format!("backfill.{}..{}", self.start, self.end)
+    }
+}
+
 /// Identity and cancellation of one pipeline run; cloned into every stage.
 #[derive(Debug, Clone)]
 pub struct RunContext {
@@ -25,6 +42,9 @@ pub struct RunContext {
     /// The state the last successful run committed (empty on the first run). Set by the
     /// runtime from the destination before the source reads.
     pub committed: Arc<State>,
+    /// Set for one window of a backfill: the source reads only that range of its cursor and
+    /// leaves its incremental position alone.
+    pub window: Option<Window>,
 }
 
 impl RunContext {
@@ -36,6 +56,7 @@ impl RunContext {
             started_at: Utc::now(),
             cancel: CancellationToken::new(),
             committed: Arc::new(State::new()),
+            window: None,
         }
     }
 }

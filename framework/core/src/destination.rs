@@ -127,8 +127,9 @@ pub struct CommitRequest {
     pub ctx: RunContext,
     /// Rows the source produced.
     pub rows_read: u64,
-    /// State to commit with the data (cursors, backfill windows), keyed by name: the
-    /// previously committed state with this run's changes applied.
+    /// What this run changes in the committed state (a cursor's new position, a finished
+    /// backfill window), to commit with the data. Keys not named keep their value:
+    /// [`Destination::committed_state`] returns, per key, the last committed value.
     pub state: State,
 }
 

@@ -19,11 +19,12 @@ pub mod runtime;
 pub mod secret;
 pub mod source;
 pub mod stage;
+pub mod state;
 pub mod summary;
 pub mod types;
 
 pub use channel::{BatchReceiver, BatchSender, ChannelStats, batch_channel};
-pub use context::{RunContext, State};
+pub use context::{RunContext, State, Window};
 pub use destination::{
     CommitReport, CommitRequest, Destination, PrepareRequest, SchemaEvolution, Sink, WriteMode,
     WriteSpec,

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::channel::{BatchReceiver, BatchSender, batch_channel};
-use crate::context::RunContext;
+use crate::context::{RunContext, State};
 use crate::destination::{CommitReport, CommitRequest, PrepareRequest, Sink};
 use crate::error::{Error, ErrorKind, Result};
 use crate::evolution::Aligner;
@@ -114,6 +114,7 @@ async fn run_stages(
         ..
     } = pipeline;
 
+    check_modes(source.as_ref(), &write, ctx)?;
     // The committed state (cursor positions) comes from the destination, where it was
     // committed atomically with the data: it can never disagree with what was loaded.
     let mut ctx = ctx.clone();
@@ -231,8 +232,12 @@ async fn run_stages(
         abort(sink).await;
         return Err(Error::cancelled("the run was cancelled before its commit"));
     }
-    let mut state = ctx.committed.as_ref().clone();
-    state.extend(collected.source.state.clone());
+    // What this run changes in the committed state: the source's new position, or for a
+    // backfill window only the record that the window is done.
+    let state = match &ctx.window {
+        Some(window) => State::from([(window.state_key(), ctx.run_id.clone())]),
+        None => collected.source.state.clone(),
+    };
     let request = CommitRequest {
         ctx: ctx.clone(),
         rows_read: progress.rows_read(),
@@ -245,6 +250,33 @@ async fn run_stages(
     info!(stage = "load", inserted = report.rows_inserted, updated = report.rows_updated,
           commit_id = ?report.commit_id, "committed");
     collected.commit = Some(report);
+    Ok(())
+}
+
+/// Refuse combinations that would lose or duplicate rows before anything runs.
+fn check_modes(
+    source: &dyn crate::source::Source,
+    write: &crate::destination::WriteSpec,
+    ctx: &RunContext,
+) -> Result<()> {
+    use crate::destination::WriteMode;
+    if ctx.window.is_some() && !source.supports_windows() {
+        return Err(Error::user(
+            "this source cannot read a window of its cursor, so it cannot be backfilled",
+        ));
+    }
+    if source.is_incremental() && write.mode == WriteMode::Replace && ctx.window.is_none() {
+        return Err(Error::user(
+            "an incremental source (with a `cursor`) and mode = \"replace\" would replace the \
+             table with only the new rows on every run; use \"append\" or \"merge\"",
+        ));
+    }
+    if source.rereads_rows() && write.mode != WriteMode::Merge {
+        return Err(Error::user(
+            "`lookback` re-reads rows that were already loaded, which only mode = \"merge\" \
+             deduplicates",
+        ));
+    }
     Ok(())
 }
 

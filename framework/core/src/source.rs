@@ -26,8 +26,20 @@ pub trait Source: Send + Sync + Debug {
     async fn read(&self, ctx: &RunContext, out: BatchSender) -> Result<SourceReport>;
 
     /// Whether this source keeps state between runs (an incremental cursor): the runtime then
-    /// requires a destination that commits state with its data.
+    /// requires a destination that commits state with its data, and refuses `replace` (each
+    /// run would replace the table with only the new rows).
     fn is_incremental(&self) -> bool {
+        false
+    }
+
+    /// Whether a run may read rows an earlier run already loaded (a `lookback` window): the
+    /// runtime then requires `merge` mode, which deduplicates them.
+    fn rereads_rows(&self) -> bool {
+        false
+    }
+
+    /// Whether this source can read just a window of its cursor (backfills).
+    fn supports_windows(&self) -> bool {
         false
     }
 }

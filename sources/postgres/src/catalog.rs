@@ -1,8 +1,8 @@
 //! What the server knows before any data moves: the read's columns and types (so the
 //! metadata stage can create the table first), and how to split a read for parallelism.
 
-use sqlx::Row;
 use sqlx::postgres::PgConnection;
+use sqlx::{Column, Executor, Row};
 
 use crate::connect::Endpoint;
 use crate::error::PgError;
@@ -18,74 +18,125 @@ pub(crate) fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// `schema.table` → `"schema"."table"`.
-pub(crate) fn table_sql(table: &str) -> String {
-    table.split('.').map(ident).collect::<Vec<_>>().join(".")
+/// A `table` as the server resolved it.
+#[derive(Debug, Clone)]
+pub(crate) struct Relation {
+    /// The quoted, qualified-as-needed name (`public."Orders"`), as PostgreSQL prints it.
+    pub sql: String,
+    /// `pg_class.relkind`: `r` table, `p` partitioned, `v` view, `m` matview, `f` foreign.
+    pub kind: String,
 }
 
-const DESCRIBE_VIEW: &str = "pipe_describe";
+/// Resolve a configured table name the way PostgreSQL does (`public.orders`,
+/// `"Mixed Case"`, search path), so quoting and case follow the server's rules.
+pub(crate) async fn relation(
+    conn: &mut PgConnection,
+    ep: &Endpoint,
+    table: &str,
+) -> Result<Relation, PgError> {
+    let row = sqlx::query(
+        "SELECT c.oid::regclass::text, c.relkind::text FROM pg_class c WHERE c.oid = $1::regclass",
+    )
+    .bind(table)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| ep.err("looking up the table", e))?;
+    let err = |e| ep.err("looking up the table", e);
+    Ok(Relation {
+        sql: row.try_get(0).map_err(err)?,
+        kind: row.try_get(1).map_err(err)?,
+    })
+}
 
-/// Columns and (base) types of `select`, read from the catalog through a temporary view, in a
-/// transaction that is rolled back: nothing is left behind.
+/// Columns and types of `select`, from the server's description of the prepared statement
+/// (no temporary objects: works on read replicas). The statement is only parsed, never run;
+/// a `where` that smuggles in a second statement fails here.
 pub(crate) async fn describe(
     conn: &mut PgConnection,
     ep: &Endpoint,
     select: &str,
 ) -> Result<Vec<(String, String, TypeInfo)>, PgError> {
-    let mut tx = sqlx::Connection::begin(&mut *conn)
+    let described = conn
+        .describe(select)
         .await
-        .map_err(|e| ep.err("starting a transaction", e))?;
-    sqlx::query(&format!("CREATE TEMP VIEW {DESCRIBE_VIEW} AS {select}"))
-        .execute(&mut *tx)
+        .map_err(|e| ep.err("describing the read", e))?;
+    let mut out = Vec::with_capacity(described.columns.len());
+    for column in &described.columns {
+        let oid = column.type_info().oid().map(|o| o.0).ok_or_else(|| {
+            PgError::Protocol(format!("column `{}` has no type oid", column.name()))
+        })?;
+        // The typmod (numeric precision) is only known for columns taken from a table.
+        let typmod = match (column.relation_id(), column.relation_attribute_no()) {
+            (Some(rel), Some(att)) if rel.0 != 0 => sqlx::query_scalar::<_, i32>(
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = $1 AND attnum = $2",
+            )
+            .bind(rel.0 as i64)
+            .bind(att)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| ep.err("reading the catalog", e))?
+            .unwrap_or(-1),
+            _ => -1,
+        };
+        let type_name: String = sqlx::query_scalar("SELECT format_type($1::int8::oid, $2)")
+            .bind(i64::from(oid))
+            .bind(typmod)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| ep.err("reading the catalog", e))?;
+        let info = resolve_type(conn, ep, oid, typmod).await?;
+        out.push((column.name().to_string(), type_name, info));
+    }
+    Ok(out)
+}
+
+/// A type with domains resolved to their base types (recursively), and array elements.
+async fn resolve_type(
+    conn: &mut PgConnection,
+    ep: &Endpoint,
+    oid: u32,
+    typmod: i32,
+) -> Result<TypeInfo, PgError> {
+    let (mut oid, mut typmod) = (oid, typmod);
+    for _ in 0..16 {
+        let row = sqlx::query(
+            "SELECT typname::text, typtype::text, typbasetype::int8, typtypmod, typelem::int8,              typcategory::text FROM pg_type WHERE oid = $1::int8::oid",
+        )
+        .bind(i64::from(oid))
+        .fetch_one(&mut *conn)
         .await
-        .map_err(|e| ep.err("reading the columns of the source", e))?;
-    let rows = sqlx::query(
-        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), bt.oid::int8, \
-                CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END, \
-                bt.typname::text, bt.typtype::text, et.oid::int8, et.typname::text, et.typtype::text \
-         FROM pg_attribute a \
-         JOIN pg_type t ON t.oid = a.atttypid \
-         JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
-         LEFT JOIN pg_type et ON et.oid = bt.typelem AND bt.typcategory = 'A' \
-         WHERE a.attrelid = 'pg_temp.pipe_describe'::regclass AND a.attnum > 0 \
-           AND NOT a.attisdropped ORDER BY a.attnum",
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(|e| ep.err("reading the catalog", e))?;
-    tx.rollback()
-        .await
-        .map_err(|e| ep.err("ending the describe transaction", e))?;
-    rows.iter()
-        .map(|r| {
-            let get = |e: sqlx::Error| ep.err("reading the catalog", e);
-            let typmod: i32 = r.try_get(3).map_err(get)?;
-            let element = match r.try_get::<Option<i64>, _>(6).map_err(get)? {
-                Some(oid) => Some(Box::new(TypeInfo {
-                    oid: oid as u32,
-                    typmod,
-                    name: r
-                        .try_get::<Option<String>, _>(7)
-                        .map_err(get)?
-                        .unwrap_or_default(),
-                    typtype: r
-                        .try_get::<Option<String>, _>(8)
-                        .map_err(get)?
-                        .unwrap_or_default(),
-                    element: None,
-                })),
-                None => None,
-            };
-            let info = TypeInfo {
-                oid: r.try_get::<i64, _>(2).map_err(get)? as u32,
-                typmod,
-                name: r.try_get(4).map_err(get)?,
-                typtype: r.try_get(5).map_err(get)?,
-                element,
-            };
-            Ok((r.try_get(0).map_err(get)?, r.try_get(1).map_err(get)?, info))
-        })
-        .collect()
+        .map_err(|e| ep.err("reading the catalog", e))?;
+        let err = |e| ep.err("reading the catalog", e);
+        let name: String = row.try_get(0).map_err(err)?;
+        let typtype: String = row.try_get(1).map_err(err)?;
+        if typtype == "d" {
+            let domain_typmod: i32 = row.try_get(3).map_err(err)?;
+            oid = row.try_get::<i64, _>(2).map_err(err)? as u32;
+            if domain_typmod != -1 {
+                typmod = domain_typmod;
+            }
+            continue;
+        }
+        let elem: i64 = row.try_get(4).map_err(err)?;
+        let category: String = row.try_get(5).map_err(err)?;
+        let element = if category == "A" && elem != 0 {
+            Some(Box::new(
+                Box::pin(resolve_type(conn, ep, elem as u32, typmod)).await?,
+            ))
+        } else {
+            None
+        };
+        return Ok(TypeInfo {
+            oid,
+            typmod,
+            name,
+            typtype,
+            element,
+        });
+    }
+    Err(PgError::Protocol(format!(
+        "type {oid}: domains nested too deeply"
+    )))
 }
 
 /// The single-column primary key of `table`, if it has one.
@@ -99,7 +150,7 @@ pub(crate) async fn primary_key(
          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
          WHERE i.indrelid = $1::regclass AND i.indisprimary",
     )
-    .bind(table_sql(table))
+    .bind(table)
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| ep.err("reading the primary key", e))?;
@@ -121,7 +172,7 @@ pub(crate) async fn pages(
     sqlx::query_scalar(
         "SELECT (pg_relation_size($1::regclass) / current_setting('block_size')::int8)::int8",
     )
-    .bind(table_sql(table))
+    .bind(table)
     .fetch_one(&mut *conn)
     .await
     .map_err(|e| ep.err("reading the table size", e))
@@ -171,8 +222,12 @@ pub(crate) fn integer_ranges(column: &str, min: i64, max: i64, n: usize) -> Vec<
         .collect()
 }
 
-/// Conditions splitting a table's pages into `n` `ctid` ranges (the last one open-ended).
+/// Conditions splitting a table's pages into `n` `ctid` ranges (the last one open-ended); one
+/// condition for a small table.
 pub(crate) fn ctid_ranges(pages: i64, n: usize) -> Vec<String> {
+    if pages <= 1 {
+        return vec!["TRUE".into()];
+    }
     let n = (n as i64).clamp(1, pages.max(1));
     let step = (pages.max(1) + n - 1) / n;
     (0..n)
@@ -217,12 +272,12 @@ mod tests {
                 "(ctid >= '(5,0)'::tid)"
             ]
         );
-        assert_eq!(ctid_ranges(0, 4), vec!["(ctid >= '(0,0)'::tid)"]);
+        assert_eq!(ctid_ranges(0, 4), vec!["TRUE"]);
     }
 
     #[test]
     fn quoting() {
-        assert_eq!(table_sql("public.Orders"), "\"public\".\"Orders\"");
+        assert_eq!(ident("we\"ird"), "\"we\"\"ird\"");
         assert_eq!(literal("it's"), "'it''s'");
     }
 }

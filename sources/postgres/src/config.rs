@@ -33,7 +33,7 @@ pub struct PostgresConfig {
     /// only).
     #[serde(default = "one")]
     pub parallelism: usize,
-    /// An integer (or date/timestamp) column to split parallel reads on.
+    /// An integer column to split parallel reads on (required for a parallel `query`).
     #[serde(default)]
     pub partition_column: Option<String>,
     /// Incremental loads: a column that only grows (`updated_at`, a serial id). Each run reads
@@ -45,6 +45,17 @@ pub struct PostgresConfig {
     /// (`"2024-01-01"`, `"1000"`). Default: read everything.
     #[serde(default)]
     pub initial_value: Option<String>,
+    /// Where incremental reads stop (exclusive), as a SQL literal of the cursor's type.
+    /// Default: no end.
+    #[serde(default)]
+    pub end_value: Option<String>,
+    /// Re-read this much before the committed position on every run, for rows that commit
+    /// late with a cursor below it (`updated_at DEFAULT now()` is the transaction's start, a
+    /// serial id is taken before commit): a PostgreSQL interval for time cursors (`"10
+    /// minutes"`), a number for integer cursors. Re-read rows are loaded again, so this
+    /// requires mode = "merge", which deduplicates them.
+    #[serde(default)]
+    pub lookback: Option<String>,
     /// What to do with a column type pipe cannot map: `error` (default) or `text` (read it as
     /// PostgreSQL's text form).
     #[serde(default)]

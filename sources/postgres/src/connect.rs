@@ -11,32 +11,58 @@ use sqlx::{ConnectOptions, Connection, Executor};
 use crate::error::PgError;
 
 /// Where and how to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Endpoint {
     options: PgConnectOptions,
     /// `user@host:port/db`, for messages.
     target: String,
-    password: Option<String>,
+    /// The password as written in the URL and percent-decoded: scrubbed from driver messages.
+    passwords: Vec<String>,
     timeout: Duration,
 }
 
-/// The password part of a `postgres://user:password@host/db` URL, percent-decoded or not.
-fn password_of(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let userinfo = &rest[..rest.find('@')?];
-    let password = userinfo.split_once(':')?.1;
-    (!password.is_empty()).then(|| password.to_string())
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the options or the password: PgConnectOptions' Debug prints the password.
+        f.debug_struct("Endpoint")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The password of a `postgres://user:password@host/db` URL, as written and percent-decoded.
+/// The userinfo ends at the last `@` before the host, so a raw `@` in a password is kept.
+fn passwords_of(url: &str) -> Vec<String> {
+    let Some(rest) = url.split_once("://").map(|(_, r)| r) else {
+        return Vec::new();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return Vec::new();
+    };
+    let Some((_, raw)) = userinfo.split_once(':') else {
+        return Vec::new();
+    };
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned();
+    let mut all = vec![raw.to_string()];
+    if decoded != raw {
+        all.push(decoded);
+    }
+    all
 }
 
 impl Endpoint {
     pub(crate) fn parse(url: &Secret, timeout_secs: u64) -> Result<Self, PgError> {
-        let password = password_of(url.expose());
+        let passwords = passwords_of(url.expose());
         let options = PgConnectOptions::from_str(url.expose())
             .map_err(|e| {
-                let mut msg = e.to_string();
-                if let Some(pw) = &password {
-                    msg = msg.replace(pw.as_str(), "***");
-                }
+                let msg = crate::error::scrub(&e.to_string(), &passwords);
                 PgError::Config(format!("`url` is not a valid PostgreSQL URL: {msg}"))
             })?
             .application_name("pipe")
@@ -51,7 +77,7 @@ impl Endpoint {
         Ok(Self {
             options,
             target,
-            password,
+            passwords,
             timeout: Duration::from_secs(timeout_secs.max(1)),
         })
     }
@@ -63,7 +89,7 @@ impl Endpoint {
 
     /// Wrap a driver error for `what`, naming the target and never the password.
     pub(crate) fn err(&self, what: &str, e: sqlx::Error) -> PgError {
-        PgError::server(what, &self.target, self.password.as_deref(), e)
+        PgError::server(what, &self.target, &self.passwords, e)
     }
 
     /// Open a connection (UTC session time zone, ISO intervals for text casts).
@@ -95,11 +121,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_password_is_found_for_scrubbing_and_never_in_the_target() {
+    fn the_password_is_found_for_scrubbing_and_never_in_the_target_or_debug() {
         let url = Secret::new("postgres://etl:s3cr%40t@db.example:5433/sales?sslmode=require");
         let e = Endpoint::parse(&url, 5).expect("parses");
         assert_eq!(e.target(), "etl@db.example:5433/sales");
-        assert_eq!(password_of(url.expose()).as_deref(), Some("s3cr%40t"));
-        assert_eq!(password_of("postgres://etl@db/sales"), None);
+        assert_eq!(passwords_of(url.expose()), vec!["s3cr%40t", "s3cr@t"]);
+        assert!(!format!("{e:?}").contains("s3cr"));
+        assert_eq!(
+            passwords_of("postgres://etl@db/sales"),
+            Vec::<String>::new()
+        );
+        assert_eq!(passwords_of("postgres://etl:p@ss@db/sales"), vec!["p@ss"]);
     }
 }

@@ -25,6 +25,8 @@ use crate::types::{PgKind, field};
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 /// Days from 1970-01-01 to PostgreSQL's epoch 2000-01-01.
 const PG_EPOCH_DAYS: i32 = 10_957;
+/// A batch is flushed once its values reach this size (well below i32 offsets' 2 GiB).
+const MAX_BATCH_BYTES: usize = 256 << 20;
 /// Microseconds from 1970-01-01 to 2000-01-01.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
@@ -279,6 +281,9 @@ impl ListColumn {
             return Err("array value shorter than its dimension header".into());
         }
         let count = be_i32(&d[12..16]);
+        if count < 0 {
+            return Err("array with a negative element count".into());
+        }
         let mut pos = 20;
         for _ in 0..count {
             let len_bytes = d
@@ -323,6 +328,9 @@ pub(crate) struct CopyDecoder {
     columns: Vec<Column>,
     batch_rows: usize,
     rows: usize,
+    /// Value bytes in the current batch: flushed early past [`MAX_BATCH_BYTES`], so string
+    /// and binary offsets (i32) can never overflow.
+    batch_bytes: usize,
     pending: Vec<u8>,
     header_done: bool,
     ended: bool,
@@ -347,6 +355,7 @@ impl CopyDecoder {
             schema,
             batch_rows,
             rows: 0,
+            batch_bytes: 0,
             pending: Vec::new(),
             header_done: false,
             ended: false,
@@ -388,6 +397,7 @@ impl CopyDecoder {
         if self.rows == 0 {
             return Ok(None);
         }
+        self.batch_bytes = 0;
         let arrays = self
             .columns
             .iter_mut()
@@ -472,9 +482,10 @@ impl CopyDecoder {
                     message,
                 })?;
             }
+            self.batch_bytes += end - pos;
             pos = end;
             self.rows += 1;
-            if self.rows == self.batch_rows
+            if (self.rows == self.batch_rows || self.batch_bytes >= MAX_BATCH_BYTES)
                 && let Some(batch) = self.flush()?
             {
                 emit(batch)?;

@@ -47,9 +47,17 @@ pub enum PgError {
     Protocol(String),
 }
 
+/// `message` with every one of `secrets` replaced by `***`.
+pub(crate) fn scrub(message: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .fold(message.to_string(), |m, s| m.replace(s.as_str(), "***"))
+}
+
 impl PgError {
-    /// Wrap a driver error, scrubbing `password` from its text.
-    pub(crate) fn server(what: &str, target: &str, password: Option<&str>, e: sqlx::Error) -> Self {
+    /// Wrap a driver error, scrubbing the password (in every form) from its text.
+    pub(crate) fn server(what: &str, target: &str, passwords: &[String], e: sqlx::Error) -> Self {
         let code = e
             .as_database_error()
             .and_then(|d| d.code())
@@ -58,10 +66,7 @@ impl PgError {
             e,
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)
         );
-        let mut message = e.to_string();
-        if let Some(pw) = password.filter(|p| !p.is_empty()) {
-            message = message.replace(pw, "***");
-        }
+        let message = scrub(&e.to_string(), passwords);
         PgError::Server {
             what: what.to_string(),
             target: target.to_string(),

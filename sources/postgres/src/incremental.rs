@@ -3,11 +3,16 @@
 //! A run reads `cursor >= v`, where `v` is the high-water mark the last successful run
 //! committed with its data. Rows at exactly `v` may have been loaded already, or may have
 //! arrived since (equal timestamps are common), so the committed state also holds a hash of
-//! every row loaded at `v`: those are dropped, the others kept. No row is lost at the boundary,
-//! none is loaded twice, and append mode needs no merge key. (This is dlt's approach; a
-//! tie-breaker column would need a unique, monotonic second key, which tables rarely have.)
+//! every row loaded at `v` — of its primary key when the table has one (stable when columns
+//! change), else of the whole row — as a multiset: those are dropped, the others kept. No row
+//! at the boundary is lost, none is loaded twice, and append mode needs no merge key. (This is
+//! dlt's approach; a tie-breaker column would need a unique, monotonic second key.)
+//!
+//! Rows that commit *late* with a cursor below `v` (`updated_at DEFAULT now()` is the
+//! transaction's start time) are only caught by `lookback`, which re-reads a window and needs
+//! merge mode.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType};
@@ -39,6 +44,16 @@ impl CursorKind {
             _ => Err(PgError::Config(format!(
                 "cursor column `{column}` must be an integer, date or timestamp column"
             ))),
+        }
+    }
+
+    /// The PostgreSQL type values are cast to for arithmetic (`lookback`).
+    pub(crate) fn sql_type(self) -> &'static str {
+        match self {
+            Self::Int => "bigint",
+            Self::Date => "date",
+            Self::Timestamp => "timestamp",
+            Self::Timestamptz => "timestamptz",
         }
     }
 
@@ -107,9 +122,9 @@ fn values(array: &ArrayRef) -> Vec<Option<i64>> {
     }
 }
 
-fn row_hashes(converter: &RowConverter, batch: &RecordBatch) -> Result<Vec<String>, PgError> {
+fn row_hashes(converter: &RowConverter, columns: &[ArrayRef]) -> Result<Vec<String>, PgError> {
     let rows = converter
-        .convert_columns(batch.columns())
+        .convert_columns(columns)
         .map_err(|e| PgError::Protocol(format!("hashing boundary rows: {e}")))?;
     Ok(rows
         .iter()
@@ -122,10 +137,15 @@ fn row_hashes(converter: &RowConverter, batch: &RecordBatch) -> Result<Vec<Strin
 pub(crate) struct Tracker {
     column: usize,
     kind: CursorKind,
+    /// The columns identifying a row (the primary key's, else all).
+    identity: Vec<usize>,
     converter: RowConverter,
-    previous: Option<(i64, HashSet<String>)>,
+    /// The old boundary: its value and how many rows of each hash are still to be dropped.
+    previous: Option<(i64, HashMap<String, usize>)>,
+    /// The old boundary's hashes as committed (still loaded, whatever this run drops).
+    original: Vec<String>,
     max: Option<i64>,
-    at_max: HashSet<String>,
+    at_max: Vec<String>,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -141,40 +161,76 @@ impl Tracker {
         column: usize,
         kind: CursorKind,
         schema: &arrow_schema::Schema,
+        key: Option<&[usize]>,
         previous: Option<&CursorState>,
     ) -> Result<Self, PgError> {
-        let fields = schema
-            .fields()
+        let identity: Vec<usize> = match key {
+            Some(k) => k.to_vec(),
+            None => (0..schema.fields().len()).collect(),
+        };
+        let fields = identity
             .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
+            .map(|i| SortField::new(schema.field(*i).data_type().clone()))
             .collect();
         let converter = RowConverter::new(fields)
             .map_err(|e| PgError::Config(format!("the cursor needs hashable columns: {e}")))?;
+        let counts = previous.map(|p| {
+            let mut counts: HashMap<String, usize> = HashMap::new();
+            for h in &p.boundary {
+                *counts.entry(h.clone()).or_default() += 1;
+            }
+            (p.raw, counts)
+        });
         Ok(Self {
             column,
             kind,
+            identity,
             converter,
-            previous: previous.map(|p| (p.raw, p.boundary.iter().cloned().collect())),
+            previous: counts,
+            original: previous.map(|p| p.boundary.clone()).unwrap_or_default(),
             max: previous.map(|p| p.raw),
-            at_max: HashSet::new(),
+            at_max: Vec::new(),
         })
+    }
+
+    fn hashes(&self, batch: &RecordBatch) -> Result<Vec<String>, PgError> {
+        let columns: Vec<ArrayRef> = self
+            .identity
+            .iter()
+            .map(|i| batch.column(*i).clone())
+            .collect();
+        row_hashes(&self.converter, &columns)
     }
 
     /// Drop the rows loaded at the old boundary; record the new maximum.
     pub(crate) fn process(&mut self, batch: RecordBatch) -> Result<RecordBatch, PgError> {
         let mut batch = batch;
-        if let Some((old, loaded)) = &self.previous {
+        if let Some(old) = self.previous.as_ref().map(|p| p.0) {
             let at_old: Vec<bool> = values(batch.column(self.column))
                 .iter()
-                .map(|v| *v == Some(*old))
+                .map(|v| *v == Some(old))
                 .collect();
             if at_old.contains(&true) {
                 let candidates = filter_record_batch(&batch, &BooleanArray::from(at_old.clone()))
                     .map_err(|e| PgError::Protocol(e.to_string()))?;
-                let mut hashes = row_hashes(&self.converter, &candidates)?.into_iter();
+                let mut hashes = self.hashes(&candidates)?.into_iter();
+                let mut remaining = self.previous.as_mut().map(|p| &mut p.1);
+                // Drop as many rows of each hash as were loaded, no more.
                 let keep: Vec<bool> = at_old
                     .iter()
-                    .map(|at| !*at || hashes.next().is_none_or(|h| !loaded.contains(&h)))
+                    .map(|at| {
+                        if !*at {
+                            return true;
+                        }
+                        let Some(h) = hashes.next() else { return true };
+                        match remaining.as_mut().and_then(|r| r.get_mut(&h)) {
+                            Some(n) if *n > 0 => {
+                                *n -= 1;
+                                false
+                            }
+                            _ => true,
+                        }
+                    })
                     .collect();
                 batch = filter_record_batch(&batch, &BooleanArray::from(keep))
                     .map_err(|e| PgError::Protocol(e.to_string()))?;
@@ -192,7 +248,8 @@ impl Tracker {
             let at: Vec<bool> = vals.iter().map(|v| *v == Some(batch_max)).collect();
             let rows = filter_record_batch(&batch, &BooleanArray::from(at))
                 .map_err(|e| PgError::Protocol(e.to_string()))?;
-            self.at_max.extend(row_hashes(&self.converter, &rows)?);
+            let hashes = self.hashes(&rows)?;
+            self.at_max.extend(hashes);
         }
         Ok(batch)
     }
@@ -214,14 +271,11 @@ impl Tracker {
     /// was read, the old boundary rows stay (they are still loaded).
     pub(crate) fn state(self) -> Option<CursorState> {
         let raw = self.max?;
-        let mut boundary: Vec<String> = self.at_max.into_iter().collect();
-        if let Some((old, loaded)) = self.previous
-            && old == raw
-        {
-            boundary.extend(loaded);
+        let mut boundary = self.at_max;
+        if self.previous.as_ref().is_some_and(|p| p.0 == raw) {
+            boundary.extend(self.original);
         }
         boundary.sort();
-        boundary.dedup();
         Some(CursorState {
             value: self.kind.sql(raw),
             raw,
@@ -256,7 +310,7 @@ mod tests {
     #[test]
     fn rows_at_the_boundary_load_exactly_once() {
         let schema = batch(&[], &[]).schema();
-        let mut first = Tracker::new(0, CursorKind::Int, &schema, None).expect("tracker");
+        let mut first = Tracker::new(0, CursorKind::Int, &schema, None, None).expect("tracker");
         let out = first
             .process(batch(&[1, 3, 3], &["a", "b", "c"]))
             .expect("ok");
@@ -265,7 +319,7 @@ mod tests {
         assert_eq!((state.raw, state.boundary.len()), (3, 2));
 
         // Next run reads v >= 3: b and c again (already loaded), d new at 3, e at 4.
-        let mut second = Tracker::new(0, CursorKind::Int, &schema, Some(&state)).expect("t");
+        let mut second = Tracker::new(0, CursorKind::Int, &schema, None, Some(&state)).expect("t");
         let out = second
             .process(batch(&[3, 3, 3, 4], &["b", "c", "d", "e"]))
             .expect("ok");
@@ -280,15 +334,44 @@ mod tests {
     #[test]
     fn a_run_without_new_rows_keeps_the_boundary() {
         let schema = batch(&[], &[]).schema();
-        let mut t = Tracker::new(0, CursorKind::Int, &schema, None).expect("t");
+        let mut t = Tracker::new(0, CursorKind::Int, &schema, None, None).expect("t");
         t.process(batch(&[5], &["x"])).expect("ok");
         let state = t.state().expect("state");
-        let mut again = Tracker::new(0, CursorKind::Int, &schema, Some(&state)).expect("t");
+        let mut again = Tracker::new(0, CursorKind::Int, &schema, None, Some(&state)).expect("t");
         assert_eq!(
             again.process(batch(&[5], &["x"])).expect("ok").num_rows(),
             0
         );
         assert_eq!(again.state(), Some(state));
+    }
+
+    #[test]
+    fn identical_rows_at_the_boundary_are_counted_not_collapsed() {
+        let schema = batch(&[], &[]).schema();
+        let mut t = Tracker::new(0, CursorKind::Int, &schema, None, None).expect("t");
+        t.process(batch(&[7, 7], &["same", "same"])).expect("ok");
+        let state = t.state().expect("state");
+        assert_eq!(state.boundary.len(), 2);
+        // A third identical row arrived since: exactly one of the three is new.
+        let mut next = Tracker::new(0, CursorKind::Int, &schema, None, Some(&state)).expect("t");
+        let out = next
+            .process(batch(&[7, 7, 7], &["same", "same", "same"]))
+            .expect("ok");
+        assert_eq!(out.num_rows(), 1);
+        assert_eq!(next.state().map(|s| s.boundary.len()), Some(3));
+    }
+
+    #[test]
+    fn a_key_identifies_boundary_rows_whatever_the_other_columns() {
+        let schema = batch(&[], &[]).schema();
+        let key = [1usize];
+        let mut t = Tracker::new(0, CursorKind::Int, &schema, Some(&key), None).expect("t");
+        t.process(batch(&[9], &["k1"])).expect("ok");
+        let state = t.state().expect("state");
+        let mut next =
+            Tracker::new(0, CursorKind::Int, &schema, Some(&key), Some(&state)).expect("t");
+        let out = next.process(batch(&[9, 9], &["k1", "k2"])).expect("ok");
+        assert_eq!(out.num_rows(), 1, "k1 was loaded; k2 is new");
     }
 
     #[test]

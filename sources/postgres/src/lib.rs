@@ -13,6 +13,7 @@ mod decode;
 mod error;
 mod incremental;
 mod numeric;
+mod plan;
 mod source;
 mod types;
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use arrow_schema::{Schema, SchemaRef};
+use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use futures::StreamExt;
 use pipe_framework::{BatchSender, Error, Result, RunContext, Source, SourceReport};
@@ -12,15 +12,16 @@ use sqlx::Executor;
 use sqlx::postgres::PgConnection;
 use tokio::sync::{OnceCell, oneshot};
 use tokio::task::JoinSet;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use crate::catalog::{self, ident, literal};
-use crate::config::{PostgresConfig, Unsupported};
+use crate::catalog::literal;
+use crate::config::PostgresConfig;
 use crate::connect::Endpoint;
 use crate::decode::CopyDecoder;
 use crate::error::PgError;
-use crate::incremental::{CursorKind, CursorState, Tracker, state_key};
-use crate::types::{PgColumn, PgKind, Unconstrained, field, kind_of};
+use crate::incremental::{CursorState, Tracker, state_key};
+use crate::plan::{self, Plan, where_clause};
+use crate::types::Unconstrained;
 
 /// Reads a PostgreSQL table or query; see [`PostgresConfig`].
 #[derive(Debug)]
@@ -29,19 +30,6 @@ pub struct PostgresSource {
     endpoint: Endpoint,
     unconstrained: Unconstrained,
     plan: OnceCell<Arc<Plan>>,
-}
-
-/// What describing the source settled.
-#[derive(Debug)]
-struct Plan {
-    schema: SchemaRef,
-    kinds: Vec<PgKind>,
-    /// The SELECT list (with `::text` casts for unsupported types read as text).
-    projection: String,
-    /// `FROM …`.
-    from: String,
-    /// The cursor column's index in the projection and its kind.
-    cursor: Option<(usize, CursorKind)>,
 }
 
 /// One partition's outcome.
@@ -69,8 +57,15 @@ impl PostgresSource {
                 "a `query` read in parallel needs `partition_column` (an integer column)",
             );
         }
-        if config.initial_value.is_some() && config.cursor.is_none() {
-            return invalid("`initial_value` needs a `cursor`");
+        let cursor_only = [
+            ("initial_value", config.initial_value.is_some()),
+            ("end_value", config.end_value.is_some()),
+            ("lookback", config.lookback.is_some()),
+        ];
+        if let Some((key, _)) = cursor_only.iter().find(|(_, set)| *set)
+            && config.cursor.is_none()
+        {
+            return invalid(&format!("`{key}` needs a `cursor`"));
         }
         Ok(Self {
             config,
@@ -80,168 +75,17 @@ impl PostgresSource {
         })
     }
 
-    fn relation_sql(&self) -> String {
-        match (&self.config.table, &self.config.query) {
-            (Some(t), _) => format!("FROM {}", catalog::table_sql(t)),
-            (_, Some(q)) => format!("FROM ({q}) AS pipe_q"),
-            _ => String::new(),
-        }
-    }
-
     async fn plan(&self) -> Result<Arc<Plan>> {
         self.plan
-            .get_or_try_init(|| async { self.describe().await.map(Arc::new) })
+            .get_or_try_init(|| async {
+                let mut conn = self.endpoint.connect().await?;
+                let plan = plan::describe(&mut conn, &self.endpoint, &self.config, self.unconstrained).await?;
+                info!(target = %self.endpoint.target(), columns = plan.schema.fields().len(), "postgres source described");
+                let _ = sqlx::Connection::close(conn).await;
+                Ok::<_, Error>(Arc::new(plan))
+            })
             .await
             .cloned()
-    }
-
-    async fn describe(&self) -> Result<Plan> {
-        let mut conn = self.endpoint.connect().await?;
-        let from = self.relation_sql();
-        let list = match &self.config.columns {
-            Some(cols) => cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", "),
-            None => "*".to_string(),
-        };
-        let described =
-            catalog::describe(&mut conn, &self.endpoint, &format!("SELECT {list} {from}")).await?;
-        let mut columns = Vec::with_capacity(described.len());
-        for (name, type_name, info) in described {
-            let kind = kind_of(&info, self.unconstrained).map_err(|m| PgError::Value {
-                column: name.clone(),
-                message: m,
-            })?;
-            let column = match (kind, self.config.unsupported_types) {
-                (Some(kind), _) => PgColumn {
-                    name,
-                    kind,
-                    as_text: false,
-                },
-                (None, Unsupported::Text) => PgColumn {
-                    name,
-                    kind: PgKind::Text,
-                    as_text: true,
-                },
-                (None, Unsupported::Error) => {
-                    return Err(PgError::Unsupported {
-                        column: name,
-                        pg_type: type_name,
-                    }
-                    .into());
-                }
-            };
-            columns.push(column);
-        }
-        let cursor = match &self.config.cursor {
-            None => None,
-            Some(c) => {
-                let (i, col) = columns
-                    .iter()
-                    .enumerate()
-                    .find(|(_, col)| &col.name == c)
-                    .ok_or_else(|| {
-                        PgError::Config(format!(
-                            "cursor column `{c}` is not one of the columns read"
-                        ))
-                    })?;
-                Some((i, CursorKind::of(c, &col.kind)?))
-            }
-        };
-        let projection = columns
-            .iter()
-            .map(|c| {
-                if c.as_text {
-                    format!("{0}::text AS {0}", ident(&c.name))
-                } else {
-                    ident(&c.name)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let schema = Arc::new(Schema::new(
-            columns
-                .iter()
-                .map(|c| field(&c.name, &c.kind))
-                .collect::<Vec<_>>(),
-        ));
-        info!(target = %self.endpoint.target(), columns = columns.len(), "postgres source described");
-        let _ = sqlx::Connection::close(conn).await;
-        Ok(Plan {
-            schema,
-            kinds: columns.into_iter().map(|c| c.kind).collect(),
-            projection,
-            from,
-            cursor,
-        })
-    }
-
-    /// `WHERE` conditions every partition shares: the user's filter and the cursor's start.
-    fn conditions(&self, previous: Option<&CursorState>) -> Vec<String> {
-        let mut conds = Vec::new();
-        if let Some(w) = &self.config.filter {
-            conds.push(format!("({w})"));
-        }
-        if let Some(c) = &self.config.cursor {
-            let start = previous
-                .map(|p| p.value.clone())
-                .or_else(|| self.config.initial_value.clone());
-            if let Some(v) = start {
-                conds.push(format!("{} >= {}", ident(c), literal(&v)));
-            }
-        }
-        conds
-    }
-
-    /// One condition per partition (`TRUE` when reading on one connection).
-    async fn partitions(
-        &self,
-        conn: &mut PgConnection,
-        plan: &Plan,
-        shared: &[String],
-    ) -> Result<Vec<String>> {
-        let n = self.config.parallelism;
-        if n <= 1 {
-            return Ok(vec!["TRUE".into()]);
-        }
-        let column = match (&self.config.partition_column, &self.config.table) {
-            (Some(c), _) => Some(c.clone()),
-            (None, Some(t)) => catalog::primary_key(conn, &self.endpoint, t).await?,
-            (None, None) => None,
-        };
-        let integer = column.as_ref().and_then(|c| {
-            let i = plan.schema.index_of(c).ok()?;
-            matches!(plan.kinds[i], PgKind::Int2 | PgKind::Int4 | PgKind::Int8).then(|| c.clone())
-        });
-        if let Some(c) = integer {
-            let from_where = format!("{} {}", plan.from, where_clause(shared, None));
-            return Ok(
-                match catalog::bounds(conn, &self.endpoint, &c, &from_where).await? {
-                    Some((min, max)) => catalog::integer_ranges(&c, min, max, n),
-                    None => vec!["TRUE".into()],
-                },
-            );
-        }
-        if let Some(c) = &self.config.partition_column {
-            return Err(PgError::Config(format!(
-                "`partition_column` `{c}` must be an integer column of the read"
-            ))
-            .into());
-        }
-        match &self.config.table {
-            Some(t) => Ok(catalog::ctid_ranges(
-                catalog::pages(conn, &self.endpoint, t).await?,
-                n,
-            )),
-            None => Ok(vec!["TRUE".into()]),
-        }
-    }
-}
-
-fn where_clause(shared: &[String], partition: Option<&str>) -> String {
-    let all: Vec<&str> = shared.iter().map(String::as_str).chain(partition).collect();
-    if all.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", all.join(" AND "))
     }
 }
 
@@ -317,8 +161,17 @@ impl Source for PostgresSource {
         self.config.cursor.is_some()
     }
 
+    fn rereads_rows(&self) -> bool {
+        self.config.lookback.is_some()
+    }
+
+    fn supports_windows(&self) -> bool {
+        self.config.cursor.is_some()
+    }
+
     async fn read(&self, ctx: &RunContext, out: BatchSender) -> Result<SourceReport> {
         let plan = self.plan().await?;
+        let window = ctx.window.as_ref();
         let key = self.config.cursor.as_deref().map(state_key);
         let previous: Option<CursorState> = match key.as_ref().and_then(|k| ctx.committed.get(k)) {
             Some(json) => Some(serde_json::from_str(json).map_err(|e| {
@@ -326,11 +179,19 @@ impl Source for PostgresSource {
             })?),
             None => None,
         };
-        let shared = self.conditions(previous.as_ref());
+        let kind = plan.cursor.map(|(_, k)| k);
+        let shared = plan::conditions(&self.config, kind, previous.as_ref(), window);
+        // A backfill window neither uses nor moves the incremental position.
         let tracker = |plan: &Plan| -> Result<Option<Tracker>> {
-            Ok(match plan.cursor {
-                Some((i, kind)) => Some(Tracker::new(i, kind, &plan.schema, previous.as_ref())?),
-                None => None,
+            Ok(match (plan.cursor, window) {
+                (Some((i, kind)), None) => Some(Tracker::new(
+                    i,
+                    kind,
+                    &plan.schema,
+                    plan.key.as_deref(),
+                    previous.as_ref(),
+                )?),
+                _ => None,
             })
         };
         let copy_sql = |partition: &str| {
@@ -355,12 +216,13 @@ impl Source for PostgresSource {
         } else {
             None
         };
-        let partitions = self.partitions(&mut conn, &plan, &shared).await?;
-        info!(partitions = partitions.len(), cursor = ?previous.as_ref().map(|p| &p.value), "postgres read");
+        let partitions = plan::partitions(&mut conn, ep, &self.config, &plan, &shared).await?;
+        info!(partitions = partitions.len(), cursor = ?previous.as_ref().map(|p| &p.value), window = ?window, "postgres read");
 
         // Every other partition on its own connection, in the same snapshot. The exporting
-        // transaction stays open until all of them have joined it.
-        let mut workers: JoinSet<Result<Part>> = JoinSet::new();
+        // transaction stays open until all of them have joined it; the first failure stops
+        // every partition.
+        let mut tasks: JoinSet<Result<Part>> = JoinSet::new();
         let mut joined = Vec::new();
         for partition in partitions.iter().skip(1) {
             let (ep, plan, out, sql) = (ep.clone(), plan.clone(), out.clone(), copy_sql(partition));
@@ -368,7 +230,7 @@ impl Source for PostgresSource {
                 (self.config.batch_rows, snapshot.clone(), tracker(&plan)?);
             let (ready_tx, ready_rx) = oneshot::channel();
             joined.push(ready_rx);
-            workers.spawn(async move {
+            tasks.spawn(async move {
                 let mut conn = ep.connect().await?;
                 let joined = begin_snapshot(&mut conn, &ep, snapshot.as_deref()).await;
                 let _ = ready_tx.send(());
@@ -382,28 +244,42 @@ impl Source for PostgresSource {
         for ready in joined {
             let _ = ready.await;
         }
-        let first = copy_partition(
-            &mut conn,
-            ep,
-            &plan,
-            copy_sql(&partitions[0]),
-            self.config.batch_rows,
-            tracker(&plan)?,
-            &out,
-        )
-        .await;
-        let mut parts = vec![first];
-        while let Some(done) = workers.join_next().await {
-            parts.push(
-                done.map_err(|e| Error::internal(format!("a postgres reader task failed: {e}")))?,
+        {
+            let (ep, plan, out, sql) = (
+                ep.clone(),
+                plan.clone(),
+                out.clone(),
+                copy_sql(&partitions[0]),
             );
+            let (batch_rows, tracker) = (self.config.batch_rows, tracker(&plan)?);
+            tasks.spawn(async move {
+                let part =
+                    copy_partition(&mut conn, &ep, &plan, sql, batch_rows, tracker, &out).await;
+                // Read-only: ending it can only fail if the server dropped an idle session,
+                // which changes nothing about what was read.
+                if let Err(e) = conn.execute("COMMIT").await {
+                    warn!(error = %e, "ending the read transaction");
+                }
+                part
+            });
         }
         drop(out);
-        // The first failure is the error; the connection (maybe mid-COPY) is just dropped.
-        let parts = parts.into_iter().collect::<Result<Vec<Part>>>()?;
-        conn.execute("COMMIT")
-            .await
-            .map_err(|e| ep.err("ending the read transaction", e))?;
+        let mut parts = Vec::with_capacity(partitions.len());
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(part)) => parts.push(part),
+                Ok(Err(e)) => {
+                    tasks.abort_all();
+                    return Err(e);
+                }
+                Err(e) => {
+                    tasks.abort_all();
+                    return Err(Error::internal(format!(
+                        "a postgres reader task failed: {e}"
+                    )));
+                }
+            }
+        }
 
         let mut report = SourceReport::default();
         let mut merged: Option<Tracker> = None;
