@@ -130,10 +130,10 @@ fn unknown_toml_key_shows_line_column_and_key() {
 
     p.write(
         "top.toml",
-        "name = \"x\"\nschedule = 1\n[source]\ntype = \"file\"\n",
+        "name = \"x\"\nschedul = 1\n[source]\ntype = \"file\"\n",
     );
     let r = p.pipe(&["validate", "top.toml"]).assert_failed();
-    r.stderr_has("top.toml:2:1: `schedule`: unknown key `schedule`");
+    r.stderr_has("top.toml:2:1: `schedul`: unknown key `schedul` (did you mean `schedule`?)");
 }
 
 #[test]

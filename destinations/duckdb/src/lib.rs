@@ -8,6 +8,7 @@
 
 mod commit;
 mod config;
+mod database;
 mod error;
 mod sink;
 mod stream;
@@ -115,7 +116,7 @@ impl Destination for DuckDbDestination {
         }
         let options = self.connection_options();
         tokio::task::spawn_blocking(move || {
-            let conn = worker::open(&path, &options, true)?;
+            let conn = database::read_connection(&path, &options)?;
             conn.execute_batch("SELECT 1")
                 .map_err(|e| error::sql_err("querying the database", e))?;
             Ok::<_, DuckError>(())
@@ -133,7 +134,7 @@ impl Destination for DuckDbDestination {
         let options = self.connection_options();
         let (pipeline, table) = (ctx.pipeline.clone(), self.table.to_string());
         tokio::task::spawn_blocking(move || {
-            let conn = worker::open(&path, &options, true)?;
+            let conn = database::read_connection(&path, &options)?;
             commit::committed_state(&conn, &pipeline, &table)
         })
         .await

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
 use crate::commit::{self, STAGE_TABLE};
+use crate::database::Database;
 use crate::error::{DuckError, Result, sql_err};
 use crate::stream::{self, Message, Registration, StreamScan};
 use crate::table::{self, TableName};
@@ -146,8 +147,13 @@ fn run(
     ready: oneshot::Sender<std::result::Result<Ready, Error>>,
     mut commands: mpsc::Receiver<Command>,
 ) -> std::result::Result<(), Error> {
-    let conn = match open(&job.path, &job.connection, false) {
-        Ok(c) => c,
+    let opened = Database::shared(&job.path, &job.connection).and_then(|db| {
+        let conn = db.connect()?;
+        Ok((db, conn))
+    });
+    // The connection is declared after the instance: it is dropped first.
+    let (_db, conn) = match opened {
+        Ok(pair) => pair,
         Err(e) => {
             let _ = ready.send(Err(e.into()));
             return Ok(());

@@ -3,6 +3,7 @@
 //! The `pipe` command. The binary is [`main_with`] over [`default_registry`]; a custom build
 //! (see `examples/custom-source`) calls [`main_with`] with its own registry to add connectors.
 
+mod ops;
 mod output;
 
 use std::path::PathBuf;
@@ -10,9 +11,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pipe_framework::{
-    Error, ErrorKind, Pipeline, Registry, RunContext, RunProgress, RunStatus, runtime,
-};
+use pipe_framework::runner::Session;
+use pipe_framework::{Error, ErrorKind, Pipeline, Registry, RunProgress, RunStatus};
 use tokio_util::sync::CancellationToken;
 
 /// The registry of every connector compiled into this binary (each behind a cargo feature).
@@ -75,6 +75,47 @@ enum Command {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Load a range of the source's cursor window by window, each window its own committed
+    /// unit; a rerun skips the windows already committed (resumable after a crash).
+    Backfill {
+        /// The pipeline file (its source needs a `cursor`).
+        pipeline: PathBuf,
+        /// Start of the range (inclusive): an integer, a date (2024-01-01) or a timestamp.
+        #[arg(long)]
+        from: String,
+        /// End of the range (exclusive).
+        #[arg(long)]
+        to: String,
+        /// Window size: an integer for integer cursors, else 30s, 15m, 6h, 1d, 1w.
+        #[arg(long)]
+        step: String,
+        /// Windows loaded at the same time.
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a pipeline's last runs, committed state (cursor) and backfill progress.
+    Status {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// How many runs to show.
+        #[arg(long, default_value_t = 10)]
+        runs: i64,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run every pipeline of a directory that has a [schedule], until SIGTERM or Ctrl-C.
+    Schedule {
+        /// The directory of pipeline files.
+        dir: PathBuf,
+        /// Seconds running runs may take to finish after a shutdown signal before they are
+        /// cancelled (and commit nothing).
+        #[arg(long, default_value_t = 30)]
+        grace_secs: u64,
     },
 }
 
@@ -144,11 +185,41 @@ async fn dispatch(command: Command, registry: Registry) -> Result<ExitCode, Erro
             output::print_list(&registry.components(), json);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backfill {
+            pipeline,
+            from,
+            to,
+            step,
+            parallel,
+            json,
+        } => {
+            let cancel = CancellationToken::new();
+            cancel_on_signal(cancel.clone());
+            let range = ops::Range { from, to, step };
+            ops::backfill(&pipeline, &registry, &range, parallel, json, cancel).await
+        }
+        Command::Status {
+            pipeline,
+            runs,
+            json,
+        } => ops::status(&pipeline, &registry, runs, json).await,
+        Command::Schedule { dir, grace_secs } => {
+            let shutdown = CancellationToken::new();
+            cancel_on_signal(shutdown.clone());
+            pipe_framework::scheduler::run(
+                &dir,
+                &registry,
+                shutdown,
+                std::time::Duration::from_secs(grace_secs),
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
 /// Cancel `token` on Ctrl-C or SIGTERM.
-fn cancel_on_signal(token: CancellationToken) {
+pub(crate) fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
         #[cfg(unix)]
         {
@@ -177,15 +248,19 @@ async fn run(
     json: bool,
     no_progress: bool,
 ) -> Result<ExitCode, Error> {
-    let pipeline = Pipeline::load(path, registry)?;
-    let ctx = RunContext::new(pipeline.name.clone());
-    cancel_on_signal(ctx.cancel.clone());
+    let cancel = CancellationToken::new();
+    cancel_on_signal(cancel.clone());
+    let session = Session::open(path, registry).await?;
     let progress = Arc::new(RunProgress::default());
     let bar = (!no_progress && !json).then(|| output::Progress::start(progress.clone()));
-    let result = runtime::run(pipeline, ctx, progress).await;
+    let result = session.run(None, &cancel, progress).await;
     if let Some(bar) = bar {
         bar.finish().await;
     }
+    if let Err(e) = session.close().await {
+        tracing::warn!(error = ?e, "releasing the lease");
+    }
+    let result = result?;
     if json {
         output::print_json(&result.summary);
     } else {

@@ -255,3 +255,69 @@ mod arrow_schema_display {
             .collect()
     }
 }
+
+pub(crate) fn print_window(window: &str, status: &str, rows: u64, error: Option<&str>) {
+    match error {
+        None => out!("  window {window}: {status}, {} rows", group(rows)),
+        Some(e) => out!("  window {window}: {status}: {e}"),
+    }
+}
+
+pub(crate) fn print_backfill(
+    windows: usize,
+    done: usize,
+    committed: usize,
+    failed: usize,
+    rows: u64,
+) {
+    out!(
+        "backfill: {windows} windows, {done} already committed, {committed} committed now, {failed} failed; {} rows",
+        group(rows)
+    );
+}
+
+pub(crate) fn print_status(
+    pipeline: &str,
+    store: &str,
+    state: &std::collections::BTreeMap<String, String>,
+    windows: usize,
+    runs: &[pipe_framework::state::LedgerEntry],
+) {
+    out!("{pipeline} (state store {store})");
+    for (key, value) in state {
+        // Cursor states are JSON; show their position, not the boundary hashes.
+        let shown = serde_json::from_str::<serde_json::Value>(value)
+            .ok()
+            .and_then(|v| v.get("value").and_then(|x| x.as_str()).map(str::to_string))
+            .unwrap_or_else(|| value.clone());
+        out!("  {key} = {shown}");
+    }
+    out!("  backfill windows committed: {windows}");
+    out!("  last runs:");
+    for r in runs {
+        let window = r
+            .window
+            .as_ref()
+            .map(|w| format!(" [{w}]"))
+            .unwrap_or_default();
+        out!(
+            "    {} {} {}{window}: {}, read {}, written {}{}",
+            r.started_at,
+            r.run_id,
+            r.kind,
+            r.status,
+            group(r.rows_read.max(0) as u64),
+            group(r.rows_written.max(0) as u64),
+            r.error
+                .as_ref()
+                .map(|e| format!(" — {e}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+pub(crate) fn print_status_source(from: &str) {
+    if from != "destination" {
+        out!("note: committed state read from the {from}");
+    }
+}

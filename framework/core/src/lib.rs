@@ -6,6 +6,7 @@
 //! atomically or not at all. Connectors are separate crates that depend on this one only and
 //! register a typed factory in a [`Registry`].
 
+pub mod backfill;
 pub mod channel;
 pub mod config;
 pub mod context;
@@ -15,7 +16,9 @@ pub mod evolution;
 pub mod null;
 pub mod pipeline;
 pub mod registry;
+pub mod runner;
 pub mod runtime;
+pub mod scheduler;
 pub mod secret;
 pub mod source;
 pub mod stage;

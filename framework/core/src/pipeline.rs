@@ -1,6 +1,7 @@
 //! A pipeline file → its built components.
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -11,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::registry::{BuildContext, Registry};
 use crate::source::Source;
 use crate::stage::Stage;
+use crate::state::StateConfig;
 
 /// `[metadata]`: how the destination table is created and evolved.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -23,7 +25,7 @@ pub struct MetadataConfig {
     pub schema_evolution: SchemaEvolution,
 }
 
-/// `[runtime]`: how stages are connected.
+/// `[runtime]`: how stages are connected and failed runs retried.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
@@ -31,18 +33,61 @@ pub struct RuntimeConfig {
     /// this bounds the memory of a run.
     #[serde(default = "default_channel_capacity")]
     pub channel_capacity: usize,
+    /// How many times a run that failed on a transient external error (connection reset,
+    /// server shutting down, serialization failure) is retried (default 2). A failed run
+    /// commits nothing, so a retry starts clean. User errors are never retried.
+    #[serde(default = "default_retries")]
+    pub retries: usize,
+    /// The first retry's delay in milliseconds (default 1000); each next one doubles, with
+    /// jitter, up to 60 s.
+    #[serde(default = "default_retry_backoff_ms")]
+    pub retry_backoff_ms: u64,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             channel_capacity: default_channel_capacity(),
+            retries: default_retries(),
+            retry_backoff_ms: default_retry_backoff_ms(),
         }
     }
 }
 
 fn default_channel_capacity() -> usize {
     4
+}
+
+fn default_retries() -> usize {
+    2
+}
+
+fn default_retry_backoff_ms() -> u64 {
+    1000
+}
+
+/// `[schedule]`: when `pipe schedule` runs this pipeline (`pipe run` ignores it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// A cron expression with seconds, in UTC: `sec min hour day-of-month month
+    /// day-of-week [year]`, e.g. `"0 */15 * * * *"` (every 15 minutes).
+    pub cron: String,
+    /// Fire times missed while the previous run was still going (or the scheduler was
+    /// busy): `skip` (default) drops them; `run_once` runs once as soon as possible.
+    #[serde(default)]
+    pub missed: MissedRuns,
+}
+
+/// What to do about missed fire times.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissedRuns {
+    /// Drop them; the next run is at the next fire time.
+    #[default]
+    Skip,
+    /// Catch up with one run as soon as possible.
+    RunOnce,
 }
 
 /// The top-level keys the framework itself owns.
@@ -58,6 +103,10 @@ struct Header {
     metadata: MetadataConfig,
     #[serde(default)]
     runtime: RuntimeConfig,
+    #[serde(default)]
+    state: StateConfig,
+    #[serde(default)]
+    schedule: Option<ScheduleConfig>,
 }
 
 /// A loaded pipeline: every component built, nothing opened yet.
@@ -85,6 +134,10 @@ pub struct Pipeline {
     pub metadata: MetadataConfig,
     /// `[runtime]`.
     pub runtime: RuntimeConfig,
+    /// `[state]`.
+    pub state: StateConfig,
+    /// `[schedule]`.
+    pub schedule: Option<ScheduleConfig>,
 }
 
 impl Pipeline {
@@ -99,14 +152,20 @@ impl Pipeline {
         let stage_names: Vec<&str> = registry.stage_sections().collect();
         let mut allowed: Vec<&str> = vec!["name", "description", "source", "metadata"];
         allowed.extend(stage_names.iter().copied());
-        allowed.extend(["destination", "runtime"]);
+        allowed.extend(["destination", "runtime", "state", "schedule"]);
         for (key, span) in root.keys() {
             if !allowed.contains(&key.as_str()) {
+                let hint = allowed
+                    .iter()
+                    .filter(|a| edit_distance(a, &key) <= 2)
+                    .min_by_key(|a| edit_distance(a, &key))
+                    .map(|a| format!(" (did you mean `{a}`?)"))
+                    .unwrap_or_default();
                 return Err(file.error_at(
                     span,
                     &key,
                     format!(
-                        "unknown key `{key}`; expected one of: {}",
+                        "unknown key `{key}`{hint}; expected one of: {}",
                         allowed.join(", ")
                     ),
                 ));
@@ -134,6 +193,16 @@ impl Pipeline {
                 "{}: `name` must be non-empty and use only letters, digits, `_`, `-` and `.`, got {:?}",
                 file.path().display(),
                 header.name
+            )));
+        }
+        if let Some(schedule) = &header.schedule
+            && let Err(e) = cron::Schedule::from_str(&schedule.cron)
+        {
+            return Err(Error::user(format!(
+                "{}: `schedule.cron` {:?} is not a cron expression with seconds \
+                 (sec min hour day-of-month month day-of-week): {e}",
+                file.path().display(),
+                schedule.cron
             )));
         }
         if header.runtime.channel_capacity == 0 {
@@ -196,8 +265,26 @@ impl Pipeline {
             write,
             metadata: header.metadata,
             runtime: header.runtime,
+            state: header.state,
+            schedule: header.schedule,
         })
     }
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn required_type(section: &mut Section<'_>) -> Result<(String, std::ops::Range<usize>)> {

@@ -23,6 +23,9 @@ use crate::source::SourceReport;
 use crate::stage::{Stage, StageReport};
 use crate::summary::{ErrorSummary, RunProgress, RunStatus, RunSummary};
 
+/// The state key naming the run that committed last.
+pub const LAST_RUN_KEY: &str = "pipe.last_run";
+
 /// The result of [`run`]: the summary, and the error if the run failed.
 #[derive(Debug)]
 pub struct RunResult {
@@ -30,6 +33,8 @@ pub struct RunResult {
     pub summary: RunSummary,
     /// Why it failed (`None` on success).
     pub error: Option<Error>,
+    /// The state changes committed with the data (empty unless it succeeded).
+    pub committed: State,
 }
 
 enum TaskOutput {
@@ -44,6 +49,7 @@ struct Collected {
     source: SourceReport,
     stages: Vec<StageReport>,
     commit: Option<CommitReport>,
+    state: State,
 }
 
 /// Run `pipeline` once. Commits everything or nothing.
@@ -61,7 +67,7 @@ pub async fn run(pipeline: Pipeline, ctx: RunContext, progress: Arc<RunProgress>
         Err(e) if e.kind() == ErrorKind::Cancelled => (RunStatus::Cancelled, Some(e)),
         Err(e) => (RunStatus::Failed, Some(e)),
     };
-    let commit = collected.commit;
+    let commit = collected.commit.take();
     let summary = RunSummary {
         pipeline: ctx.pipeline.clone(),
         run_id: ctx.run_id.clone(),
@@ -95,7 +101,11 @@ pub async fn run(pipeline: Pipeline, ctx: RunContext, progress: Arc<RunProgress>
             "run failed; nothing committed"
         ),
     }
-    RunResult { summary, error }
+    RunResult {
+        summary,
+        error,
+        committed: collected.state,
+    }
 }
 
 async fn run_stages(
@@ -118,16 +128,10 @@ async fn run_stages(
     // The committed state (cursor positions) comes from the destination, where it was
     // committed atomically with the data: it can never disagree with what was loaded.
     let mut ctx = ctx.clone();
-    match cancellable(&ctx, destination.committed_state(&ctx)).await? {
-        Some(state) => ctx.committed = Arc::new(state),
-        None if source.is_incremental() => {
-            return Err(Error::user(format!(
-                "the source is incremental (it has a cursor) but {} cannot commit state with \
-                 its data",
-                destination.describe()
-            )));
-        }
-        None => {}
+    // A destination that cannot store state keeps the one the caller put in the context
+    // (the runner's state store; see `runner.rs`).
+    if let Some(state) = cancellable(&ctx, destination.committed_state(&ctx)).await? {
+        ctx.committed = Arc::new(state);
     }
     let ctx = &ctx;
     let source_schema = cancellable(ctx, source.schema())
@@ -234,14 +238,17 @@ async fn run_stages(
     }
     // What this run changes in the committed state: the source's new position, or for a
     // backfill window only the record that the window is done.
-    let state = match &ctx.window {
+    let mut state = match &ctx.window {
         Some(window) => State::from([(window.state_key(), ctx.run_id.clone())]),
         None => collected.source.state.clone(),
     };
+    // Which run committed last, committed with it: lets the runner reconcile its ledger
+    // after a crash between the destination's commit and the ledger update.
+    state.insert(LAST_RUN_KEY.to_string(), ctx.run_id.clone());
     let request = CommitRequest {
         ctx: ctx.clone(),
         rows_read: progress.rows_read(),
-        state,
+        state: state.clone(),
     };
     let report = sink
         .commit(request)
@@ -250,6 +257,7 @@ async fn run_stages(
     info!(stage = "load", inserted = report.rows_inserted, updated = report.rows_updated,
           commit_id = ?report.commit_id, "committed");
     collected.commit = Some(report);
+    collected.state = state;
     Ok(())
 }
 

@@ -140,7 +140,10 @@ fn pipeline(source: Numbers, stage_fails: bool, log: &Arc<Mutex<Log>>) -> Pipeli
         metadata: MetadataConfig::default(),
         runtime: RuntimeConfig {
             channel_capacity: 1,
+            ..RuntimeConfig::default()
         },
+        state: Default::default(),
+        schedule: None,
     }
 }
 

@@ -263,6 +263,19 @@ impl StateStore {
         Ok(())
     }
 
+    /// Mark a run committed (reconciliation: the destination has its data).
+    pub async fn mark_committed(&self, run_id: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE pipe_runs SET status = 'committed', error = NULL WHERE run_id = $1 \
+             AND status IN ('running', 'abandoned')",
+        )
+        .bind(run_id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| store_err(&self.location, "reconciling the ledger", e))?;
+        Ok(())
+    }
+
     /// The state the store holds for `pipeline`.
     pub async fn state(&self, pipeline: &str) -> Result<State> {
         let rows = sqlx::query("SELECT key, value FROM pipe_state WHERE pipeline = $1")

@@ -1,0 +1,96 @@
+//! One DuckDB database instance per file per process.
+//!
+//! Two DuckDB instances on one file in one process would corrupt it (they each think they own
+//! it), and two runs writing to the same file at once are normal here (a backfill's parallel
+//! windows, a scheduler running two pipelines into one database). So every run of this process
+//! that writes to a file connects through the same instance — separate connections, separate
+//! transactions, one instance — which lives as long as some run uses it, so the file is not
+//! held open (and locked against other processes) between runs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
+
+use duckdb::Connection;
+
+use crate::error::{DuckError, Result};
+use crate::worker::{ConnectionOptions, open};
+
+/// A shared database instance.
+pub(crate) struct Database {
+    root: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Database({})", self.path.display())
+    }
+}
+
+static OPEN: LazyLock<Mutex<HashMap<PathBuf, Weak<Database>>>> = LazyLock::new(Default::default);
+
+fn registry() -> MutexGuard<'static, HashMap<PathBuf, Weak<Database>>> {
+    OPEN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The file's identity: its canonical path (of its directory, if it does not exist yet).
+fn key(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    match (
+        path.parent().filter(|d| !d.as_os_str().is_empty()),
+        path.file_name(),
+    ) {
+        (Some(dir), Some(name)) => dir
+            .canonicalize()
+            .map_or_else(|_| path.to_path_buf(), |d| d.join(name)),
+        _ => std::env::current_dir().map_or_else(|_| path.to_path_buf(), |d| d.join(path)),
+    }
+}
+
+impl Database {
+    /// The instance for `path`, opened read-write (with `options`) if no run has it open.
+    pub(crate) fn shared(path: &Path, options: &ConnectionOptions) -> Result<Arc<Database>> {
+        let mut open_dbs = registry();
+        open_dbs.retain(|_, db| db.strong_count() > 0);
+        let id = key(path);
+        if let Some(db) = open_dbs.get(&id).and_then(Weak::upgrade) {
+            return Ok(db);
+        }
+        let root = open(&path.to_path_buf(), options, false)?;
+        let db = Arc::new(Database {
+            root: Mutex::new(root),
+            path: path.to_path_buf(),
+        });
+        open_dbs.insert(key(path), Arc::downgrade(&db));
+        Ok(db)
+    }
+
+    /// The instance for `path` if a run of this process has it open.
+    pub(crate) fn if_open(path: &Path) -> Option<Arc<Database>> {
+        registry().get(&key(path)).and_then(Weak::upgrade)
+    }
+
+    /// A new connection (its own transactions) to this instance.
+    pub(crate) fn connect(&self) -> Result<Connection> {
+        self.root
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_clone()
+            .map_err(|e| DuckError::Open {
+                path: self.path.display().to_string(),
+                message: e.to_string(),
+            })
+    }
+}
+
+/// A connection for reading: through the shared instance when a run has the file open,
+/// else a read-only instance of its own.
+pub(crate) fn read_connection(path: &Path, options: &ConnectionOptions) -> Result<Connection> {
+    match Database::if_open(path) {
+        Some(db) => db.connect(),
+        None => open(&path.to_path_buf(), options, true),
+    }
+}

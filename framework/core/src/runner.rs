@@ -1,0 +1,222 @@
+//! Running a pipeline file for real: the state store, the lease, the ledger, retries.
+//!
+//! A [`Session`] holds a pipeline's lease for as long as it lives (one `pipe run`, a whole
+//! backfill, one scheduled run), so two runners never run the same pipeline at once. Each
+//! [`Session::run`] loads the pipeline file afresh (new stages, new connections), records the
+//! run in the ledger, runs it, and on a transient external failure retries it with exponential
+//! backoff and jitter — safe, because a failed run commits nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::context::{RunContext, State, Window};
+use crate::destination::Destination;
+use crate::error::{ErrorKind, Result};
+use crate::pipeline::Pipeline;
+use crate::registry::Registry;
+use crate::runtime::{self, RunResult};
+use crate::state::{Lease, LedgerStatus, StateStore};
+use crate::summary::{RunProgress, RunStatus};
+
+/// A pipeline's lease and state store, for one or more runs.
+#[derive(Debug)]
+pub struct Session {
+    file: PathBuf,
+    registry: Registry,
+    name: String,
+    store: StateStore,
+    lease: Option<Lease>,
+}
+
+impl Session {
+    /// Load `file` (to check it and learn its name and state store), open the store and take
+    /// the pipeline's lease. Errors clearly if another runner holds it.
+    pub async fn open(file: &Path, registry: &Registry) -> Result<Self> {
+        let pipeline = Pipeline::load(file, registry)?;
+        let store = StateStore::open(&pipeline.state).await?;
+        let lease = store.lease(&pipeline.name).await?;
+        let session = Self {
+            file: file.to_path_buf(),
+            registry: registry.clone(),
+            name: pipeline.name.clone(),
+            store,
+            lease: Some(lease),
+        };
+        let destination = pipeline.destination.clone();
+        drop(pipeline);
+        session.reconcile(destination.as_ref()).await?;
+        Ok(session)
+    }
+
+    /// After a crash between a destination's commit and the ledger update, the destination
+    /// knows better: its committed state is mirrored into the store, and the runs it names
+    /// (the last run, backfill windows) are marked committed.
+    async fn reconcile(&self, destination: &dyn Destination) -> Result<()> {
+        let ctx = RunContext::new(self.name.clone());
+        let Some(truth) = destination.committed_state(&ctx).await? else {
+            return Ok(());
+        };
+        let mirror = self.store.state(&self.name).await?;
+        let stale: State = truth
+            .iter()
+            .filter(|(k, v)| mirror.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .put_state(&self.name, "reconciled", &stale)
+            .await?;
+        let runs: Vec<&String> = stale
+            .iter()
+            .filter(|(k, _)| k.as_str() == runtime::LAST_RUN_KEY || k.starts_with("backfill."))
+            .map(|(_, v)| v)
+            .collect();
+        for run_id in runs {
+            self.store.mark_committed(run_id).await?;
+        }
+        info!(pipeline = %self.name, keys = stale.len(), "ledger reconciled with the destination");
+        Ok(())
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    /// The committed state: the destination's where it keeps one, else the store's.
+    pub async fn committed_state(&self) -> Result<State> {
+        let destination = Pipeline::load(&self.file, &self.registry)?.destination;
+        let ctx = RunContext::new(self.name.clone());
+        match destination.committed_state(&ctx).await? {
+            Some(state) => Ok(state),
+            None => self.store.state(&self.name).await,
+        }
+    }
+
+    /// Run the pipeline once (or one backfill `window`), retrying transient failures.
+    /// `cancel` stops it (nothing is committed then); so does losing the lease.
+    pub async fn run(
+        &self,
+        window: Option<Window>,
+        cancel: &CancellationToken,
+        progress: Arc<RunProgress>,
+    ) -> Result<RunResult> {
+        let lost = self.lease.as_ref().map(Lease::lost).unwrap_or_default();
+        let run_cancel = cancel.child_token();
+        let link = {
+            let (lost, run_cancel) = (lost.clone(), run_cancel.clone());
+            tokio::spawn(async move {
+                lost.cancelled().await;
+                run_cancel.cancel();
+            })
+        };
+        let result = self.run_with_retries(window, &run_cancel, progress).await;
+        link.abort();
+        result
+    }
+
+    async fn run_with_retries(
+        &self,
+        window: Option<Window>,
+        cancel: &CancellationToken,
+        progress: Arc<RunProgress>,
+    ) -> Result<RunResult> {
+        let first = Pipeline::load(&self.file, &self.registry)?;
+        let (retries, backoff_ms) = (first.runtime.retries, first.runtime.retry_backoff_ms);
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(backoff_ms.max(1)))
+            .with_max_delay(Duration::from_secs(60))
+            .with_max_times(retries)
+            .with_jitter()
+            .build();
+        let mut pipeline = Some(first);
+        loop {
+            let p = match pipeline.take() {
+                Some(p) => p,
+                None => Pipeline::load(&self.file, &self.registry)?,
+            };
+            let result = self
+                .run_once(p, window.clone(), cancel, progress.clone())
+                .await?;
+            let retryable = result.error.as_ref().is_some_and(|e| {
+                e.kind() == ErrorKind::External && e.is_retryable() && !cancel.is_cancelled()
+            });
+            if !retryable {
+                return Ok(result);
+            }
+            let Some(delay) = delays.next() else {
+                return Ok(result);
+            };
+            warn!(pipeline = %self.name, ?delay, error = ?result.error, "transient failure; retrying");
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(result),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn run_once(
+        &self,
+        pipeline: Pipeline,
+        window: Option<Window>,
+        cancel: &CancellationToken,
+        progress: Arc<RunProgress>,
+    ) -> Result<RunResult> {
+        let mut ctx = RunContext::new(self.name.clone());
+        ctx.cancel = cancel.child_token();
+        // For destinations that cannot keep state, the store's is the committed one.
+        ctx.committed = Arc::new(self.store.state(&self.name).await?);
+        let kind = if window.is_some() { "backfill" } else { "run" };
+        let bounds = window.as_ref().map(|w| (w.start.as_str(), w.end.as_str()));
+        self.store
+            .start_run(&self.name, &ctx.run_id, kind, bounds)
+            .await?;
+        ctx.window = window;
+        let run_id = ctx.run_id.clone();
+        let result = runtime::run(pipeline, ctx, progress).await;
+        let s = &result.summary;
+        let status = match s.status {
+            RunStatus::Succeeded => LedgerStatus::Committed,
+            RunStatus::Failed => LedgerStatus::Failed,
+            RunStatus::Cancelled => LedgerStatus::Cancelled,
+        };
+        let error = result.error.as_ref().map(|e| e.chain().join(": "));
+        if status == LedgerStatus::Committed {
+            // A mirror for `pipe status` (and the only copy for destinations without state).
+            self.store
+                .put_state(&self.name, &run_id, &result.committed)
+                .await?;
+        }
+        self.store
+            .finish_run(
+                &run_id,
+                status,
+                s.rows_read,
+                s.rows_written,
+                error.as_deref(),
+            )
+            .await?;
+        info!(pipeline = %self.name, %run_id, status = ?status, "run recorded");
+        Ok(result)
+    }
+
+    /// Release the lease.
+    pub async fn close(mut self) -> Result<()> {
+        match self.lease.take() {
+            Some(lease) => lease.release().await,
+            None => Ok(()),
+        }
+    }
+}
