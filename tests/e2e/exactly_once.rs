@@ -175,7 +175,7 @@ fn a_backfill_killed_midway_resumes_and_commits_each_window_once() {
     pg.create(
         &format!(
             "CREATE TABLE {t} (id int PRIMARY KEY, day date, v text); \
-             INSERT INTO {t} SELECT g, date '2024-01-01' + (g % 30), 'v' || g FROM generate_series(1, 3000) g"
+             INSERT INTO {t} SELECT g, date '2024-01-01' + (g % 30), 'v' || g FROM generate_series(1, 30000) g"
         ),
         &format!("DROP TABLE IF EXISTS {t}"),
     );
@@ -252,7 +252,7 @@ fn a_backfill_killed_midway_resumes_and_commits_each_window_once() {
     let rows = duck(&p, "SELECT count(*), count(DISTINCT id) FROM dst.days");
     assert_eq!(
         rows[0],
-        vec![Some("3000".into()), Some("3000".into())],
+        vec![Some("30000".into()), Some("30000".into())],
         "each row once"
     );
     let windows = duck(
@@ -284,7 +284,7 @@ fn the_scheduler_fires_never_overlaps_and_stops_cleanly_on_sigterm() {
         &pg_pipeline("not_scheduled", query, "dst.other", ""),
     );
     let mut child = spawn(&p, &["schedule", "sched", "--grace-secs", "10"]);
-    std::thread::sleep(Duration::from_millis(5500));
+    std::thread::sleep(Duration::from_millis(7000));
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

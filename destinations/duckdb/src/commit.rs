@@ -25,7 +25,8 @@ const LEDGER_DDL: &str = "CREATE SCHEMA IF NOT EXISTS _pipe; \
         rows_updated BIGINT, rows_deleted BIGINT, state VARCHAR); \
     CREATE TABLE IF NOT EXISTS _pipe.state (\
         pipeline VARCHAR NOT NULL, table_name VARCHAR NOT NULL, key VARCHAR NOT NULL, \
-        value VARCHAR NOT NULL, run_id VARCHAR NOT NULL, committed_at TIMESTAMP WITH TIME ZONE)";
+        value VARCHAR NOT NULL, run_id VARCHAR NOT NULL, committed_at TIMESTAMP WITH TIME ZONE, \
+        seq BIGINT NOT NULL)";
 
 /// The committed state of `pipeline` into `table`: per key, the value of the last run that
 /// committed it (empty if none). Runs that changed other keys (a backfill window, say) never
@@ -46,7 +47,7 @@ pub(crate) fn committed_state(
     }
     let sql = format!(
         "SELECT key, value FROM _pipe.state WHERE pipeline = {} AND table_name = {} \
-         QUALIFY row_number() OVER (PARTITION BY key ORDER BY committed_at DESC, run_id DESC) = 1",
+         QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq DESC, run_id DESC) = 1",
         literal(pipeline),
         literal(table)
     );
@@ -102,9 +103,12 @@ pub(crate) fn finish(
     );
     conn.execute_batch(&ledger)
         .map_err(|e| sql_err("recording the run", e))?;
+    // Commit order, as a sequence inside the transaction (`now()` is the transaction's start
+    // time, and clocks step): the last committed value of a key is the highest `seq`.
     for (key, value) in &request.state {
         let row = format!(
-            "INSERT INTO _pipe.state VALUES ({}, {}, {}, {}, {}, now())",
+            "INSERT INTO _pipe.state SELECT {0}, {1}, {2}, {3}, {4}, now(), \
+             coalesce(max(seq), 0) + 1 FROM _pipe.state WHERE pipeline = {0} AND table_name = {1}",
             literal(&request.ctx.pipeline),
             literal(&job.table.to_string()),
             literal(key),

@@ -16,6 +16,9 @@ use duckdb::Connection;
 use crate::error::{DuckError, Result};
 use crate::worker::{ConnectionOptions, open};
 
+// Note: the first run to open a file sets its instance's settings (memory limit, threads,
+// `settings`); later runs in this process while it is open share them.
+
 /// A shared database instance.
 pub(crate) struct Database {
     root: Mutex<Connection>,
@@ -68,11 +71,6 @@ impl Database {
         Ok(db)
     }
 
-    /// The instance for `path` if a run of this process has it open.
-    pub(crate) fn if_open(path: &Path) -> Option<Arc<Database>> {
-        registry().get(&key(path)).and_then(Weak::upgrade)
-    }
-
     /// A new connection (its own transactions) to this instance.
     pub(crate) fn connect(&self) -> Result<Connection> {
         self.root
@@ -86,11 +84,17 @@ impl Database {
     }
 }
 
-/// A connection for reading: through the shared instance when a run has the file open,
-/// else a read-only instance of its own.
-pub(crate) fn read_connection(path: &Path, options: &ConnectionOptions) -> Result<Connection> {
-    match Database::if_open(path) {
-        Some(db) => db.connect(),
-        None => open(&path.to_path_buf(), options, true),
-    }
+/// A connection for reading an existing database file, through the process's shared
+/// instance (opened if no run has it open): never a second instance of the same file in this
+/// process. The guard keeps the instance alive as long as the connection.
+pub(crate) fn read_connection(path: &Path, options: &ConnectionOptions) -> Result<ReadConnection> {
+    let db = Database::shared(path, options)?;
+    let conn = db.connect()?;
+    Ok(ReadConnection { conn, _db: db })
+}
+
+/// A connection and the instance it belongs to (dropped in that order).
+pub(crate) struct ReadConnection {
+    pub conn: Connection,
+    _db: Arc<Database>,
 }

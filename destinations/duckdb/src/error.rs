@@ -57,7 +57,15 @@ impl From<DuckError> for Error {
                 } else {
                     ErrorKind::External
                 };
-                Error::new(kind, what).with_source(source)
+                // Another transaction or process got there first: trying again can succeed.
+                let transient = text.contains("Transaction conflict")
+                    || text.contains("Could not set lock")
+                    || text.contains("Conflicting lock");
+                let err = Error::new(kind, what).with_source(source);
+                if transient { err.retryable() } else { err }
+            }
+            DuckError::Open { ref message, .. } if message.contains("lock") => {
+                Error::external(e.to_string()).retryable()
             }
             DuckError::Open { .. } => Error::external(e.to_string()),
             DuckError::Worker(_) => Error::internal(e.to_string()),

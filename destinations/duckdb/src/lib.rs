@@ -116,8 +116,9 @@ impl Destination for DuckDbDestination {
         }
         let options = self.connection_options();
         tokio::task::spawn_blocking(move || {
-            let conn = database::read_connection(&path, &options)?;
-            conn.execute_batch("SELECT 1")
+            let read = database::read_connection(&path, &options)?;
+            read.conn
+                .execute_batch("SELECT 1")
                 .map_err(|e| error::sql_err("querying the database", e))?;
             Ok::<_, DuckError>(())
         })
@@ -134,8 +135,8 @@ impl Destination for DuckDbDestination {
         let options = self.connection_options();
         let (pipeline, table) = (ctx.pipeline.clone(), self.table.to_string());
         tokio::task::spawn_blocking(move || {
-            let conn = database::read_connection(&path, &options)?;
-            commit::committed_state(&conn, &pipeline, &table)
+            let read = database::read_connection(&path, &options)?;
+            commit::committed_state(&read.conn, &pipeline, &table)
         })
         .await
         .map_err(|e| Error::internal(format!("duckdb state task: {e}")))?

@@ -11,6 +11,7 @@ fn custom_source_runs_through_the_stock_pipeline_into_duckdb() {
     let toml = concat!(env!("CARGO_MANIFEST_DIR"), "/sequence.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_pipe-custom"))
         .args(["run", toml, "--json"])
+        .current_dir(dir.path())
         .env("PIPE_DUCKDB", &db)
         .output()
         .unwrap();

@@ -55,11 +55,7 @@ pub(crate) async fn backfill(
     let planned = windows(&range.from, &range.to, &range.step)?;
     let session = Arc::new(Session::open(file, registry).await?);
     let done = session.committed_state().await?;
-    let pending: Vec<Window> = planned
-        .iter()
-        .filter(|w| !done.contains_key(&w.state_key()))
-        .cloned()
-        .collect();
+    let pending: Vec<Window> = pipe_framework::backfill::pending(&planned, done.keys())?;
     let mut report = BackfillReport {
         pipeline: session.name().to_string(),
         windows: planned.len(),
@@ -69,54 +65,25 @@ pub(crate) async fn backfill(
         rows: 0,
         results: Vec::new(),
     };
+    // The first window runs alone, so the table's creation (DDL) happens once; the rest run
+    // up to `parallel` at a time.
+    let mut pending = pending.into_iter();
+    if let Some(first) = pending.next() {
+        let r = run_window(&session, first, &cancel).await;
+        tally(&mut report, r, json);
+    }
     let slots = Arc::new(Semaphore::new(parallel.max(1)));
     let mut tasks: JoinSet<WindowResult> = JoinSet::new();
     for window in pending {
         let (session, slots, cancel) = (session.clone(), slots.clone(), cancel.clone());
         tasks.spawn(async move {
             let _slot = slots.acquire_owned().await;
-            let label = format!("{}..{}", window.start, window.end);
-            if cancel.is_cancelled() {
-                return WindowResult {
-                    window: label,
-                    status: "cancelled".into(),
-                    rows: 0,
-                    error: None,
-                };
-            }
-            let progress = Arc::new(RunProgress::default());
-            match session.run(Some(window), &cancel, progress).await {
-                Ok(r) => WindowResult {
-                    window: label,
-                    status: match r.summary.status {
-                        RunStatus::Succeeded => "committed",
-                        RunStatus::Failed => "failed",
-                        RunStatus::Cancelled => "cancelled",
-                    }
-                    .into(),
-                    rows: r.summary.rows_written,
-                    error: r.error.map(|e| e.chain().join(": ")),
-                },
-                Err(e) => WindowResult {
-                    window: label,
-                    status: "failed".into(),
-                    rows: 0,
-                    error: Some(e.chain().join(": ")),
-                },
-            }
+            run_window(&session, window, &cancel).await
         });
     }
     while let Some(done) = tasks.join_next().await {
         let r = done.map_err(|e| Error::internal(format!("a backfill task failed: {e}")))?;
-        match r.status.as_str() {
-            "committed" => report.committed += 1,
-            _ => report.failed += 1,
-        }
-        report.rows += r.rows;
-        if !json {
-            output::print_window(&r.window, &r.status, r.rows, r.error.as_deref());
-        }
-        report.results.push(r);
+        tally(&mut report, r, json);
     }
     report.results.sort_by(|a, b| a.window.cmp(&b.window));
     if let Ok(session) = Arc::try_unwrap(session)
@@ -135,11 +102,59 @@ pub(crate) async fn backfill(
             report.rows,
         );
     }
-    Ok(if report.failed == 0 {
+    Ok(if cancel.is_cancelled() {
+        ExitCode::from(130)
+    } else if report.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Adds one window's outcome to the report (and prints it unless `--json`).
+fn tally(report: &mut BackfillReport, r: WindowResult, json: bool) {
+    match r.status.as_str() {
+        "committed" => report.committed += 1,
+        _ => report.failed += 1,
+    }
+    report.rows += r.rows;
+    if !json {
+        output::print_window(&r.window, &r.status, r.rows, r.error.as_deref());
+    }
+    report.results.push(r);
+}
+
+/// Runs one window unless the backfill was cancelled first.
+async fn run_window(session: &Session, window: Window, cancel: &CancellationToken) -> WindowResult {
+    let label = format!("{}..{}", window.start, window.end);
+    if cancel.is_cancelled() {
+        return WindowResult {
+            window: label,
+            status: "cancelled".into(),
+            rows: 0,
+            error: None,
+        };
+    }
+    let progress = Arc::new(RunProgress::default());
+    match session.run(Some(window), cancel, progress).await {
+        Ok(r) => WindowResult {
+            window: label,
+            status: match r.summary.status {
+                RunStatus::Succeeded => "committed",
+                RunStatus::Failed => "failed",
+                RunStatus::Cancelled => "cancelled",
+            }
+            .into(),
+            rows: r.summary.rows_written,
+            error: r.error.map(|e| e.chain().join(": ")),
+        },
+        Err(e) => WindowResult {
+            window: label,
+            status: "failed".into(),
+            rows: 0,
+            error: Some(e.chain().join(": ")),
+        },
+    }
 }
 
 /// What `pipe status` shows.

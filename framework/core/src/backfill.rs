@@ -113,6 +113,61 @@ pub fn windows(from: &str, to: &str, step: &str) -> Result<Vec<Window>> {
     Ok(out)
 }
 
+/// A window bound as a comparable number: the integer itself, or microseconds since 1970
+/// for dates and timestamps.
+fn point(literal: &str) -> Option<i128> {
+    if let Ok(n) = literal.parse::<i64>() {
+        return Some(i128::from(n));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(literal, "%Y-%m-%d") {
+        return d
+            .and_hms_opt(0, 0, 0)
+            .map(|t| i128::from(t.and_utc().timestamp_micros()));
+    }
+    let t = literal.strip_suffix("+00").unwrap_or(literal);
+    parse_time(t).map(|t| i128::from(t.timestamp_micros()))
+}
+
+fn range_of(key: &str) -> Option<(i128, i128)> {
+    let (start, end) = key.strip_prefix("backfill.")?.split_once("..")?;
+    Some((point(start)?, point(end)?))
+}
+
+/// The planned windows not committed yet, given the committed state's keys. A planned window
+/// that overlaps a committed one without being identical (another `--from`/`--step`) is an
+/// error: loading it would load rows twice.
+pub fn pending<'a>(
+    planned: &[Window],
+    committed: impl Iterator<Item = &'a String> + Clone,
+) -> Result<Vec<Window>> {
+    let done: Vec<(String, (i128, i128))> = committed
+        .filter_map(|k| range_of(k).map(|r| (k.clone(), r)))
+        .collect();
+    let mut out = Vec::new();
+    for w in planned {
+        let key = w.state_key();
+        if done.iter().any(|(k, _)| *k == key) {
+            continue;
+        }
+        let (Some(a), Some(b)) = (point(&w.start), point(&w.end)) else {
+            out.push(w.clone());
+            continue;
+        };
+        if let Some((k, _)) = done.iter().find(|(_, (s, e))| a < *e && *s < b) {
+            return Err(Error::user(format!(
+                "window {}..{} overlaps the committed window {} but is not the same window; \
+                 plan the backfill with the same --from and --step as before (or a range that \
+                 does not overlap)",
+                w.start,
+                w.end,
+                k.trim_start_matches("backfill.")
+            )));
+        }
+        out.push(w.clone());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +198,22 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![("0", "1000"), ("1000", "2000"), ("2000", "2500")]
         );
+    }
+
+    #[test]
+    fn committed_windows_are_skipped_and_overlapping_plans_refused() {
+        let planned = windows("2024-01-01", "2024-01-05", "1d").expect("windows");
+        let done = [planned[1].state_key()];
+        let left = pending(&planned, done.iter()).expect("pending");
+        assert_eq!(left.len(), 3);
+        let other = windows("2024-01-01", "2024-01-05", "2d").expect("windows");
+        let err = pending(&other, done.iter()).expect_err("overlap");
+        assert!(
+            err.message()
+                .contains("overlaps the committed window 2024-01-02..2024-01-03")
+        );
+        let later = windows("2024-01-03", "2024-01-05", "12h").expect("windows");
+        assert_eq!(pending(&later, done.iter()).expect("no overlap").len(), 4);
     }
 
     #[test]

@@ -49,7 +49,10 @@ impl Session {
         };
         let destination = pipeline.destination.clone();
         drop(pipeline);
-        session.reconcile(destination.as_ref()).await?;
+        if let Err(e) = session.reconcile(destination.as_ref()).await {
+            let _ = session.close().await;
+            return Err(e);
+        }
         Ok(session)
     }
 
@@ -67,21 +70,21 @@ impl Session {
             .filter(|(k, v)| mirror.get(*k) != Some(*v))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        if stale.is_empty() {
-            return Ok(());
+        if !stale.is_empty() {
+            self.store
+                .put_state(&self.name, "reconciled", &stale)
+                .await?;
+            info!(pipeline = %self.name, keys = stale.len(), "state mirror reconciled with the destination");
         }
-        self.store
-            .put_state(&self.name, "reconciled", &stale)
-            .await?;
-        let runs: Vec<&String> = stale
+        // Runs the destination says committed are committed, whatever the ledger recorded
+        // (a crash can fall between the commit and the ledger update).
+        let runs = truth
             .iter()
             .filter(|(k, _)| k.as_str() == runtime::LAST_RUN_KEY || k.starts_with("backfill."))
-            .map(|(_, v)| v)
-            .collect();
+            .map(|(_, v)| v);
         for run_id in runs {
             self.store.mark_committed(run_id).await?;
         }
-        info!(pipeline = %self.name, keys = stale.len(), "ledger reconciled with the destination");
         Ok(())
     }
 
@@ -185,6 +188,7 @@ impl Session {
             .await?;
         ctx.window = window;
         let run_id = ctx.run_id.clone();
+        progress.reset();
         let result = runtime::run(pipeline, ctx, progress).await;
         let s = &result.summary;
         let status = match s.status {
@@ -193,22 +197,32 @@ impl Session {
             RunStatus::Cancelled => LedgerStatus::Cancelled,
         };
         let error = result.error.as_ref().map(|e| e.chain().join(": "));
-        if status == LedgerStatus::Committed {
-            // A mirror for `pipe status` (and the only copy for destinations without state).
+        // The data is committed (or not) whatever happens to the store now: failing to record
+        // it must not turn a committed run into a failed one. Reconciliation at the next start
+        // repairs the store from the destination.
+        let recorded = async {
+            if status == LedgerStatus::Committed {
+                // A mirror for `pipe status` (the only copy for destinations without state).
+                self.store
+                    .put_state(&self.name, &run_id, &result.committed)
+                    .await?;
+            }
             self.store
-                .put_state(&self.name, &run_id, &result.committed)
-                .await?;
+                .finish_run(
+                    &run_id,
+                    status,
+                    s.rows_read,
+                    s.rows_written,
+                    error.as_deref(),
+                )
+                .await
         }
-        self.store
-            .finish_run(
-                &run_id,
-                status,
-                s.rows_read,
-                s.rows_written,
-                error.as_deref(),
-            )
-            .await?;
-        info!(pipeline = %self.name, %run_id, status = ?status, "run recorded");
+        .await;
+        match recorded {
+            Ok(()) => info!(pipeline = %self.name, %run_id, status = ?status, "run recorded"),
+            Err(e) => warn!(pipeline = %self.name, %run_id, error = ?e,
+                "the run could not be recorded in the state store; it is repaired at the next start"),
+        }
         Ok(result)
     }
 

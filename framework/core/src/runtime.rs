@@ -273,7 +273,13 @@ fn check_modes(
             "this source cannot read a window of its cursor, so it cannot be backfilled",
         ));
     }
-    if source.is_incremental() && write.mode == WriteMode::Replace && ctx.window.is_none() {
+    if write.mode == WriteMode::Replace && ctx.window.is_some() {
+        return Err(Error::user(
+            "a backfill in mode = \"replace\" would replace the table with each window in turn; \
+             use \"append\" or \"merge\"",
+        ));
+    }
+    if source.is_incremental() && write.mode == WriteMode::Replace {
         return Err(Error::user(
             "an incremental source (with a `cursor`) and mode = \"replace\" would replace the \
              table with only the new rows on every run; use \"append\" or \"merge\"",

@@ -7,6 +7,7 @@
 //! stay out of each other's way. On shutdown no new run starts; running ones get `grace` to
 //! finish, then are cancelled (which commits nothing).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -97,7 +98,9 @@ pub async fn run(
         info!(pipeline = %e.name, next = %e.next, "scheduled");
     }
     let stop_runs = CancellationToken::new();
-    let mut running: JoinSet<usize> = JoinSet::new();
+    let mut running: JoinSet<()> = JoinSet::new();
+    // Which entry each task runs, so a task that panics still frees its entry.
+    let mut tasks: HashMap<tokio::task::Id, usize> = HashMap::new();
     loop {
         let now = Utc::now();
         for (i, e) in entries.iter_mut().enumerate() {
@@ -117,12 +120,12 @@ pub async fn run(
             if start {
                 e.running = true;
                 e.catch_up = false;
-                running.spawn(run_one(
-                    i,
+                let task = running.spawn(run_one(
                     e.file.clone(),
                     registry.clone(),
                     stop_runs.child_token(),
                 ));
+                tasks.insert(task.id(), i);
             }
         }
         let next = entries.iter().map(|e| e.next).min().unwrap_or(now);
@@ -130,8 +133,15 @@ pub async fn run(
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(wait) => {}
-            Some(done) = running.join_next(), if !running.is_empty() => {
-                if let Ok(i) = done {
+            Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => {
+                        warn!(error = %e, "a scheduled run's task ended abnormally");
+                        e.id()
+                    }
+                };
+                if let Some(i) = tasks.remove(&id) {
                     entries[i].running = false;
                 }
             }
@@ -149,23 +159,29 @@ pub async fn run(
     if drained.is_err() {
         warn!("grace period over: cancelling the running runs (nothing of theirs is committed)");
         stop_runs.cancel();
-        while running.join_next().await.is_some() {}
+        let stopped = tokio::time::timeout(CANCEL_WAIT, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if stopped.is_err() {
+            warn!("runs did not stop after cancellation: aborting them");
+            running.abort_all();
+            while running.join_next().await.is_some() {}
+        }
     }
     Ok(())
 }
 
+/// How long cancelled runs get to wind down before their tasks are aborted.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
+
 /// One scheduled run: take the lease (skip if another runner has it), run, release.
-async fn run_one(
-    index: usize,
-    file: PathBuf,
-    registry: Registry,
-    cancel: CancellationToken,
-) -> usize {
+async fn run_one(file: PathBuf, registry: Registry, cancel: CancellationToken) {
     let session = match Session::open(&file, &registry).await {
         Ok(s) => s,
         Err(e) => {
             warn!(file = %file.display(), error = ?e, "not starting this run");
-            return index;
+            return;
         }
     };
     match session
@@ -187,5 +203,4 @@ async fn run_one(
     if let Err(e) = session.close().await {
         warn!(error = ?e, "releasing the lease");
     }
-    index
 }

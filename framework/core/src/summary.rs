@@ -26,6 +26,12 @@ impl RunProgress {
         self.rows_written.load(Ordering::Relaxed)
     }
 
+    /// Start counting again (a retry).
+    pub fn reset(&self) {
+        self.rows_read.store(0, Ordering::Relaxed);
+        self.rows_written.store(0, Ordering::Relaxed);
+    }
+
     pub(crate) fn add_read(&self, rows: usize) {
         self.rows_read.fetch_add(rows as u64, Ordering::Relaxed);
     }

@@ -62,10 +62,8 @@ impl PgError {
             .as_database_error()
             .and_then(|d| d.code())
             .map(|c| c.into_owned());
-        let io = matches!(
-            e,
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)
-        );
+        // TLS failures are configuration (certificates, sslmode) more often than not.
+        let io = matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut);
         let message = scrub(&e.to_string(), passwords);
         PgError::Server {
             what: what.to_string(),
@@ -94,8 +92,14 @@ impl From<PgError> for Error {
                 {
                     (ErrorKind::User, false)
                 }
-                // Connection exceptions, too many connections, shutting down, serialization.
-                Some(c) if c.starts_with("08") || c.starts_with("53") || c.starts_with("57") => {
+                // Connection exceptions, too many connections, server shutting down or starting,
+                // serialization failures: worth another try. (57014, a statement timeout,
+                // would only time out again.)
+                Some(c)
+                    if c.starts_with("08")
+                        || c.starts_with("53")
+                        || matches!(c, "57P01" | "57P02" | "57P03") =>
+                {
                     (ErrorKind::External, true)
                 }
                 Some(c) if c.starts_with("40") => (ErrorKind::External, true),

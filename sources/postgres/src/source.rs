@@ -179,6 +179,19 @@ impl Source for PostgresSource {
             })?),
             None => None,
         };
+        if previous.is_none()
+            && window.is_none()
+            && self.config.initial_value.is_none()
+            && ctx.committed.keys().any(|k| k.starts_with("backfill."))
+        {
+            return Err(PgError::Config(
+                "this pipeline has backfilled windows but no incremental position yet: set \
+                 `initial_value` to where the backfill ended, so the first incremental run \
+                 does not load those rows again"
+                    .into(),
+            )
+            .into());
+        }
         let kind = plan.cursor.map(|(_, k)| k);
         let shared = plan::conditions(&self.config, kind, previous.as_ref(), window);
         // A backfill window neither uses nor moves the incremental position.

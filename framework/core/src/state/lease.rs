@@ -18,22 +18,38 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Whether process `pid` of this host is alive (Linux `/proc`; elsewhere assumed alive, so
-/// only expiry frees the lease).
-fn alive(pid: i64) -> bool {
-    if !Path::new("/proc/self").exists() {
-        return true;
-    }
-    // A zombie has a /proc entry but is dead; its state field says so.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+/// `/proc/<pid>/stat`'s state and start time (clock ticks since boot), if the process exists.
+fn proc_stat(pid: i64) -> Option<(char, i64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
 }
 
-use std::path::Path;
+/// This process's start time, to tell it from a later process that reuses its pid.
+fn own_start() -> i64 {
+    proc_stat(i64::from(std::process::id())).map_or(0, |(_, s)| s)
+}
+
+/// Whether process `pid` of this host is alive (Linux `/proc`; elsewhere assumed alive, so
+/// only expiry frees the lease). A zombie is dead.
+pub(crate) fn alive(pid: i64) -> bool {
+    alive_since(pid, 0)
+}
+
+/// Like [`alive`], and started at `start` (0: any start): not a later process reusing the pid.
+fn alive_since(pid: i64, start: i64) -> bool {
+    if !std::path::Path::new("/proc/self").exists() {
+        return true;
+    }
+    match proc_stat(pid) {
+        Some((state, started)) => state != 'Z' && (start == 0 || started == start),
+        None => false,
+    }
+}
 
 /// A held lease; renewed in the background until released or dropped.
 #[derive(Debug)]
@@ -50,41 +66,36 @@ pub struct Lease {
 impl Lease {
     pub(crate) async fn acquire(store: StateStore, pipeline: &str, secs: u64) -> Result<Self> {
         let holder = uuid::Uuid::now_v7().to_string();
-        let (me, pid) = (host(), i64::from(std::process::id()));
+        let (me, pid, started) = (host(), i64::from(std::process::id()), own_start());
         let ttl = (secs * 1000) as i64;
         let pool = store.pool().clone();
         let current = sqlx::query(
-            "SELECT holder, host, pid, expires_at FROM pipe_leases WHERE pipeline = $1",
+            "SELECT holder, host, pid, expires_at, pid_start FROM pipe_leases WHERE pipeline = $1",
         )
         .bind(pipeline)
         .fetch_optional(&pool)
         .await
         .map_err(|e| store.err("reading the lease", e))?;
-        let taken = match current {
-            None => {
-                sqlx::query(
-                    "INSERT INTO pipe_leases (pipeline, holder, host, pid, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (pipeline) DO NOTHING",
-                )
-                .bind(pipeline)
-                .bind(&holder)
-                .bind(&me)
-                .bind(pid)
-                .bind(now_ms() + ttl)
-                .execute(&pool)
-                .await
-                .map_err(|e| store.err("taking the lease", e))?
-                .rows_affected()
-                    == 1
-            }
+        let query = match current {
+            None => sqlx::query(
+                "INSERT INTO pipe_leases (pipeline, holder, host, pid, pid_start, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (pipeline) DO NOTHING",
+            )
+            .bind(pipeline)
+            .bind(&holder)
+            .bind(&me)
+            .bind(pid)
+            .bind(started)
+            .bind(now_ms() + ttl),
             Some(row) => {
                 let err = |e| store.err("reading the lease", e);
                 let old: String = row.try_get(0).map_err(err)?;
                 let old_host: String = row.try_get(1).map_err(err)?;
                 let old_pid: i64 = row.try_get(2).map_err(err)?;
                 let expires: i64 = row.try_get(3).map_err(err)?;
-                let free = expires < now_ms() || (old_host == me && !alive(old_pid));
-                if !free {
+                let old_start: i64 = row.try_get(4).map_err(err)?;
+                let dead = old_host == me && !alive_since(old_pid, old_start);
+                if expires >= now_ms() && !dead {
                     return Err(Error::user(format!(
                         "pipeline `{pipeline}` is already running (pid {old_pid} on {old_host}; \
                          its lease in {} expires in {} s unless renewed); not starting a second run",
@@ -92,23 +103,28 @@ impl Lease {
                         (expires - now_ms()).max(0) / 1000
                     )));
                 }
+                // Compare-and-swap on holder *and* expiry: a holder that renewed since we read
+                // keeps its lease.
                 sqlx::query(
-                    "UPDATE pipe_leases SET holder = $1, host = $2, pid = $3, expires_at = $4 \
-                     WHERE pipeline = $5 AND holder = $6",
+                    "UPDATE pipe_leases SET holder = $1, host = $2, pid = $3, pid_start = $4, \
+                     expires_at = $5 WHERE pipeline = $6 AND holder = $7 AND expires_at = $8",
                 )
-                .bind(&holder)
-                .bind(&me)
+                .bind(holder.clone())
+                .bind(me.clone())
                 .bind(pid)
+                .bind(started)
                 .bind(now_ms() + ttl)
-                .bind(pipeline)
-                .bind(&old)
-                .execute(&pool)
-                .await
-                .map_err(|e| store.err("taking the lease", e))?
-                .rows_affected()
-                    == 1
+                .bind(pipeline.to_string())
+                .bind(old)
+                .bind(expires)
             }
         };
+        let taken = query
+            .execute(&pool)
+            .await
+            .map_err(|e| store.err("taking the lease", e))?
+            .rows_affected()
+            == 1;
         if !taken {
             return Err(Error::user(format!(
                 "pipeline `{pipeline}` was just started by another runner; not starting a second run"
@@ -170,6 +186,7 @@ async fn renew(
     stop: CancellationToken,
 ) {
     let period = Duration::from_millis((ttl / 3).max(100) as u64);
+    let mut renewed_at = now_ms();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -184,9 +201,16 @@ async fn renew(
         .execute(store.pool())
         .await;
         match renewed {
-            Ok(r) if r.rows_affected() == 1 => {}
+            Ok(r) if r.rows_affected() == 1 => renewed_at = now_ms(),
             Ok(_) => {
                 warn!(%pipeline, "the lease was taken by another runner; stopping this run");
+                lost.cancel();
+                return;
+            }
+            // Cut off from the store: once the lease may have expired, another runner may
+            // have it, so this run must stop.
+            Err(e) if now_ms() - renewed_at >= ttl => {
+                warn!(%pipeline, error = %e, "could not renew the lease before it expired; stopping this run");
                 lost.cancel();
                 return;
             }

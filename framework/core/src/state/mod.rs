@@ -7,6 +7,8 @@
 //! keeps the lease and the ledger everywhere.
 
 mod lease;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 
@@ -115,8 +117,16 @@ const SCHEMA: [&str; 3] = [
      value TEXT NOT NULL, run_id TEXT NOT NULL, updated_at TEXT NOT NULL, \
      PRIMARY KEY (pipeline, key))",
     "CREATE TABLE IF NOT EXISTS pipe_leases (pipeline TEXT PRIMARY KEY, holder TEXT NOT NULL, \
-     host TEXT NOT NULL, pid BIGINT NOT NULL, expires_at BIGINT NOT NULL)",
+     host TEXT NOT NULL, pid BIGINT NOT NULL, pid_start BIGINT NOT NULL DEFAULT 0, \
+     expires_at BIGINT NOT NULL)",
 ];
+
+/// Columns added since the first release: a probe that fails when the column is missing, and
+/// the statement that adds it (stores written by an older `pipe` keep working).
+const UPGRADES: [(&str, &str); 1] = [(
+    "SELECT pid_start FROM pipe_leases WHERE 1 = 0",
+    "ALTER TABLE pipe_leases ADD COLUMN pid_start BIGINT NOT NULL DEFAULT 0",
+)];
 
 fn store_err(location: &str, what: &str, e: sqlx::Error) -> Error {
     let retryable = matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut);
@@ -129,12 +139,17 @@ fn now() -> String {
 }
 
 /// This host's name, for leases and the ledger.
+/// This host: its name and, on Linux, the boot id (so a reboot frees leases at once).
 pub(crate) fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into())
+        .unwrap_or_else(|| "localhost".into());
+    match std::fs::read_to_string("/proc/sys/kernel/random/boot_id") {
+        Ok(boot) => format!("{name}/{}", &boot.trim()[..8.min(boot.trim().len())]),
+        Err(_) => name,
+    }
 }
 
 impl StateStore {
@@ -173,10 +188,29 @@ impl StateStore {
             .await
             .map_err(|e| store_err(&location, "connecting", e))?;
         for ddl in SCHEMA {
-            sqlx::query(ddl)
-                .execute(&pool)
-                .await
-                .map_err(|e| store_err(&location, "creating its tables", e))?;
+            // Two runners creating the tables at once can collide on PostgreSQL's catalog;
+            // the loser's retry finds them.
+            let mut attempt = 0;
+            loop {
+                match sqlx::query(ddl).execute(&pool).await {
+                    Ok(_) => break,
+                    Err(_) if attempt < 3 => {
+                        attempt += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                    }
+                    Err(e) => return Err(store_err(&location, "creating its tables", e)),
+                }
+            }
+        }
+        for (probe, ddl) in UPGRADES {
+            if sqlx::query(probe).execute(&pool).await.is_err()
+                && let Err(e) = sqlx::query(ddl).execute(&pool).await
+            {
+                // A concurrent runner may have added the column first.
+                if sqlx::query(probe).execute(&pool).await.is_err() {
+                    return Err(store_err(&location, "upgrading its tables", e));
+                }
+            }
         }
         Ok(Self {
             pool,
@@ -214,12 +248,7 @@ impl StateStore {
         kind: &str,
         window: Option<(&str, &str)>,
     ) -> Result<()> {
-        sqlx::query("UPDATE pipe_runs SET status = 'abandoned', ended_at = $1 WHERE pipeline = $2 AND status = 'running'")
-            .bind(now())
-            .bind(pipeline)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| store_err(&self.location, "reconciling the ledger", e))?;
+        self.abandon_dead_runs(pipeline).await?;
         sqlx::query(
             "INSERT INTO pipe_runs (run_id, pipeline, kind, window_start, window_end, started_at, \
              status, host, pid) VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8)",
@@ -235,6 +264,36 @@ impl StateStore {
         .execute(&self.pool)
         .await
         .map_err(|e| store_err(&self.location, "recording the run", e))?;
+        Ok(())
+    }
+
+    /// Runs of `pipeline` still marked `running` whose process is gone become `abandoned`
+    /// (the caller holds the lease, so a run of another host cannot be running; one of this
+    /// host is alive if its process is — a parallel backfill's sibling windows are).
+    async fn abandon_dead_runs(&self, pipeline: &str) -> Result<()> {
+        let rows = sqlx::query(
+            "SELECT run_id, host, pid FROM pipe_runs WHERE pipeline = $1 AND status = 'running'",
+        )
+        .bind(pipeline)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| store_err(&self.location, "reconciling the ledger", e))?;
+        let (me, my_pid) = (host(), i64::from(std::process::id()));
+        for row in rows {
+            let err = |e| store_err(&self.location, "reconciling the ledger", e);
+            let run_id: String = row.try_get(0).map_err(err)?;
+            let run_host: String = row.try_get(1).map_err(err)?;
+            let pid: i64 = row.try_get(2).map_err(err)?;
+            if run_host == me && (pid == my_pid || lease::alive(pid)) {
+                continue;
+            }
+            sqlx::query("UPDATE pipe_runs SET status = 'abandoned', ended_at = $1 WHERE run_id = $2 AND status = 'running'")
+                .bind(now())
+                .bind(&run_id)
+                .execute(&self.pool)
+                .await
+                .map_err(err)?;
+        }
         Ok(())
     }
 
