@@ -202,8 +202,8 @@ fn contract_violation_fails_the_run_and_names_rule_and_values() {
             &[("ORDERS_FILE", "dup.csv")],
         )
         .assert_failed();
-    r.stderr_has("contract rule `primary_key(o_orderkey)` failed on 1 row(s)");
-    r.stderr_has("row 16 (o_orderkey=10004)");
+    r.stderr_has("contract rule `primary_key` failed on 1 row(s)");
+    r.stderr_has("row 16: key (o_orderkey=10004) appears earlier in the run");
     assert_untouched(&p);
 
     let drop = p

@@ -63,7 +63,8 @@ fn validate_checks_everything_without_moving_data() {
     let r = p
         .pipe(&["validate", "pipelines/bad_contract.toml"])
         .assert_failed();
-    r.stderr_has("contract column `o_cust` is not in the data");
+    r.stderr_has("pipelines/bad_contract.toml:")
+        .stderr_has("column `o_cust` is not in the data");
 
     // Merge without keys is rejected at load time, pointing at the table.
     let no_keys = p

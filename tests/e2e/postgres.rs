@@ -386,7 +386,7 @@ fn incremental_runs_load_exactly_the_new_and_changed_rows() {
     psql(&format!(
         "INSERT INTO {ev} VALUES (116, 'a', '2024-01-01 00:20:00+00'), (117, NULL, '2024-01-01 00:20:01+00')"
     ));
-    run("inc.toml").assert_failed().stderr_has("required(v)");
+    run("inc.toml").assert_failed().stderr_has("`v.required`");
     psql(&format!("UPDATE {ev} SET v = 'fixed' WHERE id = 117"));
     let s = run("inc.toml").assert_ok().json();
     assert_eq!(s["rows_read"], 2, "both rows of the failed run, once: {s}");

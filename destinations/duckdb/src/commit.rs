@@ -6,6 +6,7 @@ use pipe_framework::{CommitReport, CommitRequest, WriteMode};
 use tracing::info;
 
 use crate::error::{Result, sql_err};
+use crate::quarantine;
 use crate::table;
 use crate::types::{ident, literal};
 use crate::wire::SEQ_COLUMN;
@@ -84,6 +85,9 @@ pub(crate) fn finish(
     match mode {
         WriteMode::Append | WriteMode::Replace => report.rows_inserted = staged,
         WriteMode::Merge => merge(conn, job, prepared, &mut report)?,
+    }
+    if let Some(q) = &request.quarantine {
+        report.rows_quarantined = quarantine::write(conn, &job.table, &request.ctx.run_id, q)?;
     }
     conn.execute_batch(LEDGER_DDL)
         .map_err(|e| sql_err("creating the run ledger", e))?;

@@ -10,6 +10,7 @@ mod commit;
 mod config;
 mod database;
 mod error;
+mod quarantine;
 mod sink;
 mod stream;
 mod table;
@@ -125,6 +126,10 @@ impl Destination for DuckDbDestination {
         .await
         .map_err(|e| Error::internal(format!("duckdb check task: {e}")))?
         .map_err(Error::from)
+    }
+
+    fn supports_quarantine(&self) -> bool {
+        true
     }
 
     async fn committed_state(&self, ctx: &RunContext) -> Result<Option<State>> {

@@ -90,7 +90,7 @@ impl Sink for DuckDbSink {
         let (reply_tx, reply_rx) = oneshot::channel();
         if self
             .commands
-            .send(Command::Commit(req, reply_tx))
+            .send(Command::Commit(Box::new(req), reply_tx))
             .await
             .is_err()
         {

@@ -31,7 +31,7 @@ const STREAM_CAPACITY: usize = 4;
 pub(crate) enum Command {
     /// Commit everything staged and report.
     Commit(
-        CommitRequest,
+        Box<CommitRequest>,
         oneshot::Sender<std::result::Result<CommitReport, Error>>,
     ),
     /// Roll back.

@@ -3,8 +3,10 @@
 //! The `pipe` command. The binary is [`main_with`] over [`default_registry`]; a custom build
 //! (see `examples/custom-source`) calls [`main_with`] with its own registry to add connectors.
 
-mod ops;
+#[macro_use]
 mod output;
+mod check;
+mod ops;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +110,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a data contract without touching data (for CI): validate it, classify the
+    /// changes against an older version (exit 1 on a breaking one), run it over sample data.
+    Check {
+        /// A contract file, or a pipeline file with a [contract] section.
+        file: PathBuf,
+        /// The old version: a file, or `REF:PATH` read with `git show` (e.g.
+        /// `origin/main:contracts/orders.toml`).
+        #[arg(long)]
+        against: Option<String>,
+        /// A data file (CSV, NDJSON, Parquet, Arrow IPC) to run the contract over; every rule
+        /// is reported, and exit is 1 if a real run over it would fail.
+        #[arg(long)]
+        sample: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = check::CheckFormat::Text)]
+        format: check::CheckFormat,
+    },
+    /// Data-contract tools.
+    Contract {
+        #[command(subcommand)]
+        command: ContractCommand,
+    },
     /// Run every pipeline of a directory that has a [schedule], until SIGTERM or Ctrl-C.
     Schedule {
         /// The directory of pipeline files.
@@ -116,6 +140,19 @@ enum Command {
         /// cancelled (and commit nothing).
         #[arg(long, default_value_t = 30)]
         grace_secs: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ContractCommand {
+    /// Write a contract as a JSON Schema (draft 2020-12) describing one row; rules JSON
+    /// Schema cannot express are kept under `x-pipe-*` keys.
+    Export {
+        /// A contract file, or a pipeline file with a [contract] section.
+        file: PathBuf,
+        /// Write here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -203,6 +240,23 @@ async fn dispatch(command: Command, registry: Registry) -> Result<ExitCode, Erro
             runs,
             json,
         } => ops::status(&pipeline, &registry, runs, json).await,
+        Command::Check {
+            file,
+            against,
+            sample,
+            format,
+        } => {
+            let args = check::CheckArgs {
+                file,
+                against,
+                sample,
+                format,
+            };
+            check::check(args, &registry).await
+        }
+        Command::Contract {
+            command: ContractCommand::Export { file, output },
+        } => check::export(&file, output.as_deref()),
         Command::Schedule { dir, grace_secs } => {
             let shutdown = CancellationToken::new();
             cancel_on_signal(shutdown.clone());
@@ -304,9 +358,10 @@ async fn validate(
         .schema()
         .await
         .map_err(|e| e.context("opening the source"))?;
+    let ctx = pipe_framework::RunContext::new(pipeline.name.clone());
     for stage in &mut pipeline.stages {
         let name = stage.name().to_string();
-        stage.bind(&schema).map_err(|e| {
+        stage.bind(&schema, &ctx).map_err(|e| {
             e.context(format!(
                 "checking the {name} stage against the source schema"
             ))

@@ -133,8 +133,13 @@ pub(crate) fn print_summary(s: &RunSummary) {
         s.destination,
         s.mode
     );
+    let quarantined = if s.rows_quarantined > 0 {
+        format!(" ({} quarantined)", group(s.rows_quarantined))
+    } else {
+        String::new()
+    };
     out!(
-        "  rows read {}, written {}, rejected {} | {} read | {:.2} s | {} rows/s",
+        "  rows read {}, written {}, rejected {}{quarantined} | {} read | {:.2} s | {} rows/s",
         group(s.rows_read),
         group(s.rows_written),
         group(s.rows_rejected),
@@ -153,20 +158,41 @@ pub(crate) fn print_summary(s: &RunSummary) {
     }
     for stage in &s.stages {
         let rules = stage.detail.get("rules").and_then(|r| r.as_array());
-        for rule in rules.into_iter().flatten() {
-            out!(
-                "  {} {}: {} of {} rows failed",
-                stage.stage,
-                rule.get("rule").and_then(|v| v.as_str()).unwrap_or("?"),
-                rule.get("rows_failed")
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(0),
-                rule.get("rows_checked")
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(0),
-            );
+        let Some(rules) = rules.filter(|r| !r.is_empty()) else {
+            continue;
+        };
+        out!(
+            "  {:<38} {:<10} {:>9} {:>12}",
+            format!("{} rules", stage.stage),
+            "action",
+            "checked",
+            "failed"
+        );
+        for rule in rules {
+            print_rule(rule);
         }
     }
+}
+
+/// One rule of a contract report: rows checked and failed, or for a rule checked once on the
+/// schema or per run, whether it held.
+pub(crate) fn print_rule(rule: &serde_json::Value) {
+    let text = |k: &str| rule.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let count = |k: &str| rule.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let (checked, failed) = match (text("level"), text("violation")) {
+        ("row", _) => (group(count("rows_checked")), group(count("rows_failed"))),
+        (level, "") => (level.to_string(), "ok".to_string()),
+        (level, _) => (level.to_string(), "VIOLATED".to_string()),
+    };
+    let violation = match text("violation") {
+        "" => String::new(),
+        v => format!("  ({v})"),
+    };
+    out!(
+        "    {:<36} {:<10} {checked:>9} {failed:>12}{violation}",
+        text("rule"),
+        text("on_violation"),
+    );
 }
 
 /// `error: outer` followed by one `caused by:` line per cause.

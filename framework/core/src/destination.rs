@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::{RunContext, State};
 use crate::error::Result;
+use crate::quarantine::Quarantine;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 /// How a run's rows land in the destination table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -97,6 +102,13 @@ pub trait Destination: Send + Sync + Debug {
         Ok(None)
     }
 
+    /// Whether [`Sink::commit`] can write [`CommitRequest::quarantine`] in the same atomic
+    /// commit as the data. A pipeline that quarantines into a destination that cannot is
+    /// refused before any data moves.
+    fn supports_quarantine(&self) -> bool {
+        false
+    }
+
     /// The metadata stage: create or evolve the table for `req.source_schema` under the
     /// evolution policy (rejecting before any data is written under `freeze`), and open a
     /// sink staging this run. Nothing is visible to readers until [`Sink::commit`].
@@ -131,6 +143,9 @@ pub struct CommitRequest {
     /// backfill window), to commit with the data. Keys not named keep their value:
     /// [`Destination::committed_state`] returns, per key, the last committed value.
     pub state: State,
+    /// Rows a contract quarantined, to commit with the data (only given to destinations
+    /// whose [`Destination::supports_quarantine`] is true).
+    pub quarantine: Option<Quarantine>,
 }
 
 /// What a commit did, for the run summary.
@@ -144,6 +159,9 @@ pub struct CommitReport {
     pub rows_deleted: u64,
     /// Rows that matched an existing row with equal values (merge); nothing changed.
     pub rows_unchanged: u64,
+    /// Rows written to the quarantine table.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rows_quarantined: u64,
     /// The destination's id of the commit (snapshot id, table version, ...), if it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit_id: Option<String>,

@@ -117,6 +117,20 @@ impl Error {
         self.retryable
     }
 
+    /// The first cause of type `T` in the chain (this error's own source first), e.g. the
+    /// [`crate::config::ConfigError`] locating a configuration mistake.
+    pub fn find_source<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        let mut next: Option<&(dyn std::error::Error + 'static)> =
+            self.source.as_deref().map(|e| e as _);
+        while let Some(err) = next {
+            if let Some(found) = err.downcast_ref::<T>() {
+                return Some(found);
+            }
+            next = err.source();
+        }
+        None
+    }
+
     /// This message followed by every cause, outermost first.
     pub fn chain(&self) -> Vec<String> {
         let mut out = vec![self.message.clone()];

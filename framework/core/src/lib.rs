@@ -15,6 +15,7 @@ pub mod error;
 pub mod evolution;
 pub mod null;
 pub mod pipeline;
+pub mod quarantine;
 pub mod registry;
 pub mod runner;
 pub mod runtime;
@@ -34,10 +35,11 @@ pub use destination::{
 };
 pub use error::{Error, ErrorKind, Result, ResultExt};
 pub use pipeline::Pipeline;
+pub use quarantine::Quarantine;
 pub use registry::{BuildContext, DestinationFactory, Registry, SourceFactory, StageFactory};
 pub use secret::Secret;
 pub use source::{Source, SourceReport};
-pub use stage::{Stage, StageReport};
+pub use stage::{QuarantineSpec, Stage, StageOutput, StageReport};
 pub use summary::{RunProgress, RunStatus, RunSummary};
 
 /// Re-exports connector crates need, so they use exactly the framework's versions.

@@ -59,6 +59,10 @@ impl Destination for NullDestination {
         Ok(())
     }
 
+    fn supports_quarantine(&self) -> bool {
+        true
+    }
+
     async fn prepare(&self, req: PrepareRequest) -> Result<Box<dyn Sink>> {
         Ok(Box::new(NullSink {
             schema: req.source_schema,
@@ -78,9 +82,10 @@ impl Sink for NullSink {
         Ok(())
     }
 
-    async fn commit(self: Box<Self>, _req: CommitRequest) -> Result<CommitReport> {
+    async fn commit(self: Box<Self>, req: CommitRequest) -> Result<CommitReport> {
         Ok(CommitReport {
             rows_inserted: self.rows,
+            rows_quarantined: req.quarantine.map_or(0, |q| q.rows),
             ..Default::default()
         })
     }

@@ -214,6 +214,7 @@ impl Pipeline {
         let ctx = BuildContext {
             pipeline_file: file.path().to_path_buf(),
             pipeline: header.name.clone(),
+            file: file.clone(),
         };
 
         let (source_type, span) = required_type(&mut source)?;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::config::Section;
+use crate::config::{ConfigFile, Section};
 use crate::destination::{Destination, WriteMode};
 use crate::error::Result;
 use crate::source::Source;
@@ -25,6 +25,9 @@ pub struct BuildContext {
     pub pipeline_file: PathBuf,
     /// The pipeline's name.
     pub pipeline: String,
+    /// The pipeline file's text: with the spans of `toml::Spanned` config values
+    /// ([`crate::config::Spanned`]), a factory can point its own errors at file:line:column.
+    pub file: ConfigFile,
 }
 
 impl BuildContext {

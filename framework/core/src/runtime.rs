@@ -19,6 +19,7 @@ use crate::destination::{CommitReport, CommitRequest, PrepareRequest, Sink};
 use crate::error::{Error, ErrorKind, Result};
 use crate::evolution::Aligner;
 use crate::pipeline::Pipeline;
+use crate::quarantine::{Quarantine, Spool};
 use crate::source::SourceReport;
 use crate::stage::{Stage, StageReport};
 use crate::summary::{ErrorSummary, RunProgress, RunStatus, RunSummary};
@@ -39,7 +40,7 @@ pub struct RunResult {
 
 enum TaskOutput {
     Source(SourceReport),
-    Stage(StageReport),
+    Stage(StageReport, Option<Quarantine>),
     Pass,
     Load(Box<dyn Sink>),
 }
@@ -48,6 +49,7 @@ enum TaskOutput {
 struct Collected {
     source: SourceReport,
     stages: Vec<StageReport>,
+    quarantine: Option<Quarantine>,
     commit: Option<CommitReport>,
     state: State,
 }
@@ -81,6 +83,7 @@ pub async fn run(pipeline: Pipeline, ctx: RunContext, progress: Arc<RunProgress>
             .as_ref()
             .map_or(0, |c| c.rows_inserted + c.rows_updated + c.rows_unchanged),
         rows_rejected: collected.stages.iter().map(|s| s.rows_rejected).sum(),
+        rows_quarantined: collected.stages.iter().map(|s| s.rows_quarantined).sum(),
         bytes_read: collected.source.bytes_read,
         rows_per_second: if seconds > 0.0 {
             rows_read as f64 / seconds
@@ -161,9 +164,10 @@ async fn run_stages(
     let prepared = Aligner::new(&source_schema, target.clone()).and_then(|aligner| {
         for stage in &mut stages {
             stage
-                .bind(&target)
+                .bind(&target, ctx)
                 .map_err(|e| e.context(format!("setting up the {} stage", stage.name())))?;
         }
+        check_quarantine(&stages, destination.as_ref())?;
         Ok(aligner)
     });
     let aligner = match prepared {
@@ -210,7 +214,12 @@ async fn run_stages(
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(Ok(TaskOutput::Source(report))) => collected.source = report,
-            Ok(Ok(TaskOutput::Stage(report))) => collected.stages.push(report),
+            Ok(Ok(TaskOutput::Stage(report, quarantine))) => {
+                collected.stages.push(report);
+                if quarantine.is_some() {
+                    collected.quarantine = quarantine;
+                }
+            }
             Ok(Ok(TaskOutput::Pass)) => {}
             Ok(Ok(TaskOutput::Load(s))) => sink = Some(s),
             Ok(Err(e)) => {
@@ -249,6 +258,7 @@ async fn run_stages(
         ctx: ctx.clone(),
         rows_read: progress.rows_read(),
         state: state.clone(),
+        quarantine: collected.quarantine.take(),
     };
     let report = sink
         .commit(request)
@@ -290,6 +300,34 @@ fn check_modes(
             "`lookback` re-reads rows that were already loaded, which only mode = \"merge\" \
              deduplicates",
         ));
+    }
+    Ok(())
+}
+
+/// At most one stage quarantines, and only into a destination that commits quarantined rows
+/// atomically with the data.
+fn check_quarantine(
+    stages: &[Box<dyn Stage>],
+    destination: &dyn crate::destination::Destination,
+) -> Result<()> {
+    let quarantining: Vec<&str> = stages
+        .iter()
+        .filter(|s| s.quarantine().is_some())
+        .map(|s| s.name())
+        .collect();
+    if quarantining.len() > 1 {
+        return Err(Error::user(format!(
+            "only one stage may quarantine rows; these do: {}",
+            quarantining.join(", ")
+        )));
+    }
+    if !quarantining.is_empty() && !destination.supports_quarantine() {
+        return Err(Error::user(format!(
+            "the contract quarantines rows, but destination {} cannot commit a quarantine \
+             table in the same commit as the data; use on_violation = \"drop\", \"warn\" \
+             or \"fail\"",
+            destination.describe()
+        )));
     }
     Ok(())
 }
@@ -351,20 +389,34 @@ async fn stage_task(
     tx: BatchSender,
 ) -> Result<TaskOutput> {
     let name = stage.name().to_string();
-    let result: Result<StageReport> = async {
+    let result: Result<(StageReport, Option<Quarantine>)> = async {
+        let mut spool = stage.quarantine().map(Spool::new).transpose()?;
         while let Some(batch) = cancellable(&ctx, rx.recv()).await? {
-            if let Some(out) = stage.process(batch).await? {
-                cancellable(&ctx, tx.send(out)).await?;
+            let out = stage.process(batch).await?;
+            match (&out.quarantine, spool.as_mut()) {
+                (Some(q), Some(spool)) => spool.write(q)?,
+                (Some(_), None) => {
+                    return Err(Error::internal(
+                        "a stage quarantined rows without declaring a quarantine",
+                    ));
+                }
+                (None, _) => {}
+            }
+            if let Some(pass) = out.pass {
+                cancellable(&ctx, tx.send(pass)).await?;
             }
         }
-        stage.finish().await
+        let report = stage.finish().await?;
+        let quarantine = spool.map(Spool::finish).transpose()?.flatten();
+        Ok((report, quarantine))
     }
     .await;
-    let mut report = result.map_err(|e| e.context(format!("{name} stage")))?;
+    let (mut report, quarantine) = result.map_err(|e| e.context(format!("{name} stage")))?;
     tx.finish().await?;
     report.stage = name;
-    info!(stage = %report.stage, rows_in = report.rows_in, rejected = report.rows_rejected, "stage finished");
-    Ok(TaskOutput::Stage(report))
+    info!(stage = %report.stage, rows_in = report.rows_in, rejected = report.rows_rejected,
+          quarantined = report.rows_quarantined, "stage finished");
+    Ok(TaskOutput::Stage(report, quarantine))
 }
 
 async fn load_task(

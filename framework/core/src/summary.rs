@@ -92,8 +92,10 @@ pub struct RunSummary {
     pub rows_read: u64,
     /// Rows committed to the destination (0 unless the run succeeded).
     pub rows_written: u64,
-    /// Rows held back by stages (contract violations).
+    /// Rows held back by stages (contract violations), quarantined ones included.
     pub rows_rejected: u64,
+    /// Of `rows_rejected`, those committed to the quarantine table.
+    pub rows_quarantined: u64,
     /// Bytes the source read from storage or the network.
     pub bytes_read: u64,
     /// `rows_read / seconds`.

@@ -112,11 +112,11 @@ impl Stage for FinishCheck {
     fn name(&self) -> &str {
         "check"
     }
-    fn bind(&mut self, _schema: &SchemaRef) -> Result<()> {
+    fn bind(&mut self, _schema: &SchemaRef, _ctx: &pipe_framework::RunContext) -> Result<()> {
         Ok(())
     }
-    async fn process(&mut self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
-        Ok(Some(batch))
+    async fn process(&mut self, batch: RecordBatch) -> Result<pipe_framework::StageOutput> {
+        Ok(pipe_framework::StageOutput::pass(batch))
     }
     async fn finish(&mut self) -> Result<StageReport> {
         if self.fail {

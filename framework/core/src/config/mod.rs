@@ -12,12 +12,15 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::error::{Error, Result};
 
 pub use interpolate::interpolate;
+/// A config value with its byte span in the file (for errors found after deserializing).
+pub use toml::Spanned;
+/// A TOML date, time or datetime value (`min = 2024-01-01`).
+pub use toml::value::Datetime;
 
 /// A configuration file's text, kept for error messages.
 #[derive(Debug, Clone)]
@@ -60,8 +63,10 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl From<ConfigError> for Error {
+    /// A user error with the located message; the [`ConfigError`] stays reachable through
+    /// [`Error::find_source`] (for `pipe check --format github`, say).
     fn from(e: ConfigError) -> Self {
-        Error::user(e.to_string())
+        Error::user(e.to_string()).with_source(e)
     }
 }
 
