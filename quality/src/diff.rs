@@ -1,16 +1,21 @@
 //! `pipe check --against`: the changes from one version of a contract to the next, each
-//! classified. A change is *breaking* when data that satisfied the old contract may fail
-//! the new one (a rule added or tightened), or when consumers lose something they relied on
-//! (a column removed, the key changed); loosening a rule is not breaking.
+//! classified. A change is *breaking* when data that loaded under the old contract may not
+//! load under the new one (a rule added or tightened, an action made stricter), or when a
+//! column consumers read disappears; loosening a rule is not breaking. Column changes are in
+//! `diff_column.rs`.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 
 use serde::Serialize;
 
-use crate::contract::{Contract, compare};
+use pipe_framework::config::Spanned;
+
+use crate::contract::Contract;
+use crate::diff_column::column;
+use crate::expr::Planner;
 use crate::spec::{ColumnSpec, ContractSpec, Literal};
-use crate::types::LogicalType;
+use crate::spec::{compare, parse_age};
 
 /// How a change affects producers and consumers of the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -40,13 +45,15 @@ pub struct Change {
     pub col: usize,
 }
 
-struct Differ<'a> {
+/// Collects the changes; positions point into the new contract.
+pub(crate) struct Differ<'a> {
+    old: &'a Contract,
     new: &'a Contract,
     changes: Vec<Change>,
 }
 
 impl Differ<'_> {
-    fn add(
+    pub(crate) fn add(
         &mut self,
         severity: Severity,
         code: &'static str,
@@ -70,7 +77,7 @@ impl Differ<'_> {
 
     /// A bound that only admits values above it (`min`-like: `raise_breaks`) or below it.
     #[allow(clippy::too_many_arguments)]
-    fn bound<T: PartialOrd + std::fmt::Display>(
+    pub(crate) fn bound<T: PartialOrd + std::fmt::Display>(
         &mut self,
         column: Option<&str>,
         what: &str,
@@ -124,11 +131,57 @@ impl Differ<'_> {
             (None, None) => {}
         }
     }
+
+    /// A JSON Schema rule: added, removed, or its file or the file's content changed.
+    pub(crate) fn json_schema(
+        &mut self,
+        rule: &str,
+        column: Option<&str>,
+        old: Option<String>,
+        new: Option<&Spanned<String>>,
+    ) {
+        let subject = column.map_or("rows".to_string(), |c| format!("`{c}`"));
+        match (old, new) {
+            (None, Some(j)) => self.add(
+                Breaking,
+                "json_schema_added",
+                column,
+                Some(j.span()),
+                format!("{subject} must now satisfy {}", j.get_ref()),
+            ),
+            (Some(_), None) => self.add(
+                NonBreaking,
+                "json_schema_removed",
+                column,
+                None,
+                format!("{subject} no longer have a JSON Schema"),
+            ),
+            (Some(a), Some(b)) => {
+                let same_doc =
+                    self.old.json_schema_document(rule) == self.new.json_schema_document(rule);
+                if &a != b.get_ref() || !same_doc {
+                    self.add(
+                        Breaking,
+                        "json_schema_changed",
+                        column,
+                        Some(b.span()),
+                        format!(
+                            "{subject}: JSON Schema {a} → {} (content compared)",
+                            b.get_ref()
+                        ),
+                    );
+                }
+            }
+            (None, None) => {}
+        }
+    }
 }
+
+use Severity::{Breaking, NonBreaking};
 
 /// A bound that compares like the data would (numbers, dates, text).
 #[derive(Debug, Clone)]
-struct Bound(Literal);
+pub(crate) struct Bound(pub(crate) Literal);
 
 impl PartialEq for Bound {
     fn eq(&self, other: &Self) -> bool {
@@ -151,18 +204,21 @@ impl std::fmt::Display for Bound {
 /// Every change from `old` to `new`, breaking ones first.
 pub fn diff(old: &Contract, new: &Contract) -> Vec<Change> {
     let mut d = Differ {
+        old,
         new,
         changes: Vec::new(),
     };
     let (o, n) = (old.spec(), new.spec());
     columns(&mut d, o, n);
     table(&mut d, o, n);
-    let breaking = d.changes.iter().any(|c| c.severity == Severity::Breaking);
+    expressions(&mut d, o, n);
+    actions(&mut d);
+    let breaking = d.changes.iter().any(|c| c.severity == Breaking);
     if let (true, Some(ov), Some(nv)) = (breaking, &o.version, &n.version) {
         let major = |v: &str| v.split('.').next().and_then(|m| m.parse::<u64>().ok());
         if major(ov.get_ref()) >= major(nv.get_ref()) {
             d.add(
-                Severity::NonBreaking,
+                NonBreaking,
                 "version_not_bumped",
                 None,
                 Some(nv.span()),
@@ -184,324 +240,61 @@ fn columns(d: &mut Differ<'_>, o: &ContractSpec, n: &ContractSpec) {
     for c in &n.columns {
         if !old.contains_key(&key(c)) {
             let name = c.name.get_ref();
-            if c.required {
-                d.add(
-                    Severity::Breaking,
-                    "required_column_added",
-                    Some(name),
-                    Some(c.name.span()),
-                    format!("required column `{name}` added"),
-                );
-            } else {
-                d.add(
-                    Severity::NonBreaking,
-                    "column_added",
-                    Some(name),
-                    Some(c.name.span()),
-                    format!("column `{name}` added"),
-                );
-            }
+            d.add(
+                NonBreaking,
+                "column_added",
+                Some(name),
+                Some(c.name.span()),
+                format!("column `{name}` added to the contract"),
+            );
+            // Its rules are new rules on data that may already flow.
+            column(d, &ColumnSpec::named(c.name.clone()), c);
         }
     }
     for (k, oc) in &old {
-        let Some(nc) = n.columns.iter().find(|c| &key(c) == k) else {
-            d.add(
-                Severity::Breaking,
+        match n.columns.iter().find(|c| &key(c) == k) {
+            Some(nc) => column(d, oc, nc),
+            None => d.add(
+                Breaking,
                 "column_removed",
                 Some(oc.name.get_ref()),
                 None,
                 format!("column `{}` removed", oc.name.get_ref()),
-            );
-            continue;
-        };
-        column(d, oc, nc);
-    }
-}
-
-fn column(d: &mut Differ<'_>, o: &ColumnSpec, n: &ColumnSpec) {
-    let name = n.name.get_ref().as_str();
-    let c = Some(name);
-    let ty = |s: &ColumnSpec| {
-        s.data_type
-            .as_ref()
-            .and_then(|t| LogicalType::parse(t.get_ref()))
-    };
-    match (ty(o), ty(n), &n.data_type) {
-        (None, Some(t), Some(span)) => d.add(
-            Severity::Breaking,
-            "type_added",
-            c,
-            Some(span.span()),
-            format!("`{name}` must now be {t}"),
-        ),
-        (Some(t), None, _) => d.add(
-            Severity::NonBreaking,
-            "type_removed",
-            c,
-            None,
-            format!("`{name}` no longer must be {t}"),
-        ),
-        (Some(a), Some(b), Some(span)) if a != b => {
-            let (severity, code) = if a.widens_to(&b) {
-                (Severity::NonBreaking, "type_widened")
-            } else if b.widens_to(&a) {
-                (Severity::Breaking, "type_narrowed")
-            } else {
-                (Severity::Breaking, "type_changed")
-            };
-            d.add(
-                severity,
-                code,
-                c,
-                Some(span.span()),
-                format!("`{name}` type {a} → {b}"),
-            );
+            ),
         }
-        _ => {}
-    }
-    let flag = |d: &mut Differ<'_>,
-                was: bool,
-                is: bool,
-                what: &str,
-                added: &'static str,
-                removed: &'static str| match (was, is) {
-        (false, true) => d.add(
-            Severity::Breaking,
-            added,
-            c,
-            Some(n.name.span()),
-            format!("`{name}` is now {what}"),
-        ),
-        (true, false) => d.add(
-            Severity::NonBreaking,
-            removed,
-            c,
-            Some(n.name.span()),
-            format!("`{name}` is no longer {what}"),
-        ),
-        _ => {}
-    };
-    flag(
-        d,
-        o.required,
-        n.required,
-        "required",
-        "required_added",
-        "required_removed",
-    );
-    flag(
-        d,
-        o.unique,
-        n.unique,
-        "unique",
-        "unique_added",
-        "unique_removed",
-    );
-    let lit = |v: &Option<pipe_framework::config::Spanned<Literal>>| {
-        v.as_ref().map(|s| (Bound(s.get_ref().clone()), s.span()))
-    };
-    d.bound(
-        c,
-        "min",
-        ["min_added", "min_removed", "min_raised", "min_lowered"],
-        lit(&o.min).map(|x| x.0),
-        lit(&n.min),
-        true,
-    );
-    d.bound(
-        c,
-        "max",
-        ["max_added", "max_removed", "max_lowered", "max_raised"],
-        lit(&o.max).map(|x| x.0),
-        lit(&n.max),
-        false,
-    );
-    let num = |v: &Option<pipe_framework::config::Spanned<u64>>| {
-        v.as_ref().map(|s| (*s.get_ref(), s.span()))
-    };
-    d.bound(
-        c,
-        "min_length",
-        [
-            "min_length_added",
-            "min_length_removed",
-            "min_length_raised",
-            "min_length_lowered",
-        ],
-        num(&o.min_length).map(|x| x.0),
-        num(&n.min_length),
-        true,
-    );
-    d.bound(
-        c,
-        "max_length",
-        [
-            "max_length_added",
-            "max_length_removed",
-            "max_length_lowered",
-            "max_length_raised",
-        ],
-        num(&o.max_length).map(|x| x.0),
-        num(&n.max_length),
-        false,
-    );
-    let p = |v: &Option<pipe_framework::config::Spanned<u8>>| {
-        v.as_ref().map(|s| (*s.get_ref(), s.span()))
-    };
-    d.bound(
-        c,
-        "precision",
-        [
-            "precision_added",
-            "precision_removed",
-            "precision_lowered",
-            "precision_raised",
-        ],
-        p(&o.precision).map(|x| x.0),
-        p(&n.precision),
-        false,
-    );
-    let s = |v: &Option<pipe_framework::config::Spanned<i8>>| {
-        v.as_ref().map(|s| (*s.get_ref(), s.span()))
-    };
-    d.bound(
-        c,
-        "scale",
-        [
-            "scale_added",
-            "scale_removed",
-            "scale_lowered",
-            "scale_raised",
-        ],
-        s(&o.scale).map(|x| x.0),
-        s(&n.scale),
-        false,
-    );
-    match (&o.pattern, &n.pattern) {
-        (None, Some(p)) => d.add(
-            Severity::Breaking,
-            "pattern_added",
-            c,
-            Some(p.span()),
-            format!("`{name}` must now match /{}/", p.get_ref()),
-        ),
-        (Some(p), None) => d.add(
-            Severity::NonBreaking,
-            "pattern_removed",
-            c,
-            None,
-            format!("`{name}` no longer must match /{}/", p.get_ref()),
-        ),
-        (Some(a), Some(b)) if a.get_ref() != b.get_ref() => d.add(
-            Severity::Breaking,
-            "pattern_changed",
-            c,
-            Some(b.span()),
-            format!("`{name}` pattern /{}/ → /{}/", a.get_ref(), b.get_ref()),
-        ),
-        _ => {}
-    }
-    match (&o.allowed, &n.allowed) {
-        (None, Some(v)) => d.add(
-            Severity::Breaking,
-            "allowed_added",
-            c,
-            Some(v.span()),
-            format!("`{name}` is now limited to {} values", v.get_ref().len()),
-        ),
-        (Some(_), None) => d.add(
-            Severity::NonBreaking,
-            "allowed_removed",
-            c,
-            None,
-            format!("`{name}` is no longer limited to a list of values"),
-        ),
-        (Some(a), Some(b)) => {
-            let gone: Vec<String> = a
-                .get_ref()
-                .iter()
-                .filter(|v| !b.get_ref().contains(v))
-                .map(|v| v.to_string())
-                .collect();
-            let new: Vec<String> = b
-                .get_ref()
-                .iter()
-                .filter(|v| !a.get_ref().contains(v))
-                .map(|v| v.to_string())
-                .collect();
-            if !gone.is_empty() {
-                d.add(
-                    Severity::Breaking,
-                    "allowed_values_removed",
-                    c,
-                    Some(b.span()),
-                    format!("`{name}` no longer allows {}", gone.join(", ")),
-                );
-            }
-            if !new.is_empty() {
-                d.add(
-                    Severity::NonBreaking,
-                    "allowed_values_added",
-                    c,
-                    Some(b.span()),
-                    format!("`{name}` now also allows {}", new.join(", ")),
-                );
-            }
-        }
-        _ => {}
-    }
-    match (&o.json_schema, &n.json_schema) {
-        (None, Some(j)) => d.add(
-            Severity::Breaking,
-            "json_schema_added",
-            c,
-            Some(j.span()),
-            format!("`{name}` must now satisfy {}", j.get_ref()),
-        ),
-        (Some(_), None) => d.add(
-            Severity::NonBreaking,
-            "json_schema_removed",
-            c,
-            None,
-            format!("`{name}` no longer has a JSON Schema"),
-        ),
-        (Some(a), Some(b)) if a.get_ref() != b.get_ref() => d.add(
-            Severity::Breaking,
-            "json_schema_changed",
-            c,
-            Some(b.span()),
-            format!("`{name}` JSON Schema {} → {}", a.get_ref(), b.get_ref()),
-        ),
-        _ => {}
     }
 }
 
 fn table(d: &mut Differ<'_>, o: &ContractSpec, n: &ContractSpec) {
+    // Key columns compare as a set: their order does not change what is unique.
     let keys = |s: &ContractSpec| {
-        s.primary_key
+        let mut k: Vec<String> = s
+            .primary_key
             .iter()
             .map(|k| k.get_ref().to_lowercase())
-            .collect::<Vec<_>>()
+            .collect();
+        k.sort();
+        k
     };
     let (ok, nk) = (keys(o), keys(n));
     let key_span = n.primary_key.first().map(|k| k.span());
     match (ok.is_empty(), nk.is_empty()) {
         (true, false) => d.add(
-            Severity::Breaking,
+            Breaking,
             "primary_key_added",
             None,
             key_span,
             format!("primary key ({}) added", nk.join(", ")),
         ),
         (false, true) => d.add(
-            Severity::NonBreaking,
+            NonBreaking,
             "primary_key_removed",
             None,
             None,
             format!("primary key ({}) removed", ok.join(", ")),
         ),
         (false, false) if ok != nk => d.add(
-            Severity::Breaking,
+            Breaking,
             "primary_key_changed",
             None,
             key_span,
@@ -509,66 +302,66 @@ fn table(d: &mut Differ<'_>, o: &ContractSpec, n: &ContractSpec) {
         ),
         _ => {}
     }
-    let rows = |v: &Option<pipe_framework::config::Spanned<u64>>| {
-        v.as_ref().map(|s| (*s.get_ref(), s.span()))
-    };
+    let rows = |v: &Option<Spanned<u64>>| v.as_ref().map(|s| (*s.get_ref(), s.span()));
+    let codes = [
+        "min_rows_added",
+        "min_rows_removed",
+        "min_rows_raised",
+        "min_rows_lowered",
+    ];
     d.bound(
         None,
         "min_rows",
-        [
-            "min_rows_added",
-            "min_rows_removed",
-            "min_rows_raised",
-            "min_rows_lowered",
-        ],
+        codes,
         rows(&o.min_rows).map(|x| x.0),
         rows(&n.min_rows),
         true,
     );
+    let codes = [
+        "max_rows_added",
+        "max_rows_removed",
+        "max_rows_lowered",
+        "max_rows_raised",
+    ];
     d.bound(
         None,
         "max_rows",
-        [
-            "max_rows_added",
-            "max_rows_removed",
-            "max_rows_lowered",
-            "max_rows_raised",
-        ],
+        codes,
         rows(&o.max_rows).map(|x| x.0),
         rows(&n.max_rows),
         false,
     );
-    let ratio = |v: &Option<pipe_framework::config::Spanned<f64>>| {
-        v.as_ref().map(|s| (*s.get_ref(), s.span()))
-    };
+    let ratio = |v: &Option<Spanned<f64>>| v.as_ref().map(|s| (*s.get_ref(), s.span()));
+    let codes = [
+        "max_violation_ratio_added",
+        "max_violation_ratio_removed",
+        "max_violation_ratio_lowered",
+        "max_violation_ratio_raised",
+    ];
+    let (old_ratio, new_ratio) = (ratio(&o.max_violation_ratio), ratio(&n.max_violation_ratio));
     d.bound(
         None,
         "max_violation_ratio",
-        [
-            "max_violation_ratio_added",
-            "max_violation_ratio_removed",
-            "max_violation_ratio_lowered",
-            "max_violation_ratio_raised",
-        ],
-        ratio(&o.max_violation_ratio).map(|x| x.0),
-        ratio(&n.max_violation_ratio),
+        codes,
+        old_ratio.map(|x| x.0),
+        new_ratio,
         false,
     );
     let age = |s: &ContractSpec| {
         s.freshness.as_ref().and_then(|f| {
-            crate::contract::parse_age(f.max_age.get_ref())
-                .map(|a| (a.num_seconds(), f.max_age.span()))
+            parse_age(f.max_age.get_ref()).map(|a| (a.num_seconds(), f.max_age.span()))
         })
     };
+    let codes = [
+        "freshness_added",
+        "freshness_removed",
+        "freshness_tightened",
+        "freshness_loosened",
+    ];
     d.bound(
         None,
         "freshness max_age (s)",
-        [
-            "freshness_added",
-            "freshness_removed",
-            "freshness_tightened",
-            "freshness_loosened",
-        ],
+        codes,
         age(o).map(|x| x.0),
         age(n),
         false,
@@ -577,7 +370,7 @@ fn table(d: &mut Differ<'_>, o: &ContractSpec, n: &ContractSpec) {
         && !a.column.get_ref().eq_ignore_ascii_case(b.column.get_ref())
     {
         d.add(
-            Severity::Breaking,
+            Breaking,
             "freshness_changed",
             None,
             Some(b.column.span()),
@@ -588,69 +381,81 @@ fn table(d: &mut Differ<'_>, o: &ContractSpec, n: &ContractSpec) {
             ),
         );
     }
-    match (&o.json_schema, &n.json_schema) {
-        (None, Some(j)) => d.add(
-            Severity::Breaking,
-            "json_schema_added",
-            None,
-            Some(j.span()),
-            format!("rows must now satisfy {}", j.get_ref()),
-        ),
-        (Some(_), None) => d.add(
-            Severity::NonBreaking,
-            "json_schema_removed",
-            None,
-            None,
-            "rows no longer have a JSON Schema".into(),
-        ),
-        (Some(a), Some(b)) if a.get_ref() != b.get_ref() => d.add(
-            Severity::Breaking,
-            "json_schema_changed",
-            None,
-            Some(b.span()),
-            format!("row JSON Schema {} → {}", a.get_ref(), b.get_ref()),
-        ),
-        _ => {}
-    }
-    let old_rules: BTreeMap<&str, &str> = o
+    let schema = o.json_schema.as_ref().map(|j| j.get_ref().clone());
+    d.json_schema("json_schema", None, schema, n.json_schema.as_ref());
+}
+
+/// SQL-expression rules, compared as parsed SQL (whitespace and formatting do not count).
+fn expressions(d: &mut Differ<'_>, o: &ContractSpec, n: &ContractSpec) {
+    let planner = Planner::new(chrono::Utc::now());
+    let normal = |sql: &str| planner.normalize(sql).unwrap_or_else(|| sql.to_string());
+    let old: BTreeMap<&str, &str> = o
         .rules
         .iter()
         .map(|r| (r.name.get_ref().as_str(), r.expression.get_ref().as_str()))
         .collect();
     for r in &n.rules {
         let name = r.name.get_ref().as_str();
-        match old_rules.get(name) {
+        let sql = r.expression.get_ref();
+        match old.get(name) {
             None => d.add(
-                Severity::Breaking,
+                Breaking,
                 "rule_added",
                 None,
                 Some(r.name.span()),
-                format!("rule `{name}` added: {}", r.expression.get_ref()),
+                format!("rule `{name}` added: {sql}"),
             ),
-            Some(e)
-                if e.split_whitespace()
-                    .ne(r.expression.get_ref().split_whitespace()) =>
-            {
-                d.add(
-                    Severity::Breaking,
-                    "rule_changed",
-                    None,
-                    Some(r.expression.span()),
-                    format!("rule `{name}`: {e} → {}", r.expression.get_ref()),
-                )
-            }
+            Some(e) if normal(e) != normal(sql) => d.add(
+                Breaking,
+                "rule_changed",
+                None,
+                Some(r.expression.span()),
+                format!("rule `{name}`: {e} → {sql}"),
+            ),
             Some(_) => {}
         }
     }
-    for name in old_rules.keys() {
+    for name in old.keys() {
         if !n.rules.iter().any(|r| r.name.get_ref() == name) {
             d.add(
-                Severity::NonBreaking,
+                NonBreaking,
                 "rule_removed",
                 None,
                 None,
                 format!("rule `{name}` removed"),
             );
         }
+    }
+}
+
+/// A rule kept under the same name whose action changed (through `on_violation` at any
+/// level or `[overrides]`): stricter (warn → drop → quarantine → fail) is breaking, since
+/// rows that loaded may now be left out or fail the run.
+fn actions(d: &mut Differ<'_>) {
+    let (old, new) = (d.old, d.new);
+    for rule in new.rules() {
+        let Some(before) = old.rules().iter().find(|r| r.name == rule.name) else {
+            continue;
+        };
+        if before.action == rule.action {
+            continue;
+        }
+        let (severity, code) = if rule.action > before.action {
+            (Breaking, "action_stricter")
+        } else {
+            (NonBreaking, "action_looser")
+        };
+        d.add(
+            severity,
+            code,
+            rule.columns.first().map(String::as_str),
+            Some(rule.span.clone()),
+            format!(
+                "rule `{}`: on_violation {} → {}",
+                rule.name,
+                before.action.as_str(),
+                rule.action.as_str()
+            ),
+        );
     }
 }

@@ -51,6 +51,15 @@ impl Planner {
             .map_err(|e| clean(&e.to_string()))
     }
 
+    /// The expression as parsed SQL, printed back: equal for expressions that differ only in
+    /// whitespace or formatting. `None` if it does not parse.
+    pub(crate) fn normalize(&self, sql: &str) -> Option<String> {
+        self.state
+            .sql_to_expr(sql, &Dialect::Generic)
+            .ok()
+            .map(|e| e.to_string())
+    }
+
     /// Plan a SQL boolean expression against `schema`.
     pub(crate) fn sql(&self, sql: &str, schema: &Schema) -> Result<Predicate, String> {
         let df = DFSchema::try_from(schema.clone()).map_err(|e| clean(&e.to_string()))?;
@@ -76,8 +85,12 @@ impl Planner {
         let expr = simplifier.coerce(expr, df).map_err(err)?;
         let expr = simplifier.simplify(expr).map_err(err)?;
         let data_type = expr.to_field(df).map_err(err)?.1.data_type().clone();
-        if data_type != DataType::Boolean && data_type != DataType::Null {
-            return Err(format!("the expression is {data_type}, not a boolean"));
+        match data_type {
+            DataType::Boolean => {}
+            DataType::Null => {
+                return Err("the expression is always NULL, so no row could ever break it".into());
+            }
+            other => return Err(format!("the expression is {other}, not a boolean")),
         }
         let physical = self.state.create_physical_expr(expr, df).map_err(err)?;
         Ok(Predicate(physical))

@@ -1,5 +1,6 @@
 //! The newest value of a date/timestamp column over a run, for the `freshness` rule.
 
+use arrow_arith::aggregate::max;
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, Date64Type, TimestampMicrosecondType};
@@ -24,27 +25,17 @@ impl Newest {
 
     pub(crate) fn update(&mut self, batch: &RecordBatch) -> Result<()> {
         let col = batch.column(self.column);
+        // Microseconds; a date too far out to be one (overflow) counts as none.
         let newest = match col.data_type() {
-            DataType::Date32 => col
-                .as_primitive::<Date32Type>()
-                .iter()
-                .flatten()
-                .max()
-                .map(|d| i64::from(d) * 86_400_000_000),
-            DataType::Date64 => col
-                .as_primitive::<Date64Type>()
-                .iter()
-                .flatten()
-                .max()
-                .map(|d| d * 1000),
+            DataType::Date32 => max(col.as_primitive::<Date32Type>())
+                .and_then(|d| i64::from(d).checked_mul(86_400_000_000)),
+            DataType::Date64 => {
+                max(col.as_primitive::<Date64Type>()).and_then(|d| d.checked_mul(1000))
+            }
             DataType::Timestamp(_, tz) => {
                 let micros =
                     arrow_cast::cast(col, &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()))?;
-                micros
-                    .as_primitive::<TimestampMicrosecondType>()
-                    .iter()
-                    .flatten()
-                    .max()
+                max(micros.as_primitive::<TimestampMicrosecondType>())
             }
             _ => None,
         };

@@ -7,8 +7,10 @@
 //! with a warning. `pipe check` uses the same code to validate contracts, classify changes
 //! between two versions, and run a contract over sample data.
 
+mod build;
 mod contract;
 mod diff;
+mod diff_column;
 mod export;
 mod expr;
 mod freshness;
@@ -21,7 +23,7 @@ mod types;
 
 use pipe_framework::{BuildContext, Result, Stage, StageFactory};
 
-pub use contract::{Contract, RuleDef, RuleKind};
+pub use contract::{Contract, ContractFiles, Disk, RuleDef, RuleKind};
 pub use diff::{Change, Severity, diff};
 pub use export::json_schema;
 pub use spec::{Action, ColumnSpec, ContractSpec, ExpressionSpec, FreshnessSpec, Literal};

@@ -276,22 +276,9 @@ impl Bound {
         matches!(self.check, Check::Keys { .. })
     }
 
-    /// Forget keys this rule remembered for rows that were left out after all.
-    pub(crate) fn forget(&mut self, key: u128) {
-        if let Check::Keys { keys, .. } = &mut self.check {
-            keys.forget(std::iter::once(key));
-        }
-    }
-
-    /// Rows of `batch` that break this rule (`None`: none, or not a per-row rule). `skip`:
-    /// rows already left out, which must not claim a key (key rules only); the keys this
-    /// batch remembered go to `added`.
-    pub(crate) fn evaluate(
-        &mut self,
-        batch: &RecordBatch,
-        skip: &[bool],
-        added: &mut Vec<(usize, u128)>,
-    ) -> Result<Option<Vec<bool>>> {
+    /// Rows of `batch` that break this rule (`None`: none, or not a per-row rule). Key rules
+    /// are evaluated together by [`key_masks`].
+    pub(crate) fn evaluate(&mut self, batch: &RecordBatch) -> Result<Option<Vec<bool>>> {
         self.reasons.clear();
         let columns: Vec<ArrayRef> = self
             .indices
@@ -299,17 +286,8 @@ impl Bound {
             .map(|i| batch.column(*i).clone())
             .collect();
         let mask = match &mut self.check {
-            Check::Schema | Check::Run => return Ok(None),
+            Check::Schema | Check::Run | Check::Keys { .. } => return Ok(None),
             Check::NotNull => null_mask(&columns, batch.num_rows()),
-            Check::Keys { keys, nulls_fail } => {
-                let mut dups = keys.check(&columns, skip, added)?;
-                if *nulls_fail {
-                    for (d, n) in dups.iter_mut().zip(null_mask(&columns, batch.num_rows())) {
-                        *d |= n;
-                    }
-                }
-                dups
-            }
             Check::Predicate(p) => {
                 let broken = p.violations(batch).map_err(|m| self.eval_error(m))?;
                 if broken.true_count() == 0 {
@@ -420,12 +398,17 @@ fn null_mask(columns: &[ArrayRef], rows: usize) -> Vec<bool> {
 /// (non-zero ones), or `precision - scale` integer digits exceeded.
 fn precision_mask(column: &ArrayRef, precision: u32, scale: i8) -> Result<Vec<bool>> {
     let source_scale = match column.data_type() {
-        DataType::Decimal128(_, s) => *s,
+        DataType::Decimal32(_, s)
+        | DataType::Decimal64(_, s)
+        | DataType::Decimal128(_, s)
+        | DataType::Decimal256(_, s) => *s,
         _ => 0,
     };
     let as_decimal = match column.data_type() {
         DataType::Decimal128(..) => column.clone(),
-        _ => arrow_cast::cast(column, &DataType::Decimal128(38, 0))?,
+        // Lossless for integers and narrower decimals; a Decimal256 value beyond 38 digits
+        // becomes NULL here and is flagged below (it fits no precision up to 38).
+        _ => arrow_cast::cast(column, &DataType::Decimal128(38, source_scale))?,
     };
     let values = as_decimal.as_primitive::<Decimal128Type>();
     let extra = i32::from(source_scale) - i32::from(scale);
@@ -433,7 +416,10 @@ fn precision_mask(column: &ArrayRef, precision: u32, scale: i8) -> Result<Vec<bo
     let limit = pow(precision);
     let mut mask = vec![false; values.len()];
     for (i, v) in values.iter().enumerate() {
-        let Some(v) = v else { continue };
+        let Some(v) = v else {
+            mask[i] = column.is_valid(i);
+            continue;
+        };
         let scaled = if extra > 0 {
             match pow(extra as u32) {
                 Some(d) if v % d == 0 => Some(v / d),

@@ -22,14 +22,13 @@ pub struct ContractSpec {
     /// Free text for humans.
     pub description: Option<String>,
     /// What happens to rows that break a rule (default `fail`); each rule may override it.
-    #[serde(default)]
-    pub on_violation: Action,
+    pub on_violation: Option<Action>,
     /// Fail the run when more than this fraction of its rows (0 to 1) broke at least one
     /// rule, whatever the rules' actions (`0.01`: more than 1 %).
     pub max_violation_ratio: Option<Spanned<f64>>,
     /// Where quarantined rows go: `schema.table` in the destination (default: the
     /// destination table's name with `_quarantine` appended, in its schema).
-    pub quarantine_table: Option<String>,
+    pub quarantine_table: Option<Spanned<String>>,
     /// Columns that together identify a row: each non-NULL, the combination unique across
     /// the run. Rule `primary_key`.
     #[serde(default)]
@@ -93,6 +92,29 @@ pub struct ColumnSpec {
     pub json_schema: Option<Spanned<String>>,
     /// The action for this column's rules (default: the contract's).
     pub on_violation: Option<Action>,
+}
+
+impl ColumnSpec {
+    /// A column with no rules.
+    pub(crate) fn named(name: Spanned<String>) -> Self {
+        Self {
+            name,
+            description: None,
+            data_type: None,
+            required: false,
+            unique: false,
+            min: None,
+            max: None,
+            min_length: None,
+            max_length: None,
+            pattern: None,
+            allowed: None,
+            precision: None,
+            scale: None,
+            json_schema: None,
+            on_violation: None,
+        }
+    }
 }
 
 /// A rule written as a SQL expression over a row's columns, evaluated vectorized with
@@ -194,4 +216,56 @@ impl Literal {
             _ => None,
         }
     }
+}
+
+/// Order two bounds of the same kind (numbers; dates/timestamps; text); `None` if their
+/// kinds differ.
+pub(crate) fn compare(a: &Literal, b: &Literal) -> Option<std::cmp::Ordering> {
+    if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) {
+        return x.partial_cmp(&y);
+    }
+    let (x, y) = (a.as_text()?, b.as_text()?);
+    match (instant(&x), instant(&y)) {
+        (Some(x), Some(y)) => Some(x.cmp(&y)),
+        (None, None) => Some(x.cmp(&y)),
+        _ => None,
+    }
+}
+
+pub(crate) fn compare_kind(a: &Literal, b: &Literal) -> Option<()> {
+    let kind = |l: &Literal| match l {
+        Literal::Bool(_) => 0,
+        Literal::Int(_) | Literal::Float(_) => 1,
+        Literal::Text(_) | Literal::Datetime(_) => 2,
+    };
+    (kind(a) == kind(b)).then_some(())
+}
+
+/// A date or timestamp string as a comparable instant.
+fn instant(s: &str) -> Option<chrono::NaiveDateTime> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.naive_utc())
+        .ok()
+        .or_else(|| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").ok())
+        .or_else(|| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S").ok())
+}
+
+/// `30m`, `6h`, `2d`, `1w`, `45s` (also spelled out: `2 days`).
+pub(crate) fn parse_age(s: &str) -> Option<chrono::Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: i64 = n.parse().ok()?;
+    let seconds = match unit.trim() {
+        "s" | "sec" | "second" | "seconds" => 1,
+        "m" | "min" | "minute" | "minutes" => 60,
+        "h" | "hour" | "hours" => 3600,
+        "d" | "day" | "days" => 86_400,
+        "w" | "week" | "weeks" => 604_800,
+        _ => return None,
+    };
+    chrono::Duration::try_seconds(n.checked_mul(seconds)?)
 }

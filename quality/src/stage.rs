@@ -139,6 +139,94 @@ impl ContractStage {
         Ok(())
     }
 
+    /// Rows passed on: counted, and their newest freshness value noted.
+    fn pass(&mut self, batch: RecordBatch) -> Result<StageOutput> {
+        self.rows_out += batch.num_rows() as u64;
+        if let Some(newest) = &mut self.newest {
+            newest.update(&batch)?;
+        }
+        Ok(if batch.num_rows() > 0 {
+            StageOutput::pass(batch)
+        } else {
+            StageOutput::none()
+        })
+    }
+
+    /// Count rule `r`'s violations in `mask`, then fail the run or mark the rows.
+    fn apply(
+        &mut self,
+        r: usize,
+        mask: &[bool],
+        batch: &RecordBatch,
+        first_row: u64,
+        v: &mut Verdicts,
+    ) -> Result<()> {
+        let audit = self.audit;
+        let rule = &mut self.rules[r];
+        let count = mask.iter().filter(|b| **b).count() as u64;
+        rule.failed += count;
+        rule.sample(batch, mask, first_row);
+        let action = rule.def.action;
+        if action == Action::Fail && !audit {
+            return Err(self.fail_error(r, mask, batch, first_row, count));
+        }
+        for (row, _) in mask.iter().enumerate().filter(|(_, bad)| **bad) {
+            v.broke[row].push(r);
+            if audit {
+                continue;
+            }
+            match action {
+                Action::Drop => v.remove[row] = true,
+                Action::Quarantine => {
+                    v.remove[row] = true;
+                    v.quarantined_by[row].get_or_insert(r);
+                }
+                Action::Warn | Action::Fail => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The error of a `fail` rule: where it is declared, its columns, and the first failing
+    /// rows with their values and row numbers in the run.
+    fn fail_error(
+        &self,
+        r: usize,
+        mask: &[bool],
+        batch: &RecordBatch,
+        first_row: u64,
+        count: u64,
+    ) -> Error {
+        let rule = &self.rules[r];
+        let shown: Vec<String> = mask
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b)
+            .take(5)
+            .map(|(row, _)| {
+                format!(
+                    "row {}: {}",
+                    first_row + row as u64 + 1,
+                    rule.explain(batch, row)
+                )
+            })
+            .collect();
+        let columns = match rule.def.columns.as_slice() {
+            [] => String::new(),
+            cols => format!(" (column {})", cols.join(", ")),
+        };
+        self.contract.file().error_at(
+            rule.def.span.clone(),
+            &rule.def.name,
+            format!(
+                "contract rule `{}` failed on {count} row(s) of this batch{columns}; \
+                 on_violation = \"fail\", so nothing was committed. First: {}",
+                rule.def.name,
+                shown.join("; ")
+            ),
+        )
+    }
+
     fn quarantine_batch(
         &self,
         batch: &RecordBatch,
@@ -178,6 +266,26 @@ impl ContractStage {
                 .with_timezone("UTC"),
         ));
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
+
+/// What the rules made of one batch's rows.
+struct Verdicts {
+    /// Left out (dropped or quarantined).
+    remove: Vec<bool>,
+    /// The first quarantining rule each row broke.
+    quarantined_by: Vec<Option<usize>>,
+    /// Every rule each row broke.
+    broke: Vec<Vec<usize>>,
+}
+
+impl Verdicts {
+    fn new(rows: usize) -> Self {
+        Self {
+            remove: vec![false; rows],
+            quarantined_by: vec![None; rows],
+            broke: vec![Vec::new(); rows],
+        }
     }
 }
 
@@ -238,7 +346,12 @@ impl Stage for ContractStage {
 
     fn quarantine(&self) -> Option<QuarantineSpec> {
         self.quarantine.as_ref().map(|schema| QuarantineSpec {
-            table: self.contract.spec().quarantine_table.clone(),
+            table: self
+                .contract
+                .spec()
+                .quarantine_table
+                .as_ref()
+                .map(|t| t.get_ref().clone()),
             schema: schema.clone(),
         })
     }
@@ -247,90 +360,38 @@ impl Stage for ContractStage {
         let n = batch.num_rows();
         let first_row = self.rows_in;
         self.rows_in += n as u64;
-        if let Some(newest) = &mut self.newest {
-            newest.update(&batch)?;
-        }
-        // Rows left out (dropped or quarantined); the first quarantining rule per row; every
-        // rule each row broke.
-        let mut remove = vec![false; n];
-        let mut quarantined_by: Vec<Option<usize>> = vec![None; n];
-        let mut broke: Vec<Vec<usize>> = vec![Vec::new(); n];
-        let mut added: Vec<(usize, usize, u128)> = Vec::new();
+        // Allocated at the first violation: a clean batch costs one mask pass per rule.
+        let mut verdicts: Option<Verdicts> = None;
         // Row rules first, key rules last: a row left out never claims its key.
-        for keys_pass in [false, true] {
-            for r in 0..self.rules.len() {
-                let rule = &mut self.rules[r];
-                if rule.is_key() != keys_pass {
-                    continue;
-                }
-                let mut fresh = Vec::new();
-                let mask = rule.evaluate(&batch, &remove, &mut fresh)?;
-                added.extend(fresh.into_iter().map(|(row, key)| (r, row, key)));
-                let Some(mask) = mask else { continue };
-                let count = mask.iter().filter(|b| **b).count() as u64;
-                rule.failed += count;
-                rule.sample(&batch, &mask, first_row);
-                let action = rule.def.action;
-                if action == Action::Fail && !self.audit {
-                    let shown: Vec<String> = mask
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, b)| **b)
-                        .take(5)
-                        .map(|(row, _)| {
-                            format!(
-                                "row {}: {}",
-                                first_row + row as u64 + 1,
-                                rule.explain(&batch, row)
-                            )
-                        })
-                        .collect();
-                    return Err(Error::user(format!(
-                        "contract rule `{}` failed on {count} row(s) of this batch (on_violation = \"fail\"; \
-                         nothing was committed); first: {}",
-                        rule.def.name,
-                        shown.join("; ")
-                    )));
-                }
-                for (row, bad) in mask.iter().enumerate() {
-                    if !bad {
-                        continue;
-                    }
-                    broke[row].push(r);
-                    if self.audit {
-                        continue;
-                    }
-                    match action {
-                        Action::Drop => remove[row] = true,
-                        Action::Quarantine => {
-                            remove[row] = true;
-                            quarantined_by[row].get_or_insert(r);
-                        }
-                        Action::Warn | Action::Fail => {}
-                    }
-                }
+        for r in 0..self.rules.len() {
+            if self.rules[r].is_key() {
+                continue;
+            }
+            if let Some(mask) = self.rules[r].evaluate(&batch)? {
+                let v = verdicts.get_or_insert_with(|| Verdicts::new(n));
+                self.apply(r, &mask, &batch, first_row, v)?;
             }
         }
-        self.rows_violating += broke.iter().filter(|b| !b.is_empty()).count() as u64;
-        if !remove.contains(&true) {
-            self.rows_out += n as u64;
-            return Ok(StageOutput::pass(batch));
+        let removed = verdicts.as_ref().map(|v| v.remove.as_slice());
+        for (r, mask) in crate::keys::key_masks(&mut self.rules, &batch, removed, self.audit)? {
+            let v = verdicts.get_or_insert_with(|| Verdicts::new(n));
+            self.apply(r, &mask, &batch, first_row, v)?;
         }
-        for (r, row, key) in added {
-            if remove[row] {
-                self.rules[r].forget(key);
-            }
+        let Some(v) = verdicts else {
+            return self.pass(batch);
+        };
+        self.rows_violating += v.broke.iter().filter(|b| !b.is_empty()).count() as u64;
+        if !v.remove.contains(&true) {
+            return self.pass(batch);
         }
-        let quarantine: Vec<(usize, usize, Vec<usize>)> = quarantined_by
+        let quarantine: Vec<(usize, usize, Vec<usize>)> = v
+            .quarantined_by
             .iter()
             .enumerate()
             .filter_map(|(row, q)| {
                 q.map(|r| {
-                    (
-                        row,
-                        r,
-                        broke[row].iter().copied().filter(|x| *x != r).collect(),
-                    )
+                    let also = v.broke[row].iter().copied().filter(|x| *x != r).collect();
+                    (row, r, also)
                 })
             })
             .collect();
@@ -340,18 +401,17 @@ impl Stage for ContractStage {
             self.rows_quarantined += quarantine.len() as u64;
             Some(self.quarantine_batch(&batch, &quarantine)?)
         };
-        let keep = BooleanArray::from(remove.iter().map(|b| !b).collect::<Vec<_>>());
+        let keep = BooleanArray::from(v.remove.iter().map(|b| !b).collect::<Vec<_>>());
         let kept = filter_record_batch(&batch, &keep)?;
-        self.rows_out += kept.num_rows() as u64;
-        Ok(StageOutput {
-            pass: (kept.num_rows() > 0).then_some(kept),
-            quarantine: quarantined,
-        })
+        let mut output = self.pass(kept)?;
+        output.quarantine = quarantined;
+        Ok(output)
     }
 
     async fn finish(&mut self) -> Result<StageReport> {
         let now = chrono::Utc::now();
-        let rows = self.rows_in;
+        // Row counts and freshness judge what loads, not what was left out.
+        let rows = self.rows_out;
         let newest = self.newest.as_ref().and_then(Newest::value);
         for rule in &mut self.rules {
             rule.violation = rule.violation.take().or_else(|| match &rule.def.kind {
@@ -382,6 +442,8 @@ impl Stage for ContractStage {
                 self.violated(rule)?;
             }
         }
+        // The ratio is over every row the run read.
+        let rows = self.rows_in;
         if let Some(limit) = &self.contract.spec().max_violation_ratio
             && rows > 0
             && !self.audit

@@ -189,11 +189,41 @@ async fn expression_rules_fail_with_positions() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(
-        e.message(),
-        "contract rule `ids_small` failed on 1 row(s) of this batch (on_violation = \"fail\"; \
-         nothing was committed); first: row 3: `id < 5` is false for (id=8)"
+    let m = e.message();
+    assert!(
+        m.contains(
+            "c.toml:2:8: `ids_small`: contract rule `ids_small` failed on 1 row(s) of this batch"
+        ),
+        "{m}"
     );
+    assert!(
+        m.contains("First: row 3: `id < 5` is false for (id=8)"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_row_one_key_rule_leaves_out_claims_no_key_of_another() {
+    let dir = tempfile::tempdir().unwrap();
+    // Row 2 repeats name `a` (dropped by name.unique) before it could claim id 2 for the
+    // primary key: row 3, id 2 with a new name, is kept.
+    let c = contract(
+        &dir,
+        "on_violation = \"quarantine\"\nprimary_key = [\"id\"]\n[[columns]]\nname = \"name\"\nunique = true\non_violation = \"drop\"\n",
+    );
+    let mut s = stage(c).await;
+    let out = s
+        .process(batch(
+            &[Some(1), Some(2), Some(2), Some(1)],
+            &[Some("a"), Some("a"), Some("b"), Some("c")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ids(&out.pass.unwrap()), vec![1, 2]);
+    let q = out.quarantine.unwrap();
+    assert_eq!(ids(&q), vec![1], "the last row repeats id 1");
+    let report = s.finish().await.unwrap();
+    assert_eq!((report.rows_rejected, report.rows_quarantined), (2, 1));
 }
 
 #[tokio::test]

@@ -189,6 +189,14 @@ fn malformed_contracts_point_at_file_line_and_column() {
     assert_eq!(v["error"]["key"], "columns.a.pattern");
 }
 
+/// (case, the old contract, the new one, the expected (code, severity) pairs).
+type DiffPair = (
+    &'static str,
+    String,
+    String,
+    Vec<(&'static str, &'static str)>,
+);
+
 /// (case, the new contract, the expected (code, severity) pairs).
 type DiffCase = (&'static str, String, Vec<(&'static str, &'static str)>);
 
@@ -214,7 +222,17 @@ fn against_classifies_each_change() {
         (
             "required column added",
             format!("{base}\n[[columns]]\nname = \"extra\"\nrequired = true\n"),
-            vec![("required_column_added", b)],
+            vec![("column_added", n), ("required_added", b)],
+        ),
+        (
+            "rules on a column the contract did not list",
+            format!("{base}\n[[columns]]\nname = \"extra\"\nmin = 0\nunique = true\n"),
+            vec![("column_added", n), ("min_added", b), ("unique_added", b)],
+        ),
+        (
+            "actions looser",
+            base.replace("version", "on_violation = \"warn\"\nversion"),
+            vec![("action_looser", n)],
         ),
         (
             "type widened",
@@ -342,6 +360,94 @@ fn against_classifies_each_change() {
             "{case}"
         );
     }
+
+    // Pairs that need their own old version.
+    let pk = "primary_key = [\"a\", \"b\"]\n";
+    let col = |body: &str| format!("[[columns]]\nname = \"p\"\n{body}\n");
+    let rule = |sql: &str| format!("[[rules]]\nname = \"r\"\nexpression = \"{sql}\"\n");
+    let pairs: Vec<DiffPair> = vec![
+        (
+            "scale up at one precision",
+            col("precision = 5\nscale = 0"),
+            col("precision = 5\nscale = 2"),
+            vec![("precision_tightened", b)],
+        ),
+        (
+            "scale down",
+            col("precision = 5\nscale = 2"),
+            col("precision = 5\nscale = 0"),
+            vec![("precision_tightened", b)],
+        ),
+        (
+            "precision up",
+            col("precision = 5\nscale = 2"),
+            col("precision = 7\nscale = 2"),
+            vec![("precision_loosened", n)],
+        ),
+        (
+            "key reordered",
+            pk.into(),
+            pk.replace("\"a\", \"b\"", "\"b\", \"a\""),
+            vec![],
+        ),
+        (
+            "expression reformatted",
+            rule("a > 1 AND b < 2"),
+            rule("a>1   AND   b<2"),
+            vec![],
+        ),
+        (
+            "expression changed",
+            rule("a > 1"),
+            rule("a > 2"),
+            vec![("rule_changed", b)],
+        ),
+        (
+            "allowed 1 and 1.0",
+            col("allowed = [1, 2]"),
+            col("allowed = [1.0, 2]"),
+            vec![],
+        ),
+        (
+            "override made stricter",
+            format!(
+                "{}\n[overrides]\n\"p.required\" = \"warn\"\n",
+                col("required = true")
+            ),
+            col("required = true"),
+            vec![("action_stricter", b)],
+        ),
+    ];
+    for (case, old, new, expected) in pairs {
+        p.write("old.toml", &old);
+        p.write("new.toml", &new);
+        let r = p.pipe(&[
+            "check",
+            "new.toml",
+            "--against",
+            "old.toml",
+            "--format",
+            "json",
+        ]);
+        let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|_| panic!("{case}: {r:?}"));
+        let got: BTreeSet<(String, String)> = v["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["code"].as_str().unwrap().to_string(), sev(&c["severity"])))
+            .collect();
+        let want: BTreeSet<(String, String)> = expected
+            .iter()
+            .map(|(c, s)| (c.to_string(), s.to_string()))
+            .collect();
+        assert_eq!(got, want, "{case}");
+        let breaking = want.iter().any(|(_, s)| s == b);
+        assert_eq!(
+            r.code,
+            Some(if breaking { 1 } else { 0 }),
+            "{case}: exit code"
+        );
+    }
 }
 
 fn sev(v: &Value) -> String {
@@ -411,6 +517,51 @@ fn against_a_git_ref_annotates_for_github() {
         ])
         .assert_failed();
     r.stderr_has("git show HEAD:contracts/nope.toml failed");
+
+    // A pipeline's contract file and a JSON Schema are read as they are at the ref too: an
+    // edit to either shows, although the pipeline file itself did not change.
+    p.write(
+        "pipelines/shop.toml",
+        "name = \"shop\"\n[source]\ntype = \"file\"\npath = \"data.csv\"\n\
+         [contract]\npath = \"../contracts/j.toml\"\n[destination]\ntype = \"null\"\n",
+    );
+    p.write(
+        "contracts/j.toml",
+        "[[columns]]\nname = \"payload\"\njson_schema = \"p.json\"\n",
+    );
+    p.write("contracts/p.json", r#"{"type": "object"}"#);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "v3"]);
+    p.write(
+        "contracts/p.json",
+        r#"{"type": "object", "required": ["sku"]}"#,
+    );
+    p.write(
+        "contracts/j.toml",
+        "[[columns]]\nname = \"payload\"\njson_schema = \"p.json\"\nrequired = true\n",
+    );
+    let v = p
+        .pipe(&[
+            "check",
+            "pipelines/shop.toml",
+            "--against",
+            "HEAD:pipelines/shop.toml",
+            "--format",
+            "json",
+        ])
+        .assert_failed()
+        .json();
+    let codes: BTreeSet<&str> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        BTreeSet::from(["json_schema_changed", "required_added"]),
+        "{v}"
+    );
 }
 
 /// `--sample`: every rule reported; exit 1 when a real run over the sample would fail.

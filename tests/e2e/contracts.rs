@@ -346,52 +346,52 @@ fn rule_case(case: &str) {
 }
 
 #[test]
-fn required() {
+fn required_rule_under_each_action() {
     rule_case("required");
 }
 
 #[test]
-fn unique() {
+fn unique_rule_under_each_action() {
     rule_case("unique");
 }
 
 #[test]
-fn primary_key() {
+fn primary_key_rule_under_each_action() {
     rule_case("primary_key");
 }
 
 #[test]
-fn min() {
+fn min_rule_under_each_action() {
     rule_case("min");
 }
 
 #[test]
-fn max_date() {
+fn max_rule_under_each_action() {
     rule_case("max");
 }
 
 #[test]
-fn min_length() {
+fn min_length_rule_under_each_action() {
     rule_case("min_length");
 }
 
 #[test]
-fn max_length() {
+fn max_length_rule_under_each_action() {
     rule_case("max_length");
 }
 
 #[test]
-fn pattern() {
+fn pattern_rule_under_each_action() {
     rule_case("pattern");
 }
 
 #[test]
-fn allowed() {
+fn allowed_rule_under_each_action() {
     rule_case("allowed");
 }
 
 #[test]
-fn precision() {
+fn precision_rule_under_each_action() {
     rule_case("precision");
 }
 
@@ -430,7 +430,7 @@ fn json_schema_reasons_carry_the_json_pointer() {
 }
 
 #[test]
-fn expression() {
+fn expression_rule_under_each_action() {
     rule_case("expression");
 }
 

@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pipe_framework::{
-    BuildContext, Destination, DestinationFactory, Error, PrepareRequest, Result, RunContext, Sink,
-    State, WriteMode,
+    BuildContext, Destination, DestinationFactory, Error, PrepareRequest, QuarantineSpec, Result,
+    RunContext, Sink, State, WriteMode,
 };
 
 pub use config::DuckDbConfig;
@@ -128,8 +128,10 @@ impl Destination for DuckDbDestination {
         .map_err(Error::from)
     }
 
-    fn supports_quarantine(&self) -> bool {
-        true
+    fn check_quarantine(&self, spec: &QuarantineSpec) -> Result<()> {
+        quarantine::table_name(&self.table, spec.table.as_deref())
+            .map(|_| ())
+            .map_err(Error::from)
     }
 
     async fn committed_state(&self, ctx: &RunContext) -> Result<Option<State>> {

@@ -27,6 +27,13 @@ pub(crate) fn table_name(destination: &TableName, configured: Option<&str>) -> R
         },
     };
     name.catalog = destination.catalog.clone();
+    if name.schema.eq_ignore_ascii_case(&destination.schema)
+        && name.table.eq_ignore_ascii_case(&destination.table)
+    {
+        return Err(DuckError::Schema(format!(
+            "the quarantine table cannot be the destination table {destination}"
+        )));
+    }
     Ok(name)
 }
 
@@ -38,13 +45,6 @@ pub(crate) fn write(
     quarantine: &Quarantine,
 ) -> Result<u64> {
     let name = table_name(destination, quarantine.table.as_deref())?;
-    if name.schema.eq_ignore_ascii_case(&destination.schema)
-        && name.table.eq_ignore_ascii_case(&destination.table)
-    {
-        return Err(DuckError::Schema(format!(
-            "the quarantine table cannot be the destination table {destination}"
-        )));
-    }
     let target = table::create_or_evolve(conn, &name, &quarantine.schema, SchemaEvolution::Evolve)?;
     let aligner = Aligner::new(&quarantine.schema, target.clone()).map_err(DuckError::Framework)?;
     let streamed = wire::stream_schema(&target, false);

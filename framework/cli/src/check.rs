@@ -52,7 +52,7 @@ pub(crate) async fn check(args: CheckArgs, registry: &Registry) -> Result<ExitCo
     };
     let mut findings = Findings::default();
     if let Some(spec) = &args.against {
-        let old = match load_against(spec, &args.file) {
+        let old = match load_against(spec) {
             Ok(old) => old,
             Err(e) => {
                 print_invalid(
@@ -112,9 +112,9 @@ pub(crate) fn export(file: &Path, output: Option<&Path>) -> Result<ExitCode, Err
     Ok(ExitCode::SUCCESS)
 }
 
-/// The old contract: a file, or `REF:PATH` read with `git show` (a path relative to the
-/// repository root, or `./path` relative to the current directory, as git spells it).
-fn load_against(spec: &str, new_file: &Path) -> Result<Contract, Error> {
+/// The old contract: a file, or `REF:PATH` read with `git show`: the contract and every
+/// file it names (a pipeline's contract file, JSON Schemas) as they are at `REF`.
+fn load_against(spec: &str) -> Result<Contract, Error> {
     let as_path = Path::new(spec);
     if as_path.is_file() {
         return Contract::load_any(as_path);
@@ -124,42 +124,13 @@ fn load_against(spec: &str, new_file: &Path) -> Result<Contract, Error> {
             "{spec} is neither a file nor a git `REF:PATH` (e.g. origin/main:contracts/orders.toml)"
         )));
     };
-    let output = std::process::Command::new("git")
-        .args(["show", &format!("{reference}:{path}")])
-        .output()
-        .map_err(|e| Error::external(format!("cannot run git: {e}")))?;
-    if !output.status.success() {
+    if reference.is_empty() || reference.starts_with('-') {
         return Err(Error::user(format!(
-            "git show {spec} failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
+            "{spec}: `{reference}` is not a git revision"
         )));
     }
-    let text = String::from_utf8(output.stdout)
-        .map_err(|_| Error::user(format!("{spec} is not UTF-8 text")))?;
-    // Written next to the new contract so relative paths in it (JSON Schema files) resolve
-    // as they do for the new one; removed when dropped.
-    let dir = new_file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let temp = tempfile::Builder::new()
-        .prefix(".pipe-check-")
-        .suffix(".toml")
-        .tempfile_in(dir)
-        .map_err(|e| {
-            Error::from(e).context(format!(
-                "cannot write a temporary file in {}",
-                dir.display()
-            ))
-        })?;
-    std::fs::write(temp.path(), &text)
-        .map_err(|e| Error::from(e).context("cannot write the old contract to a temporary file"))?;
-    Contract::load_any(temp.path()).map_err(|e| {
-        // Point at the name the user gave, not the temporary file.
-        let shown = temp.path().display().to_string();
-        let chain = e.chain().join(": ").replace(&shown, spec);
-        Error::user(chain)
-    })
+    let files = crate::git::GitFiles::new(reference);
+    Contract::load_any_from(Path::new(path), &files)
 }
 
 /// Run the contract over a sample data file, reporting every rule (no rule stops the run).

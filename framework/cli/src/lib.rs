@@ -6,6 +6,7 @@
 #[macro_use]
 mod output;
 mod check;
+mod git;
 mod ops;
 
 use std::path::PathBuf;
@@ -367,6 +368,7 @@ async fn validate(
             ))
         })?;
     }
+    pipe_framework::runtime::check_quarantine(&pipeline.stages, pipeline.destination.as_ref())?;
     pipeline
         .destination
         .check()

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::context::{RunContext, State};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::quarantine::Quarantine;
+use crate::stage::QuarantineSpec;
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
@@ -102,11 +103,18 @@ pub trait Destination: Send + Sync + Debug {
         Ok(None)
     }
 
-    /// Whether [`Sink::commit`] can write [`CommitRequest::quarantine`] in the same atomic
-    /// commit as the data. A pipeline that quarantines into a destination that cannot is
-    /// refused before any data moves.
-    fn supports_quarantine(&self) -> bool {
-        false
+    /// Whether [`Sink::commit`] can write rows quarantined as `spec` says
+    /// ([`CommitRequest::quarantine`]) in the same atomic commit as the data, and where:
+    /// an error (this destination cannot, or the table name is unusable) refuses the
+    /// pipeline before any data moves. The default: it cannot.
+    fn check_quarantine(&self, spec: &QuarantineSpec) -> Result<()> {
+        let _ = spec;
+        Err(Error::user(format!(
+            "the contract quarantines rows, but destination {} cannot commit a quarantine \
+             table in the same commit as the data; use on_violation = \"drop\", \"warn\" \
+             or \"fail\"",
+            self.describe()
+        )))
     }
 
     /// The metadata stage: create or evolve the table for `req.source_schema` under the
@@ -144,7 +152,7 @@ pub struct CommitRequest {
     /// [`Destination::committed_state`] returns, per key, the last committed value.
     pub state: State,
     /// Rows a contract quarantined, to commit with the data (only given to destinations
-    /// whose [`Destination::supports_quarantine`] is true).
+    /// whose [`Destination::check_quarantine`] accepted it).
     pub quarantine: Option<Quarantine>,
 }
 

@@ -59,8 +59,8 @@ impl Destination for NullDestination {
         Ok(())
     }
 
-    fn supports_quarantine(&self) -> bool {
-        true
+    fn check_quarantine(&self, _spec: &crate::stage::QuarantineSpec) -> Result<()> {
+        Ok(())
     }
 
     async fn prepare(&self, req: PrepareRequest) -> Result<Box<dyn Sink>> {

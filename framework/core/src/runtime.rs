@@ -305,8 +305,8 @@ fn check_modes(
 }
 
 /// At most one stage quarantines, and only into a destination that commits quarantined rows
-/// atomically with the data.
-fn check_quarantine(
+/// atomically with the data (checked after the stages are bound; `pipe validate` too).
+pub fn check_quarantine(
     stages: &[Box<dyn Stage>],
     destination: &dyn crate::destination::Destination,
 ) -> Result<()> {
@@ -321,15 +321,10 @@ fn check_quarantine(
             quarantining.join(", ")
         )));
     }
-    if !quarantining.is_empty() && !destination.supports_quarantine() {
-        return Err(Error::user(format!(
-            "the contract quarantines rows, but destination {} cannot commit a quarantine \
-             table in the same commit as the data; use on_violation = \"drop\", \"warn\" \
-             or \"fail\"",
-            destination.describe()
-        )));
+    match stages.iter().find_map(|s| s.quarantine()) {
+        Some(spec) => destination.check_quarantine(&spec),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The error to report: the first one that is not a consequence of cancellation.
@@ -393,21 +388,24 @@ async fn stage_task(
         let mut spool = stage.quarantine().map(Spool::new).transpose()?;
         while let Some(batch) = cancellable(&ctx, rx.recv()).await? {
             let out = stage.process(batch).await?;
-            match (&out.quarantine, spool.as_mut()) {
-                (Some(q), Some(spool)) => spool.write(q)?,
-                (Some(_), None) => {
+            if let Some(q) = out.quarantine {
+                let Some(mut s) = spool.take() else {
                     return Err(Error::internal(
                         "a stage quarantined rows without declaring a quarantine",
                     ));
-                }
-                (None, _) => {}
+                };
+                // File I/O: off the async workers.
+                spool = Some(blocking(move || s.write(&q).map(|()| s)).await?);
             }
             if let Some(pass) = out.pass {
                 cancellable(&ctx, tx.send(pass)).await?;
             }
         }
         let report = stage.finish().await?;
-        let quarantine = spool.map(Spool::finish).transpose()?.flatten();
+        let quarantine = match spool {
+            Some(s) => blocking(move || s.finish()).await?,
+            None => None,
+        };
         Ok((report, quarantine))
     }
     .await;
@@ -417,6 +415,13 @@ async fn stage_task(
     info!(stage = %report.stage, rows_in = report.rows_in, rejected = report.rows_rejected,
           quarantined = report.rows_quarantined, "stage finished");
     Ok(TaskOutput::Stage(report, quarantine))
+}
+
+/// Run blocking `f` on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("a blocking task failed: {e}")))?
 }
 
 async fn load_task(
