@@ -318,47 +318,9 @@ fn against_classifies_each_change() {
         ),
     ];
     assert!(cases.len() >= 10);
-    p.write("old.toml", base);
     for (case, new, expected) in cases {
-        p.write("new.toml", &new);
-        let r = p.pipe(&[
-            "check",
-            "new.toml",
-            "--against",
-            "old.toml",
-            "--format",
-            "json",
-        ]);
-        let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|_| panic!("{case}: {r:?}"));
-        let mut got: BTreeSet<(String, String)> = v["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| (c["code"].as_str().unwrap().to_string(), sev(&c["severity"])))
-            .collect();
-        let breaking = expected.iter().any(|(_, s)| *s == b);
-        // A breaking change without a major version bump adds a reminder.
-        if breaking && !case.contains("major bump") {
-            assert!(
-                got.remove(&("version_not_bumped".into(), n.into())),
-                "{case}: {v}"
-            );
-        }
-        let want: BTreeSet<(String, String)> = expected
-            .iter()
-            .map(|(c, s)| (c.to_string(), s.to_string()))
-            .collect();
-        assert_eq!(got, want, "{case}");
-        assert_eq!(
-            r.code,
-            Some(if breaking { 1 } else { 0 }),
-            "{case}: exit code"
-        );
-        assert_eq!(
-            v["breaking"],
-            want.iter().filter(|(_, s)| s == b).count(),
-            "{case}"
-        );
+        let major_bump = case.contains("major bump");
+        assert_changes(&p, case, base, &new, &expected, !major_bump);
     }
 
     // Pairs that need their own old version.
@@ -419,35 +381,50 @@ fn against_classifies_each_change() {
         ),
     ];
     for (case, old, new, expected) in pairs {
-        p.write("old.toml", &old);
-        p.write("new.toml", &new);
-        let r = p.pipe(&[
-            "check",
-            "new.toml",
-            "--against",
-            "old.toml",
-            "--format",
-            "json",
-        ]);
-        let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|_| panic!("{case}: {r:?}"));
-        let got: BTreeSet<(String, String)> = v["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| (c["code"].as_str().unwrap().to_string(), sev(&c["severity"])))
-            .collect();
-        let want: BTreeSet<(String, String)> = expected
-            .iter()
-            .map(|(c, s)| (c.to_string(), s.to_string()))
-            .collect();
-        assert_eq!(got, want, "{case}");
-        let breaking = want.iter().any(|(_, s)| s == b);
-        assert_eq!(
-            r.code,
-            Some(if breaking { 1 } else { 0 }),
-            "{case}: exit code"
-        );
+        assert_changes(&p, case, &old, &new, &expected, false);
     }
+}
+
+/// `pipe check new --against old --format json` reports exactly `expected` (code, severity)
+/// and exits 1 exactly when one is breaking; `version_notice`: a breaking change also brings
+/// the `version_not_bumped` reminder.
+fn assert_changes(
+    p: &Project,
+    case: &str,
+    old: &str,
+    new: &str,
+    expected: &[(&str, &str)],
+    version_notice: bool,
+) {
+    p.write("old.toml", old);
+    p.write("new.toml", new);
+    let r = p.pipe(&[
+        "check",
+        "new.toml",
+        "--against",
+        "old.toml",
+        "--format",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|_| panic!("{case}: {r:?}"));
+    let mut got: BTreeSet<(String, String)> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["code"].as_str().unwrap().to_string(), sev(&c["severity"])))
+        .collect();
+    let breaking = expected.iter().filter(|(_, s)| *s == "Breaking").count();
+    if breaking > 0 && version_notice {
+        let notice = ("version_not_bumped".to_string(), "NonBreaking".to_string());
+        assert!(got.remove(&notice), "{case}: {v}");
+    }
+    let want: BTreeSet<(String, String)> = expected
+        .iter()
+        .map(|(c, s)| (c.to_string(), s.to_string()))
+        .collect();
+    assert_eq!(got, want, "{case}");
+    assert_eq!(r.code, Some(i32::from(breaking > 0)), "{case}: exit code");
+    assert_eq!(v["breaking"], breaking, "{case}");
 }
 
 fn sev(v: &Value) -> String {

@@ -234,6 +234,16 @@ fn good_rows(bad: &[u32]) -> Vec<u32> {
         .collect()
 }
 
+/// The run summary's report of contract rule `rule`.
+fn rule_report<'a>(summary: &'a Value, rule: &str) -> &'a Value {
+    summary["stages"][0]["detail"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == rule)
+        .unwrap_or_else(|| panic!("no report of rule {rule}: {summary}"))
+}
+
 /// One rule kind through all four actions.
 fn rule_case(case: &str) {
     let (_, body, rule, bad, reason) = CASES.iter().find(|c| c.0 == case).copied().expect("case");
@@ -297,13 +307,7 @@ fn rule_case(case: &str) {
         assert_eq!(row[3].as_deref(), s["run_id"].as_str(), "{case}: {row:?}");
         assert_eq!(row[4].as_deref(), Some("True"));
     }
-    let rules = &s["stages"][0]["detail"]["rules"];
-    let report = rules
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["rule"] == rule)
-        .unwrap();
+    let report = rule_report(&s, rule);
     assert_eq!(report["rows_checked"], 10);
     assert_eq!(report["rows_failed"], bad.len());
 
@@ -326,13 +330,7 @@ fn rule_case(case: &str) {
     let r = p.pipe(&["run", &file]).assert_ok();
     r.stdout_has(rule);
     let s = p.pipe(&["run", &file, "--json"]).assert_ok().json();
-    let rules = &s["stages"][0]["detail"]["rules"];
-    let report = rules
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["rule"] == rule)
-        .unwrap();
+    let report = rule_report(&s, rule);
     assert_eq!(report["rows_failed"], bad.len(), "{case}: {report}");
     assert_eq!(s["rows_rejected"], 0);
     let mut twice = expected_rows(&all_rows());
