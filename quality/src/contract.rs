@@ -253,9 +253,12 @@ impl Contract {
         self.schemas.get(name).map(|s| &s.validator)
     }
 
-    /// The JSON Schema document of rule `name`.
+    /// The JSON Schema document of rule `name` (case-insensitive: columns match so).
     pub(crate) fn json_schema_document(&self, name: &str) -> Option<&serde_json::Value> {
-        self.schemas.get(name).map(|s| &s.document)
+        self.schemas
+            .iter()
+            .find(|(rule, _)| rule.eq_ignore_ascii_case(name))
+            .map(|(_, s)| &s.document)
     }
 }
 
@@ -268,11 +271,10 @@ fn read(path: &Path, files: &dyn ContractFiles) -> Result<ConfigFile> {
 }
 
 /// The directory a file's relative paths start from.
+/// Empty for a bare file name: joined paths then stay bare (`p.json`, not `./p.json`, which
+/// git would read relative to the current directory instead of the repository root).
 pub(crate) fn dir_of(path: &Path) -> PathBuf {
-    path.parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf()
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 impl ContractSpec {

@@ -434,7 +434,11 @@ fn expressions(d: &mut Differ<'_>, o: &ContractSpec, n: &ContractSpec) {
 fn actions(d: &mut Differ<'_>) {
     let (old, new) = (d.old, d.new);
     for rule in new.rules() {
-        let Some(before) = old.rules().iter().find(|r| r.name == rule.name) else {
+        let Some(before) = old
+            .rules()
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(&rule.name))
+        else {
             continue;
         };
         if before.action == rule.action {

@@ -256,7 +256,10 @@ fn precision(d: &mut Differ<'_>, o: &ColumnSpec, n: &ColumnSpec) {
             let fewer_fraction = match (old.1, new.1) {
                 (Some(a), Some(b)) => b < a,
                 (None, Some(_)) => true,
-                _ => false,
+                // The scale falls back to the column's own, which may be larger: with a
+                // precision set, that may leave fewer integer digits.
+                (Some(_), None) => new.0.is_some(),
+                (None, None) => false,
             };
             let tighter = fewer_fraction || int_digits(new) < int_digits(old);
             let (severity, code) = if tighter {

@@ -108,13 +108,12 @@ impl KeySet {
 
 /// The key rules (`unique`, `primary_key`) of `rules` over `batch`, all at once: which rows
 /// break each. A row already left out (`remove`) is not checked and claims no key, and a row
-/// one key rule leaves out (`drop`/`quarantine`, unless `audit`) claims no key of any other:
+/// one key rule leaves out (`drop`/`quarantine`) claims no key of any other:
 /// so a later valid row with that key is kept. Returns (rule index, mask) per key rule.
 pub(crate) fn key_masks(
     rules: &mut [Bound],
     batch: &RecordBatch,
     remove: Option<&[bool]>,
-    audit: bool,
 ) -> Result<Vec<(usize, Vec<bool>)>> {
     let mut keyed = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
@@ -124,7 +123,7 @@ pub(crate) fn key_masks(
                 .iter()
                 .map(|c| batch.column(*c).clone())
                 .collect();
-            let removes = !audit && matches!(rule.def.action, Action::Drop | Action::Quarantine);
+            let removes = matches!(rule.def.action, Action::Drop | Action::Quarantine);
             keyed.push((i, keys.keys(&columns)?, *nulls_fail, removes));
         }
     }

@@ -48,6 +48,8 @@ pub(crate) struct Bound {
     pub check: Check,
     /// The columns its explanations show.
     pub indices: Vec<usize>,
+    /// Rows it checked so far (0 for schema- and run-level rules).
+    pub checked: u64,
     /// Rows that broke it so far.
     pub failed: u64,
     /// The first few explanations, for reports.
@@ -183,6 +185,12 @@ fn bind_one(
             Check::Predicate(predicate(col().ok_or("no column")?.in_list(list, false))?)
         }
         RuleKind::Precision { precision, scale } => match logical {
+            Some(LogicalType::Decimal(_, s)) if !(0..=38).contains(&s) => {
+                return Err(format!(
+                    "precision and scale check decimals with a scale of 0 to 38; `{}` has {s}",
+                    def.columns[0]
+                ));
+            }
             Some(LogicalType::Decimal(_, s)) => Check::Precision {
                 precision: u32::from(precision.unwrap_or(38)),
                 scale: scale.unwrap_or(s),
@@ -233,6 +241,7 @@ fn bind_one(
         def: def.clone(),
         check,
         indices: shown,
+        checked: 0,
         failed: 0,
         samples: Vec::new(),
         violation,
@@ -335,7 +344,13 @@ impl Bound {
                     .iter()
                     .map(|i| format!("{}={}", name(*i), value(*i)))
                     .collect();
-                if self.indices.iter().any(|i| batch.column(*i).is_null(row)) {
+                let null = |i: usize| {
+                    batch
+                        .column(i)
+                        .logical_nulls()
+                        .is_some_and(|n| n.is_null(row))
+                };
+                if self.indices.iter().any(|i| null(*i)) {
                     format!("key ({}) has a NULL", parts.join(", "))
                 } else {
                     format!("key ({}) appears earlier in the run", parts.join(", "))

@@ -65,6 +65,9 @@ pub struct ContractStage {
     loaded_at: i64,
     rows_in: u64,
     rows_out: u64,
+    /// Rows a real run loads (`rows_out`, except in audit, which passes every row on): row
+    /// counts and freshness are judged on them.
+    rows_loaded: u64,
     rows_quarantined: u64,
     rows_violating: u64,
 }
@@ -82,12 +85,14 @@ impl ContractStage {
             loaded_at: 0,
             rows_in: 0,
             rows_out: 0,
+            rows_loaded: 0,
             rows_quarantined: 0,
             rows_violating: 0,
         }
     }
 
-    /// A stage that only reports: no rule stops the run or holds rows back.
+    /// A stage that only reports: no rule stops the run or holds rows back, but every
+    /// count is what a real run would see (keys claimed, rows loaded).
     pub fn audit(contract: Contract) -> Self {
         Self {
             audit: true,
@@ -109,11 +114,7 @@ impl ContractStage {
                 },
                 columns: r.def.columns.clone(),
                 on_violation: r.def.action,
-                rows_checked: if r.def.kind.is_table_level() {
-                    0
-                } else {
-                    self.rows_in
-                },
+                rows_checked: r.checked,
                 rows_failed: r.failed,
                 violation: r.violation.clone(),
                 samples: r.samples.clone(),
@@ -139,12 +140,19 @@ impl ContractStage {
         Ok(())
     }
 
-    /// Rows passed on: counted, and their newest freshness value noted.
-    fn pass(&mut self, batch: RecordBatch) -> Result<StageOutput> {
-        self.rows_out += batch.num_rows() as u64;
-        if let Some(newest) = &mut self.newest {
-            newest.update(&batch)?;
+    /// Rows a real run loads: counted, and their newest freshness value noted.
+    fn loaded(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.rows_loaded += batch.num_rows() as u64;
+        match &mut self.newest {
+            Some(newest) => newest.update(batch),
+            None => Ok(()),
         }
+    }
+
+    /// Rows passed on.
+    fn pass(&mut self, batch: RecordBatch) -> Result<StageOutput> {
+        self.loaded(&batch)?;
+        self.rows_out += batch.num_rows() as u64;
         Ok(if batch.num_rows() > 0 {
             StageOutput::pass(batch)
         } else {
@@ -170,11 +178,10 @@ impl ContractStage {
         if action == Action::Fail && !audit {
             return Err(self.fail_error(r, mask, batch, first_row, count));
         }
+        // In audit the rows are marked too (and passed on whole later): keys and row counts
+        // then come out as in a real run.
         for (row, _) in mask.iter().enumerate().filter(|(_, bad)| **bad) {
             v.broke[row].push(r);
-            if audit {
-                continue;
-            }
             match action {
                 Action::Drop => v.remove[row] = true,
                 Action::Quarantine => {
@@ -367,13 +374,19 @@ impl Stage for ContractStage {
             if self.rules[r].is_key() {
                 continue;
             }
+            self.rules[r].checked += n as u64;
             if let Some(mask) = self.rules[r].evaluate(&batch)? {
                 let v = verdicts.get_or_insert_with(|| Verdicts::new(n));
                 self.apply(r, &mask, &batch, first_row, v)?;
             }
         }
+        // Key rules check the rows no other rule left out.
         let removed = verdicts.as_ref().map(|v| v.remove.as_slice());
-        for (r, mask) in crate::keys::key_masks(&mut self.rules, &batch, removed, self.audit)? {
+        let open = n - removed.map_or(0, |rm| rm.iter().filter(|b| **b).count());
+        for rule in self.rules.iter_mut().filter(|r| r.is_key()) {
+            rule.checked += open as u64;
+        }
+        for (r, mask) in crate::keys::key_masks(&mut self.rules, &batch, removed)? {
             let v = verdicts.get_or_insert_with(|| Verdicts::new(n));
             self.apply(r, &mask, &batch, first_row, v)?;
         }
@@ -383,6 +396,14 @@ impl Stage for ContractStage {
         self.rows_violating += v.broke.iter().filter(|b| !b.is_empty()).count() as u64;
         if !v.remove.contains(&true) {
             return self.pass(batch);
+        }
+        let keep = BooleanArray::from(v.remove.iter().map(|b| !b).collect::<Vec<_>>());
+        let kept = filter_record_batch(&batch, &keep)?;
+        if self.audit {
+            // Report on every row, judge run-level rules on what a real run would load.
+            self.loaded(&kept)?;
+            self.rows_out += n as u64;
+            return Ok(StageOutput::pass(batch));
         }
         let quarantine: Vec<(usize, usize, Vec<usize>)> = v
             .quarantined_by
@@ -401,8 +422,6 @@ impl Stage for ContractStage {
             self.rows_quarantined += quarantine.len() as u64;
             Some(self.quarantine_batch(&batch, &quarantine)?)
         };
-        let keep = BooleanArray::from(v.remove.iter().map(|b| !b).collect::<Vec<_>>());
-        let kept = filter_record_batch(&batch, &keep)?;
         let mut output = self.pass(kept)?;
         output.quarantine = quarantined;
         Ok(output)
@@ -411,7 +430,7 @@ impl Stage for ContractStage {
     async fn finish(&mut self) -> Result<StageReport> {
         let now = chrono::Utc::now();
         // Row counts and freshness judge what loads, not what was left out.
-        let rows = self.rows_out;
+        let rows = self.rows_loaded;
         let newest = self.newest.as_ref().and_then(Newest::value);
         for rule in &mut self.rules {
             rule.violation = rule.violation.take().or_else(|| match &rule.def.kind {

@@ -290,3 +290,84 @@ async fn unknown_columns_and_wrong_types_point_at_the_rule() {
     let out = s.process(batch(&[Some(1)], &[Some("a")])).await.unwrap();
     assert!(out.pass.is_some(), "2024-03-17 is inside the bounds");
 }
+
+#[tokio::test]
+async fn row_counts_and_freshness_judge_the_rows_that_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = contract(
+        &dir,
+        "on_violation = \"drop\"\nmin_rows = 2\n[[columns]]\nname = \"name\"\nrequired = true\n",
+    );
+    let mut s = stage(c).await;
+    s.process(batch(
+        &[Some(1), Some(2), Some(3)],
+        &[Some("a"), None, None],
+    ))
+    .await
+    .unwrap();
+    let e = s.finish().await.unwrap_err();
+    assert!(
+        e.message().contains("the run has 1 rows, fewer than 2"),
+        "{}",
+        e.message()
+    );
+}
+
+#[tokio::test]
+async fn audit_passes_every_row_but_counts_like_a_real_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // Row 1 is dropped by `name.required`, so its id 1 stays free for row 2, as in a real run.
+    let text = "primary_key = [\"id\"]\nmin_rows = 2\n[[columns]]\nname = \"name\"\nrequired = true\non_violation = \"drop\"\n";
+    let mut s = ContractStage::audit(contract(&dir, text));
+    s.bind(&schema(), &RunContext::new("t")).unwrap();
+    let out = s
+        .process(batch(&[Some(1), Some(1)], &[None, Some("b")]))
+        .await
+        .unwrap();
+    assert_eq!(out.pass.unwrap().num_rows(), 2, "audit holds nothing back");
+    let report = s.finish().await.unwrap();
+    let rules = report.detail["rules"].as_array().unwrap();
+    assert_eq!(rules[0]["rule"], "primary_key");
+    assert_eq!(
+        (
+            rules[0]["rows_checked"].as_u64(),
+            rules[0]["rows_failed"].as_u64()
+        ),
+        (Some(1), Some(0))
+    );
+    assert_eq!(rules[2]["rule"], "min_rows");
+    assert_eq!(rules[2]["violation"], "the run has 1 rows, fewer than 2");
+}
+
+#[tokio::test]
+async fn precision_reads_every_decimal_width() {
+    use arrow_array::{Decimal64Array, Decimal256Array};
+    use arrow_buffer::i256;
+    let dir = tempfile::tempdir().unwrap();
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("d64", DataType::Decimal64(10, 2), true),
+        Field::new("d256", DataType::Decimal256(60, 0), true),
+    ]));
+    let d64 = Decimal64Array::from(vec![Some(12_345), Some(150), None])
+        .with_precision_and_scale(10, 2)
+        .unwrap();
+    let big = i256::from_i128(10_i128.pow(30)).wrapping_mul(i256::from_i128(10_i128.pow(10)));
+    let d256 = Decimal256Array::from(vec![Some(i256::from_i128(7)), Some(big), None])
+        .with_precision_and_scale(60, 0)
+        .unwrap();
+    let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(d64), Arc::new(d256)]).unwrap();
+    let text = "on_violation = \"warn\"\n[[columns]]\nname = \"d64\"\nprecision = 4\nscale = 2\n\n[[columns]]\nname = \"d256\"\nprecision = 38\n";
+    let mut s = ContractStage::new(contract(&dir, text));
+    s.bind(&schema, &RunContext::new("t")).unwrap();
+    s.process(b).await.unwrap();
+    let report = s.finish().await.unwrap();
+    let rules = report.detail["rules"].as_array().unwrap();
+    // 123.45 has 5 digits (decimal(4,2) holds up to 99.99); 1.50 fits.
+    assert_eq!(rules[0]["rows_failed"], 1, "{}", rules[0]);
+    assert_eq!(
+        rules[0]["samples"][0],
+        "row 1: `d64` = 123.45 does not fit decimal(4,2)"
+    );
+    // 10^40 has 41 digits: beyond any precision up to 38, never silently NULL.
+    assert_eq!(rules[1]["rows_failed"], 1, "{}", rules[1]);
+}

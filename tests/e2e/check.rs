@@ -156,6 +156,21 @@ fn malformed_contracts_point_at_file_line_and_column() {
         r.stderr_has(at).stderr_has(message);
     }
 
+    // A pipeline's [contract] with `path` holds nothing else; a git ref is not an option.
+    p.write("c.toml", "[[columns]]\nname = \"a\"\n");
+    p.write(
+        "p.toml",
+        "name = \"p\"\n[source]\ntype = \"file\"\npath = \"x.csv\"\n\
+         [contract]\npath = \"c.toml\"\non_violation = \"warn\"\n[destination]\ntype = \"null\"\n",
+    );
+    p.pipe(&["check", "p.toml"])
+        .assert_failed()
+        .stderr_has("p.toml:6:8")
+        .stderr_has("with `path`, the whole contract lives in that file");
+    p.pipe(&["check", "c.toml", "--against=--output=x:y"])
+        .assert_failed()
+        .stderr_has("is not a git revision");
+
     // A column the data lacks: found against a sample (or at run time), pointing at the rule.
     p.write("data.csv", DATA);
     p.write(

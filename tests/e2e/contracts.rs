@@ -607,3 +607,31 @@ fn uniqueness_across_batches_and_files() {
     );
     assert_eq!(kept[0][0].as_deref(), Some("1,2,3,4,5,7,8,9"));
 }
+
+/// Setup mistakes about the quarantine are caught before data moves, by `pipe validate` too.
+#[test]
+fn a_quarantine_into_the_destination_table_is_refused_up_front() {
+    let p = project();
+    let db = p.path().join("v.duckdb");
+    let body = "on_violation = \"quarantine\"\nquarantine_table = \"items\"\n[[columns]]\nname = \"qty\"\nrequired = true\n";
+    let file = pipeline(&p, "self", "data/items.csv", &db, body);
+    p.pipe(&["validate", &file])
+        .assert_failed()
+        .stderr_has("the quarantine table cannot be the destination table");
+    p.pipe(&["run", &file])
+        .assert_failed()
+        .stderr_has("the quarantine table cannot be the destination table");
+    assert!(
+        !db.exists() || !has_table(&db, "items"),
+        "nothing may be committed"
+    );
+    // A bare name lands beside the destination table.
+    let body = body.replace("\"items\"", "\"rejects\"");
+    let file = pipeline(&p, "bare", "data/items.csv", &db, &body);
+    p.pipe(&["run", &file]).assert_ok();
+    let rows = query(
+        &db,
+        "SELECT rownum, _pipe_rule FROM shop.rejects ORDER BY rownum",
+    );
+    assert_eq!(rows.len(), 2);
+}

@@ -15,10 +15,15 @@ use crate::wire;
 /// Batches in flight between the spool reader and DuckDB's scan threads.
 const CAPACITY: usize = 2;
 
-/// The quarantine table: the one the contract names, else `<table>_quarantine` beside the
-/// destination table.
+/// The quarantine table: the one the contract names (a bare name goes in the destination
+/// table's schema), else `<table>_quarantine` beside the destination table.
 pub(crate) fn table_name(destination: &TableName, configured: Option<&str>) -> Result<TableName> {
     let mut name = match configured {
+        Some(t) if !t.contains('.') => TableName {
+            catalog: String::new(),
+            schema: destination.schema.clone(),
+            table: t.trim().to_string(),
+        },
         Some(t) => TableName::parse(t).map_err(DuckError::Framework)?,
         None => TableName {
             catalog: String::new(),
