@@ -3,7 +3,6 @@
 use pipe_framework::config::Spanned;
 
 use crate::diff::{Bound, Differ, Severity};
-use crate::spec::compare;
 use crate::spec::{ColumnSpec, Literal};
 use crate::types::LogicalType;
 
@@ -157,14 +156,11 @@ pub(crate) fn column(d: &mut Differ<'_>, o: &ColumnSpec, n: &ColumnSpec) {
 const MIN: [&str; 4] = ["min_added", "min_removed", "min_raised", "min_lowered"];
 const MAX: [&str; 4] = ["max_added", "max_removed", "max_lowered", "max_raised"];
 
-/// The only values allowed: removing one is breaking, adding one is not. Values compare
-/// like the data would (`1` and `1.0`, a TOML date and the same date as text are equal).
+/// The only values allowed: removing one is breaking, adding one is not. `1` and `1.0`, and
+/// a TOML date and the same date as text, are one value.
 fn allowed(d: &mut Differ<'_>, name: &str, o: &ColumnSpec, n: &ColumnSpec) {
     let c = Some(name);
-    let has = |list: &[Literal], v: &Literal| {
-        list.iter()
-            .any(|x| x == v || compare(x, v) == Some(std::cmp::Ordering::Equal))
-    };
+    let has = |list: &[Literal], v: &Literal| list.iter().any(|x| same_value(x, v));
     match (&o.allowed, &n.allowed) {
         (None, Some(v)) => d.add(
             Breaking,
@@ -212,6 +208,21 @@ fn allowed(d: &mut Differ<'_>, name: &str, o: &ColumnSpec, n: &ColumnSpec) {
             }
         }
         (None, None) => {}
+    }
+}
+
+/// Whether two allowed values are one value in any column: equal, the same number written as
+/// an integer and a float, or the same text written as a TOML date and a string. (Text that
+/// merely reads as the same instant is not: in a text column they differ.)
+fn same_value(a: &Literal, b: &Literal) -> bool {
+    match (a, b) {
+        (Literal::Int(i), Literal::Float(f)) | (Literal::Float(f), Literal::Int(i)) => {
+            f.fract() == 0.0 && (*i as f64) == *f && (*f as i64) == *i
+        }
+        (Literal::Text(_) | Literal::Datetime(_), Literal::Text(_) | Literal::Datetime(_)) => {
+            a.as_text() == b.as_text()
+        }
+        _ => a == b,
     }
 }
 

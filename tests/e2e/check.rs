@@ -380,6 +380,12 @@ fn against_classifies_each_change() {
             vec![("rule_changed", b)],
         ),
         (
+            "allowed date-like text",
+            col("allowed = [\"2024-01-01\"]"),
+            col("allowed = [\"2024-01-01 00:00:00\"]"),
+            vec![("allowed_values_removed", b), ("allowed_values_added", n)],
+        ),
+        (
             "allowed 1 and 1.0",
             col("allowed = [1, 2]"),
             col("allowed = [1.0, 2]"),

@@ -55,10 +55,13 @@ pub(crate) async fn check(args: CheckArgs, registry: &Registry) -> Result<ExitCo
         let old = match load_against(spec) {
             Ok(old) => old,
             Err(e) => {
-                print_invalid(
-                    &args,
-                    &e.context(format!("loading the old contract {spec}")),
-                );
+                // Positions in the old version are not positions in FILE: report the
+                // whole chain as text, annotated on FILE itself.
+                let e = Error::user(format!(
+                    "the old contract {spec} does not load: {}",
+                    e.chain().join(": ")
+                ));
+                print_invalid(&args, &e);
                 return Ok(ExitCode::FAILURE);
             }
         };
