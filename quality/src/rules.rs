@@ -386,14 +386,34 @@ impl Bound {
 
     /// Remember up to three explanations for the report.
     pub(crate) fn sample(&mut self, batch: &RecordBatch, mask: &[bool], first_row: u64) {
-        for (row, _) in mask.iter().enumerate().filter(|(_, b)| **b) {
-            if self.samples.len() >= 3 {
-                break;
-            }
-            let why = self.explain(batch, row);
-            self.samples
-                .push(format!("row {}: {why}", first_row + row as u64 + 1));
+        let room = 3usize.saturating_sub(self.samples.len());
+        if room > 0 {
+            let more = self.explained(batch, mask, first_row, room);
+            self.samples.extend(more);
         }
+    }
+
+    /// The first `limit` rows of `mask`, explained: `row N: why` with N the row's number in
+    /// the run (`first_row` rows came before this batch).
+    pub(crate) fn explained(
+        &self,
+        batch: &RecordBatch,
+        mask: &[bool],
+        first_row: u64,
+        limit: usize,
+    ) -> Vec<String> {
+        mask.iter()
+            .enumerate()
+            .filter(|(_, bad)| **bad)
+            .take(limit)
+            .map(|(row, _)| {
+                format!(
+                    "row {}: {}",
+                    first_row + row as u64 + 1,
+                    self.explain(batch, row)
+                )
+            })
+            .collect()
     }
 }
 

@@ -140,6 +140,42 @@ impl ContractStage {
         Ok(())
     }
 
+    /// The error when more of the run's rows (all it read) broke a rule than
+    /// `max_violation_ratio` allows.
+    fn ratio_exceeded(&self) -> Option<Error> {
+        let limit = self.contract.spec().max_violation_ratio.as_ref()?;
+        let rows = self.rows_in;
+        let ratio = self.rows_violating as f64 / rows.max(1) as f64;
+        (ratio > *limit.get_ref()).then(|| {
+            self.contract.file().error_at(
+                limit.span(),
+                "max_violation_ratio",
+                format!(
+                    "{} of {rows} rows ({:.2} %) broke the contract, more than max_violation_ratio {} \
+                     allows; nothing was committed",
+                    self.rows_violating,
+                    ratio * 100.0,
+                    limit.get_ref()
+                ),
+            )
+        })
+    }
+
+    /// What would stop a real run (in audit, which stops for nothing): `fail` rules that some
+    /// row or the run broke, and `max_violation_ratio`.
+    fn would_fail(&self) -> Vec<String> {
+        let mut failing: Vec<String> = self
+            .rules
+            .iter()
+            .filter(|r| r.def.action == Action::Fail && (r.failed > 0 || r.violation.is_some()))
+            .map(|r| r.def.name.clone())
+            .collect();
+        if self.ratio_exceeded().is_some() {
+            failing.push("max_violation_ratio".into());
+        }
+        failing
+    }
+
     /// Rows a real run loads: counted, and their newest freshness value noted.
     fn loaded(&mut self, batch: &RecordBatch) -> Result<()> {
         self.rows_loaded += batch.num_rows() as u64;
@@ -205,19 +241,7 @@ impl ContractStage {
         count: u64,
     ) -> Error {
         let rule = &self.rules[r];
-        let shown: Vec<String> = mask
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b)
-            .take(5)
-            .map(|(row, _)| {
-                format!(
-                    "row {}: {}",
-                    first_row + row as u64 + 1,
-                    rule.explain(batch, row)
-                )
-            })
-            .collect();
+        let shown = rule.explained(batch, mask, first_row, 5);
         let columns = match rule.def.columns.as_slice() {
             [] => String::new(),
             cols => format!(" (column {})", cols.join(", ")),
@@ -461,26 +485,10 @@ impl Stage for ContractStage {
                 self.violated(rule)?;
             }
         }
-        // The ratio is over every row the run read.
-        let rows = self.rows_in;
-        if let Some(limit) = &self.contract.spec().max_violation_ratio
-            && rows > 0
+        if let Some(e) = self.ratio_exceeded()
             && !self.audit
         {
-            let ratio = self.rows_violating as f64 / rows as f64;
-            if ratio > *limit.get_ref() {
-                return Err(self.contract.file().error_at(
-                    limit.span(),
-                    "max_violation_ratio",
-                    format!(
-                        "{} of {rows} rows ({:.2} %) broke the contract, more than max_violation_ratio {} \
-                         allows; nothing was committed",
-                        self.rows_violating,
-                        ratio * 100.0,
-                        limit.get_ref()
-                    ),
-                ));
-            }
+            return Err(e);
         }
         let rules = self.reports();
         for r in rules.iter().filter(|r| r.rows_failed > 0) {
@@ -497,6 +505,7 @@ impl Stage for ContractStage {
                 "version": self.contract.spec().version.as_ref().map(|v| v.get_ref()),
                 "rows_violating": self.rows_violating,
                 "rules": rules,
+                "would_fail": self.would_fail(),
             }),
         })
     }

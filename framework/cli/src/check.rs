@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::ValueEnum;
 use pipe_framework::config::{ConfigError, ConfigFile};
 use pipe_framework::{Error, Pipeline, Registry, RunContext, RunProgress};
-use pipe_quality::{Action, Change, Contract, ContractStage, Severity};
+use pipe_quality::{Change, Contract, ContractStage, Severity};
 use serde_json::{Value, json};
 
 /// How `pipe check` prints.
@@ -170,26 +170,13 @@ async fn run_sample(
             detail
         })
         .ok_or_else(|| Error::internal("the contract stage reported nothing"))?;
-    let mut failures = Vec::new();
-    for rule in report["rules"].as_array().into_iter().flatten() {
-        let action = rule["on_violation"].as_str().unwrap_or("fail");
-        let failed = rule["rows_failed"].as_u64().unwrap_or(0) > 0 || !rule["violation"].is_null();
-        if failed && action == Action::Fail.as_str() {
-            failures.push(rule["rule"].as_str().unwrap_or("?").to_string());
-        }
-    }
-    if let Some(limit) = contract
-        .spec()
-        .max_violation_ratio
-        .as_ref()
-        .map(|l| *l.get_ref())
-    {
-        let rows = report["rows"].as_u64().unwrap_or(0);
-        let bad = report["rows_violating"].as_u64().unwrap_or(0);
-        if rows > 0 && bad as f64 / rows as f64 > limit {
-            failures.push("max_violation_ratio".into());
-        }
-    }
+    // The stage itself says what would have stopped a real run.
+    let failures = report["would_fail"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect();
     Ok((report, failures))
 }
 
