@@ -47,6 +47,7 @@ bench: venv pg-setup
 	cargo build --release -p pipe-cli
 	$(PIPE_PYTHON) tests/bench/bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/pg_bench.py $(CARGO_TARGET_DIR)/release/pipe
+	$(PIPE_PYTHON) tests/bench/iceberg_bench.py $(CARGO_TARGET_DIR)/release/pipe
 
 ## run: the main job on the embedded default
 run:

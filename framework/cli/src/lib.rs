@@ -7,6 +7,7 @@
 mod output;
 mod check;
 mod git;
+mod inspect;
 mod ops;
 
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ pub fn default_registry() -> Registry {
     let registry = registry.source("postgres", pipe_source_postgres::PostgresFactory);
     #[cfg(feature = "destination-duckdb")]
     let registry = registry.destination("duckdb", pipe_destination_duckdb::DuckDbFactory);
+    #[cfg(feature = "destination-iceberg")]
+    let registry = registry.destination("iceberg", pipe_destination_iceberg::IcebergFactory);
     registry
 }
 
@@ -97,6 +100,15 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         parallel: usize,
         /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a pipeline's destination table: schema (with field ids), rows, files, size,
+    /// layout and every commit (snapshot) with the run that made it.
+    Inspect {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Print as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -241,6 +253,7 @@ async fn dispatch(command: Command, registry: Registry) -> Result<ExitCode, Erro
             runs,
             json,
         } => ops::status(&pipeline, &registry, runs, json).await,
+        Command::Inspect { pipeline, json } => inspect::inspect(&pipeline, &registry, json).await,
         Command::Check {
             file,
             against,

@@ -121,6 +121,73 @@ pub trait Destination: Send + Sync + Debug {
     /// evolution policy (rejecting before any data is written under `freeze`), and open a
     /// sink staging this run. Nothing is visible to readers until [`Sink::commit`].
     async fn prepare(&self, req: PrepareRequest) -> Result<Box<dyn Sink>>;
+
+    /// What `pipe inspect` shows: the table's schema, size and commit history, read without
+    /// changing anything. `Ok(None)`: the table does not exist yet. The default: the
+    /// destination has nothing to show.
+    async fn inspect(&self) -> Result<Option<TableInfo>> {
+        Err(Error::user(format!(
+            "destination {} cannot be inspected",
+            self.describe()
+        )))
+    }
+}
+
+/// A destination table as `pipe inspect` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TableInfo {
+    /// The table, as the destination names it.
+    pub table: String,
+    /// Where its current version is recorded (metadata file, database file, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Its columns, in order.
+    pub columns: Vec<ColumnInfo>,
+    /// Layout facts: partition spec, sort order, format version, ...
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// Rows in the current version, when known without scanning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Data files of the current version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    /// Bytes of data files of the current version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// The table's commits (snapshots, versions), oldest first.
+    pub commits: Vec<CommitInfo>,
+}
+
+/// One column of a [`TableInfo`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ColumnInfo {
+    /// Its name.
+    pub name: String,
+    /// Its type, as the destination spells it.
+    pub r#type: String,
+    /// Its field id, where the format has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// Whether NULL is refused.
+    pub required: bool,
+}
+
+/// One commit of a [`TableInfo`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CommitInfo {
+    /// The commit's id (snapshot id, version).
+    pub id: String,
+    /// The commit it follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// When, RFC 3339 UTC.
+    pub timestamp: String,
+    /// What it did (`append`, `overwrite`, ...).
+    pub operation: String,
+    /// Whether it is the table's current version.
+    pub current: bool,
+    /// The commit's own summary (row and file counts, `pipe.*` keys).
+    pub summary: std::collections::BTreeMap<String, String>,
 }
 
 /// One run's staged writes into a destination.

@@ -30,8 +30,8 @@ pub mod types;
 pub use channel::{BatchReceiver, BatchSender, ChannelStats, batch_channel};
 pub use context::{RunContext, State, Window};
 pub use destination::{
-    CommitReport, CommitRequest, Destination, PrepareRequest, SchemaEvolution, Sink, WriteMode,
-    WriteSpec,
+    ColumnInfo, CommitInfo, CommitReport, CommitRequest, Destination, PrepareRequest,
+    SchemaEvolution, Sink, TableInfo, WriteMode, WriteSpec,
 };
 pub use error::{Error, ErrorKind, Result, ResultExt};
 pub use pipeline::Pipeline;

@@ -1,0 +1,295 @@
+//! Catalogs behind one small interface, [`CommitTarget`]: load the table's current metadata,
+//! create it, and swap its metadata pointer atomically. The snapshot producer
+//! (`crate::commit`) is written against this trait only, so REST, Hive and Nessie catalogs
+//! slot in by implementing it.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use iceberg::io::{FileIO, LocalFsStorageFactory};
+use iceberg::spec::{TableMetadata, TableMetadataRef};
+use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+
+use crate::config::CatalogConfig;
+use crate::error::{IcebergError, Result, db, ice};
+
+/// A table's metadata as the catalog points at it.
+#[derive(Debug, Clone)]
+pub(crate) struct Loaded {
+    /// The metadata.
+    pub metadata: TableMetadataRef,
+    /// The metadata file the catalog points at.
+    pub location: String,
+}
+
+/// What the commit path needs from a catalog.
+#[async_trait]
+pub(crate) trait CommitTarget: Send + Sync + Debug {
+    /// The table's current metadata, or `None` if the table does not exist.
+    async fn load(&self) -> Result<Option<Loaded>>;
+
+    /// Create the namespace (if missing) and the table.
+    async fn create(&self, creation: TableCreation) -> Result<Loaded>;
+
+    /// Make `staged` the table's metadata if the catalog still points at `base` (the
+    /// requirements of an Iceberg commit: same table, same current snapshot, same schema all
+    /// follow from an unchanged metadata file). `Ok(None)`: another writer committed first.
+    async fn commit(&self, base: &Loaded, staged: TableMetadata) -> Result<Option<Loaded>>;
+
+    /// Reads and writes the table's files.
+    fn file_io(&self) -> &FileIO;
+}
+
+/// The SQL catalog (SQLite or PostgreSQL), in the layout pyiceberg and Java's JDBC catalog use.
+#[derive(Debug)]
+pub(crate) struct SqlTarget {
+    catalog: SqlCatalog,
+    pool: AnyPool,
+    name: String,
+    postgres: bool,
+    table: TableIdent,
+    file_io: FileIO,
+}
+
+/// `sqlite://relative/path.db` with its directory created and `mode=rwc`, so the file is
+/// created on first use.
+fn sqlite_uri(uri: &str) -> Result<String> {
+    let rest = uri
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path != ":memory:"
+        && let Some(dir) = Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            IcebergError::Config(format!(
+                "cannot create the catalog directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    let query = if query.contains("mode=") {
+        query.to_string()
+    } else if query.is_empty() {
+        "mode=rwc".to_string()
+    } else {
+        format!("{query}&mode=rwc")
+    };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+/// The warehouse as an absolute `file://` URI: metadata records absolute paths, so any
+/// reader, from any directory, finds the files.
+pub(crate) fn warehouse_uri(warehouse: &str) -> Result<String> {
+    if warehouse.contains("://") {
+        return Ok(warehouse.trim_end_matches('/').to_string());
+    }
+    let path = Path::new(warehouse);
+    std::fs::create_dir_all(path).map_err(|e| {
+        IcebergError::Config(format!(
+            "cannot create the warehouse directory {warehouse}: {e}"
+        ))
+    })?;
+    let abs = std::fs::canonicalize(path).map_err(|e| {
+        IcebergError::Config(format!("cannot resolve the warehouse {warehouse}: {e}"))
+    })?;
+    Ok(format!("file://{}", abs.display()))
+}
+
+impl SqlTarget {
+    /// Connect to the catalog database (creating its tables if missing).
+    pub(crate) async fn connect(config: &CatalogConfig, table: TableIdent) -> Result<Self> {
+        let CatalogConfig::Sql {
+            uri,
+            warehouse,
+            name,
+        } = config;
+        let postgres = uri.starts_with("postgres://") || uri.starts_with("postgresql://");
+        let uri = if uri.starts_with("sqlite:") {
+            sqlite_uri(uri)?
+        } else if postgres {
+            uri.clone()
+        } else {
+            return Err(IcebergError::Config(format!(
+                "catalog uri `{uri}`: expected sqlite://path or postgres://user@host/db"
+            )));
+        };
+        let warehouse = warehouse_uri(warehouse)?;
+        let style = if postgres {
+            SqlBindStyle::DollarNumeric
+        } else {
+            SqlBindStyle::QMark
+        };
+        let props = HashMap::from([
+            ("uri".to_string(), uri.clone()),
+            ("warehouse".to_string(), warehouse),
+            ("sql_bind_style".to_string(), style.to_string()),
+            ("pool.max-connections".to_string(), "2".to_string()),
+        ]);
+        let catalog = SqlCatalogBuilder::default()
+            .with_storage_factory(Arc::new(LocalFsStorageFactory))
+            .load(name.clone(), props)
+            .await
+            .map_err(ice(format!(
+                "connecting to the SQL catalog {}",
+                redact(&uri)
+            )))?;
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&uri)
+            .await
+            .map_err(db(format!(
+                "connecting to the SQL catalog {}",
+                redact(&uri)
+            )))?;
+        let file_io = iceberg::io::FileIOBuilder::new(Arc::new(LocalFsStorageFactory)).build();
+        Ok(Self {
+            catalog,
+            pool,
+            name: name.clone(),
+            postgres,
+            table,
+            file_io,
+        })
+    }
+
+    fn sql(&self, text: &str) -> String {
+        if !self.postgres {
+            return text.to_string();
+        }
+        let mut out = String::with_capacity(text.len() + 8);
+        let mut n = 0;
+        for c in text.chars() {
+            if c == '?' {
+                n += 1;
+                out.push_str(&format!("${n}"));
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+/// A database URL without its password, for messages.
+pub(crate) fn redact(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &uri[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &uri[..scheme + 3], &uri[at..]),
+                None => uri.to_string(),
+            }
+        }
+        _ => uri.to_string(),
+    }
+}
+
+#[async_trait]
+impl CommitTarget for SqlTarget {
+    async fn load(&self) -> Result<Option<Loaded>> {
+        match self.catalog.load_table(&self.table).await {
+            Ok(table) => Ok(Some(Loaded {
+                metadata: table.metadata_ref(),
+                location: table
+                    .metadata_location_result()
+                    .map_err(ice("reading the table's metadata location"))?
+                    .to_string(),
+            })),
+            Err(e) if e.kind() == ErrorKind::TableNotFound => Ok(None),
+            Err(e) => Err(ice(format!("loading table {}", self.table))(e)),
+        }
+    }
+
+    async fn create(&self, creation: TableCreation) -> Result<Loaded> {
+        let ns: &NamespaceIdent = self.table.namespace();
+        let exists = self
+            .catalog
+            .namespace_exists(ns)
+            .await
+            .map_err(ice(format!("looking up namespace {}", ns.join("."))))?;
+        if !exists {
+            match self.catalog.create_namespace(ns, HashMap::new()).await {
+                Ok(_) => tracing::info!(namespace = %ns.join("."), "namespace created"),
+                // Another writer may have created it meanwhile.
+                Err(e) => {
+                    if !self.catalog.namespace_exists(ns).await.unwrap_or(false) {
+                        return Err(ice(format!("creating namespace {}", ns.join(".")))(e));
+                    }
+                }
+            }
+        }
+        let table = match self.catalog.create_table(ns, creation).await {
+            Ok(table) => table,
+            // Another writer's first run may have created it meanwhile (the catalog says so,
+            // or its insert lost the race): then commit on top of theirs.
+            Err(e) => {
+                return match self.load().await {
+                    Ok(Some(existing)) => Ok(existing),
+                    _ => Err(ice(format!("creating table {}", self.table))(e)),
+                };
+            }
+        };
+        tracing::info!(table = %self.table, "table created");
+        Ok(Loaded {
+            metadata: table.metadata_ref(),
+            location: table
+                .metadata_location_result()
+                .map_err(ice("reading the new table's metadata location"))?
+                .to_string(),
+        })
+    }
+
+    async fn commit(&self, base: &Loaded, staged: TableMetadata) -> Result<Option<Loaded>> {
+        let next = iceberg::MetadataLocation::from_str(&base.location)
+            .map_err(ice("parsing the current metadata location"))?
+            .with_next_version()
+            .with_new_metadata(&staged);
+        staged
+            .write_to(&self.file_io, &next)
+            .await
+            .map_err(ice("writing the new table metadata"))?;
+        let next = next.to_string();
+        let sql = self.sql(
+            "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? \
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? \
+             AND metadata_location = ?",
+        );
+        let namespace = self.table.namespace().join(".");
+        let updated = sqlx::query(&sql)
+            .bind(next.as_str())
+            .bind(base.location.as_str())
+            .bind(self.name.as_str())
+            .bind(namespace.as_str())
+            .bind(self.table.name())
+            .bind(base.location.as_str())
+            .execute(&self.pool)
+            .await;
+        let updated = match updated {
+            Ok(r) => r.rows_affected(),
+            // The outcome is unknown: the new metadata file stays (it may be committed).
+            Err(e) => return Err(db(format!("committing to table {}", self.table))(e)),
+        };
+        if updated == 0 {
+            let _ = self.file_io.delete(&next).await;
+            return Ok(None);
+        }
+        Ok(Some(Loaded {
+            metadata: Arc::new(staged),
+            location: next,
+        }))
+    }
+
+    fn file_io(&self) -> &FileIO {
+        &self.file_io
+    }
+}

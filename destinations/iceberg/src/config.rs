@@ -1,0 +1,112 @@
+//! The `[destination]` table of `type = "iceberg"`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// Loads into an Apache Iceberg table. Common keys `mode` and `merge_keys` are documented with
+/// the pipeline format; these are Iceberg's own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IcebergConfig {
+    /// The catalog that tracks the table's current metadata. Default: the embedded SQL
+    /// catalog `{ type = "sql", uri = "sqlite://.pipe/catalog.db", warehouse = ".pipe/warehouse" }`.
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+    /// Target table, `namespace.table` (nested namespaces: `a.b.table`). The namespace and
+    /// table are created on the first run.
+    pub table: String,
+    /// Partition spec used when the table is created: a list of `column` (identity),
+    /// `year(col)`, `month(col)`, `day(col)`, `hour(col)`, `bucket(N, col)` or
+    /// `truncate(W, col)` (the Iceberg spellings `bucket[N](col)`, `truncate[W](col)` also
+    /// work). Ignored for an existing table, whose spec is kept.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// Sort order recorded when the table is created: `column` or `column desc`, optionally
+    /// followed by `nulls first` / `nulls last`.
+    #[serde(default)]
+    pub sort_order: Vec<String>,
+    /// With `mode = "replace"`: replace only the partitions this run writes (dynamic partition
+    /// overwrite) instead of the whole table. Needs a partitioned table.
+    #[serde(default)]
+    pub replace_partitions: bool,
+    /// Target size of each data file in MB before the writer rolls to a new file
+    /// (default 512).
+    #[serde(default = "default_target_file_size_mb")]
+    pub target_file_size_mb: u64,
+    /// Rows per Parquet row group (default 262144): bounds the memory each open data file
+    /// buffers.
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// Parquet compression: `zstd` (default, level 3), `zstd(N)`, `snappy`, `lz4`, `gzip` or
+    /// `none`.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// Table properties set when the table is created (e.g. `{ "write.metadata.previous-versions-max" = "20" }`).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// How many times a commit that lost a race with another writer is restaged on the new
+    /// table state and tried again (default 4).
+    #[serde(default = "default_commit_retries")]
+    pub commit_retries: u32,
+}
+
+/// Which catalog holds the table (`catalog.type`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CatalogConfig {
+    /// A SQL database holding the catalog tables `iceberg_tables` and
+    /// `iceberg_namespace_properties` (the layout pyiceberg's and Java's JDBC catalogs use).
+    Sql {
+        /// Database URL: `sqlite://path/catalog.db` (created if missing) or
+        /// `postgres://user@host:5432/db`.
+        #[serde(default = "default_sql_uri")]
+        uri: String,
+        /// Directory under which new tables are placed (`<warehouse>/<namespace>/<table>`).
+        /// Local paths only in this release.
+        #[serde(default = "default_warehouse")]
+        warehouse: String,
+        /// The catalog's name: rows in the catalog tables are keyed by it, so readers must use
+        /// the same name (default `pipe`).
+        #[serde(default = "default_catalog_name")]
+        name: String,
+    },
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig::Sql {
+            uri: default_sql_uri(),
+            warehouse: default_warehouse(),
+            name: default_catalog_name(),
+        }
+    }
+}
+
+fn default_sql_uri() -> String {
+    "sqlite://.pipe/catalog.db".into()
+}
+
+fn default_warehouse() -> String {
+    ".pipe/warehouse".into()
+}
+
+fn default_catalog_name() -> String {
+    "pipe".into()
+}
+
+fn default_target_file_size_mb() -> u64 {
+    512
+}
+
+fn default_row_group_rows() -> usize {
+    256 * 1024
+}
+
+fn default_compression() -> String {
+    "zstd".into()
+}
+
+fn default_commit_retries() -> u32 {
+    4
+}

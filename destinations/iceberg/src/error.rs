@@ -1,0 +1,101 @@
+//! Errors of the Iceberg destination.
+
+use pipe_framework::Error;
+
+/// What can go wrong loading into Iceberg.
+#[derive(Debug, thiserror::Error)]
+pub enum IcebergError {
+    /// The configuration or the source schema cannot be used (bad partition spec, type
+    /// without an Iceberg equivalent, unknown merge key, ...).
+    #[error("{0}")]
+    Config(String),
+    /// The iceberg library failed (reading or writing metadata, manifests or data files).
+    #[error("{what}: {source}")]
+    Iceberg {
+        /// What we were doing.
+        what: String,
+        /// The library's error (boxed: it is large).
+        #[source]
+        source: Box<iceberg::Error>,
+    },
+    /// The catalog database failed.
+    #[error("{what}: {source}")]
+    Catalog {
+        /// What we were doing.
+        what: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Another writer committed first and this run's change can no longer be applied.
+    #[error("{0}")]
+    Conflict(String),
+    /// Reading or writing data failed.
+    #[error("{what}: {source}")]
+    Data {
+        /// What we were doing.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An error from the framework (schema evolution policy, quarantine spool).
+    #[error(transparent)]
+    Framework(Error),
+}
+
+/// `Result` of this crate.
+pub(crate) type Result<T, E = IcebergError> = std::result::Result<T, E>;
+
+/// Attach what we were doing to a library error.
+pub(crate) fn ice(what: impl Into<String>) -> impl FnOnce(iceberg::Error) -> IcebergError {
+    let what = what.into();
+    move |source| IcebergError::Iceberg {
+        what,
+        source: Box::new(source),
+    }
+}
+
+/// Attach what we were doing to a catalog database error.
+pub(crate) fn db(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> IcebergError {
+    let what = what.into();
+    move |source| IcebergError::Catalog { what, source }
+}
+
+/// Attach what we were doing to a data error.
+pub(crate) fn data<E: std::error::Error + Send + Sync + 'static>(
+    what: impl Into<String>,
+) -> impl FnOnce(E) -> IcebergError {
+    let what = what.into();
+    move |source| IcebergError::Data {
+        what,
+        source: Box::new(source),
+    }
+}
+
+impl From<IcebergError> for Error {
+    fn from(e: IcebergError) -> Self {
+        match e {
+            IcebergError::Framework(inner) => inner,
+            IcebergError::Config(m) => Error::user(m),
+            IcebergError::Conflict(m) => Error::external(m).retryable(),
+            IcebergError::Iceberg { what, source } => {
+                let kind = match source.kind() {
+                    iceberg::ErrorKind::DataInvalid | iceberg::ErrorKind::FeatureUnsupported => {
+                        pipe_framework::ErrorKind::User
+                    }
+                    _ => pipe_framework::ErrorKind::External,
+                };
+                Error::new(kind, what).with_source(*source)
+            }
+            IcebergError::Catalog { what, source } => Error::external(what).with_source(source),
+            IcebergError::Data { what, source } => Error::external(what).with_source(source),
+        }
+    }
+}
+
+impl From<Error> for IcebergError {
+    fn from(e: Error) -> Self {
+        IcebergError::Framework(e)
+    }
+}

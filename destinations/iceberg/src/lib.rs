@@ -1,0 +1,215 @@
+//! # pipe-destination-iceberg
+//!
+//! `type = "iceberg"`: loads into an Apache Iceberg (format 2) table held by a catalog (the
+//! SQL catalog, SQLite or PostgreSQL). Each run is one snapshot: `append` a fast append,
+//! `replace` an overwrite removing every live file (or, with `replace_partitions`, only the
+//! partitions written), `merge` a copy-on-write overwrite rewriting only the data files that
+//! hold incoming keys. The run's state (`pipe.pipeline`, `pipe.run-id`, `pipe.state.*`) is
+//! in the snapshot summary, so it commits with the data.
+
+mod catalog;
+mod commit;
+mod config;
+mod error;
+mod inspect;
+mod layout;
+mod merge;
+mod schema;
+mod sink;
+mod table;
+mod write;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pipe_framework::{
+    BuildContext, Destination, DestinationFactory, Error, PrepareRequest, Result, RunContext, Sink,
+    State, TableInfo, WriteMode,
+};
+
+pub use config::{CatalogConfig, IcebergConfig};
+pub use error::IcebergError;
+pub use sink::IcebergSink;
+
+use catalog::{CommitTarget, SqlTarget};
+use merge::MergeState;
+use sink::SinkOptions;
+use write::{DataWriter, WriteOptions, WrittenFiles};
+
+/// Registers as `type = "iceberg"`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IcebergFactory;
+
+impl DestinationFactory for IcebergFactory {
+    type Config = IcebergConfig;
+
+    fn description(&self) -> &'static str {
+        "Apache Iceberg table (SQL catalog); one snapshot per run"
+    }
+
+    fn modes(&self) -> &'static [WriteMode] {
+        &WriteMode::ALL
+    }
+
+    fn build(&self, config: IcebergConfig, _ctx: &BuildContext) -> Result<Arc<dyn Destination>> {
+        Ok(Arc::new(IcebergDestination::new(config)?))
+    }
+}
+
+/// An Iceberg table as a destination.
+#[derive(Debug)]
+pub struct IcebergDestination {
+    config: IcebergConfig,
+    table: iceberg::TableIdent,
+    options: WriteOptions,
+}
+
+impl IcebergDestination {
+    /// Validate `config`; opens nothing.
+    pub fn new(config: IcebergConfig) -> Result<Self> {
+        let table = table::table_ident(&config.table)?;
+        for entry in &config.partition_by {
+            layout::parse_partition(entry)?;
+        }
+        let options = WriteOptions {
+            target_file_size: usize::try_from(config.target_file_size_mb.max(1))
+                .unwrap_or(usize::MAX / (1024 * 1024))
+                .saturating_mul(1024 * 1024),
+            row_group_rows: config.row_group_rows,
+            compression: write::parse_compression(&config.compression)?,
+        };
+        Ok(Self {
+            config,
+            table,
+            options,
+        })
+    }
+
+    async fn connect(&self) -> std::result::Result<Arc<dyn CommitTarget>, IcebergError> {
+        Ok(Arc::new(
+            SqlTarget::connect(&self.config.catalog, self.table.clone()).await?,
+        ))
+    }
+
+    /// Where a new table goes: `<warehouse>/<namespace path>/<table>`.
+    fn new_table_location(&self) -> std::result::Result<String, IcebergError> {
+        let CatalogConfig::Sql { warehouse, .. } = &self.config.catalog;
+        let root = catalog::warehouse_uri(warehouse)?;
+        Ok(format!(
+            "{root}/{}/{}",
+            self.table.namespace().join("/"),
+            self.table.name()
+        ))
+    }
+
+    async fn prepare_sink(
+        &self,
+        request: PrepareRequest,
+    ) -> std::result::Result<IcebergSink, IcebergError> {
+        let target = self.connect().await?;
+        let planned = table::plan(
+            target.as_ref(),
+            &self.config,
+            self.new_table_location()?,
+            &request.source_schema,
+            request.evolution,
+        )
+        .await?;
+        let schema = planned.schema();
+        let write_schema = Arc::new(schema::write_schema(&schema)?);
+        let metadata = planned.metadata();
+        let spec = metadata.default_partition_spec().clone();
+        if request.write.mode == WriteMode::Replace
+            && self.config.replace_partitions
+            && spec.is_unpartitioned()
+        {
+            return Err(IcebergError::Config(format!(
+                "replace_partitions = true needs a partitioned table, but {} is unpartitioned",
+                self.config.table
+            )));
+        }
+        let key_field_ids = if request.write.mode == WriteMode::Merge {
+            schema::resolve_columns(&schema, &request.write.merge_keys, "merge key")?
+        } else {
+            Vec::new()
+        };
+        let data_location = metadata
+            .properties()
+            .get("write.data.path")
+            .cloned()
+            .unwrap_or_else(|| format!("{}/data", metadata.location()));
+        let written = WrittenFiles::default();
+        let prefix = format!("{}-{}", request.ctx.run_id, uuid::Uuid::now_v7().simple());
+        let writer = DataWriter::new(
+            target.file_io(),
+            data_location,
+            Arc::new(schema.clone()),
+            spec,
+            prefix,
+            &self.options,
+            written.clone(),
+        )?;
+        let merge = if request.write.mode == WriteMode::Merge {
+            let columns = key_field_ids
+                .iter()
+                .filter_map(|id| schema.as_struct().fields().iter().position(|f| f.id == *id))
+                .collect();
+            Some(MergeState::new(write_schema.clone(), columns)?)
+        } else {
+            None
+        };
+        let options = SinkOptions {
+            mode: request.write.mode,
+            replace_partitions: self.config.replace_partitions,
+            retries: self.config.commit_retries,
+            key_field_ids,
+        };
+        Ok(IcebergSink::new(
+            target,
+            planned,
+            write_schema,
+            writer,
+            merge,
+            written,
+            options,
+        ))
+    }
+}
+
+#[async_trait]
+impl Destination for IcebergDestination {
+    fn describe(&self) -> String {
+        match &self.config.catalog {
+            CatalogConfig::Sql { uri, .. } => {
+                format!("iceberg {} {}", catalog::redact(uri), self.config.table)
+            }
+        }
+    }
+
+    async fn check(&self) -> Result<()> {
+        let target = self.connect().await?;
+        target.load().await?;
+        Ok(())
+    }
+
+    async fn committed_state(&self, ctx: &RunContext) -> Result<Option<State>> {
+        let target = self.connect().await?;
+        Ok(Some(match target.load().await? {
+            Some(table) => table::committed_state(&table.metadata, &ctx.pipeline),
+            None => State::new(),
+        }))
+    }
+
+    async fn inspect(&self) -> Result<Option<TableInfo>> {
+        let target = self.connect().await?;
+        Ok(target
+            .load()
+            .await?
+            .map(|table| inspect::table_info(&self.config.table, &table)))
+    }
+
+    async fn prepare(&self, request: PrepareRequest) -> Result<Box<dyn Sink>> {
+        let sink = self.prepare_sink(request).await.map_err(Error::from)?;
+        Ok(Box::new(sink))
+    }
+}

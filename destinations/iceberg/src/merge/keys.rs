@@ -1,0 +1,219 @@
+//! Merge keys: the incoming rows' keys (last occurrence wins) and the first key column's
+//! values for pruning data files by their column bounds.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Date32Type, Decimal128Type, Int32Type, Int64Type, Time64MicrosecondType,
+    TimestampMicrosecondType,
+};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_row::{RowConverter, Rows, SortField};
+use arrow_schema::{DataType, SchemaRef};
+use hashbrown::HashMap;
+use iceberg::spec::{Datum, PrimitiveLiteral};
+
+use crate::error::{Result, data};
+
+/// A key value ordered like Iceberg orders the column's bounds.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum KeyValue {
+    /// Integers, dates, times, timestamps, decimals (of one scale).
+    Int(i128),
+    /// Strings (UTF-8 byte order).
+    Str(String),
+    /// Binary and fixed.
+    Bytes(Vec<u8>),
+}
+
+impl KeyValue {
+    /// A bound from a data file's stats, if comparable.
+    pub(crate) fn from_datum(d: &Datum) -> Option<Self> {
+        Some(match d.literal() {
+            PrimitiveLiteral::Int(v) => KeyValue::Int(i128::from(*v)),
+            PrimitiveLiteral::Long(v) => KeyValue::Int(i128::from(*v)),
+            PrimitiveLiteral::Int128(v) => KeyValue::Int(*v),
+            PrimitiveLiteral::String(s) => KeyValue::Str(s.clone()),
+            PrimitiveLiteral::Binary(b) => KeyValue::Bytes(b.clone()),
+            PrimitiveLiteral::UInt128(u) => KeyValue::Bytes(u.to_be_bytes().to_vec()),
+            _ => return None,
+        })
+    }
+}
+
+/// Values of `column` as [`KeyValue`]s (`None` for types bounds cannot prune on).
+fn key_values(column: &ArrayRef) -> Option<Vec<KeyValue>> {
+    let n = column.len();
+    let ints = |f: &dyn Fn(usize) -> i128| Some((0..n).map(|i| KeyValue::Int(f(i))).collect());
+    match column.data_type() {
+        DataType::Int32 => {
+            let a = column.as_primitive::<Int32Type>();
+            ints(&|i| i128::from(a.value(i)))
+        }
+        DataType::Int64 => {
+            let a = column.as_primitive::<Int64Type>();
+            ints(&|i| i128::from(a.value(i)))
+        }
+        DataType::Date32 => {
+            let a = column.as_primitive::<Date32Type>();
+            ints(&|i| i128::from(a.value(i)))
+        }
+        DataType::Time64(_) => {
+            let a = column.as_primitive::<Time64MicrosecondType>();
+            ints(&|i| i128::from(a.value(i)))
+        }
+        DataType::Timestamp(_, _) => {
+            let a = column.as_primitive::<TimestampMicrosecondType>();
+            ints(&|i| i128::from(a.value(i)))
+        }
+        DataType::Decimal128(_, _) => {
+            let a = column.as_primitive::<Decimal128Type>();
+            ints(&|i| a.value(i))
+        }
+        DataType::Utf8 => {
+            let a = column.as_string::<i32>();
+            Some(
+                (0..n)
+                    .map(|i| KeyValue::Str(a.value(i).to_string()))
+                    .collect(),
+            )
+        }
+        DataType::LargeBinary => {
+            let a = column.as_binary::<i64>();
+            Some(
+                (0..n)
+                    .map(|i| KeyValue::Bytes(a.value(i).to_vec()))
+                    .collect(),
+            )
+        }
+        DataType::FixedSizeBinary(_) => {
+            let a = column.as_fixed_size_binary();
+            Some(
+                (0..n)
+                    .map(|i| KeyValue::Bytes(a.value(i).to_vec()))
+                    .collect(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// The run's incoming keys.
+pub(crate) struct KeyIndex {
+    /// Positions of the key columns in the write schema.
+    pub columns: Vec<usize>,
+    /// Names, for messages.
+    pub names: Vec<String>,
+    converter: RowConverter,
+    /// Key → (batch, row) of its last occurrence.
+    last: HashMap<Box<[u8]>, (u32, u32)>,
+    /// The first key column's values, sorted and distinct after [`KeyIndex::seal`]; `None`
+    /// when its type cannot prune.
+    first: Option<Vec<KeyValue>>,
+    batches: u32,
+}
+
+impl std::fmt::Debug for KeyIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyIndex")
+            .field("names", &self.names)
+            .field("keys", &self.last.len())
+            .finish()
+    }
+}
+
+impl KeyIndex {
+    pub(crate) fn new(schema: &SchemaRef, columns: Vec<usize>) -> Result<Self> {
+        let fields = columns
+            .iter()
+            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(fields).map_err(data("setting up merge keys"))?;
+        let names = columns
+            .iter()
+            .map(|&i| schema.field(i).name().clone())
+            .collect();
+        Ok(Self {
+            columns,
+            names,
+            converter,
+            last: HashMap::new(),
+            first: Some(Vec::new()),
+            batches: 0,
+        })
+    }
+
+    /// The key rows of `batch`'s key columns (found by position in `columns`).
+    pub(crate) fn rows(&self, key_columns: &[ArrayRef]) -> Result<Rows> {
+        self.converter
+            .convert_columns(key_columns)
+            .map_err(data("encoding merge keys"))
+    }
+
+    fn key_columns(&self, batch: &RecordBatch) -> Vec<ArrayRef> {
+        self.columns
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect()
+    }
+
+    /// Record one incoming batch (the `n`th, counting from 0). A NULL key matches a NULL
+    /// key, as in the other destinations.
+    pub(crate) fn add(&mut self, batch: &RecordBatch) -> Result<u32> {
+        let columns = self.key_columns(batch);
+        if columns[0].null_count() > 0 {
+            // Column bounds say nothing about NULLs: every file is a candidate.
+            self.first = None;
+        }
+        let rows = self.rows(&columns)?;
+        let n = self.batches;
+        for (r, row) in rows.iter().enumerate() {
+            let r = u32::try_from(r).unwrap_or(u32::MAX);
+            self.last.insert(row.as_ref().into(), (n, r));
+        }
+        if let Some(first) = &mut self.first {
+            match key_values(&columns[0]) {
+                Some(mut v) => first.append(&mut v),
+                None => self.first = None,
+            }
+        }
+        self.batches += 1;
+        Ok(n)
+    }
+
+    /// Sort the first key column's values; call once every batch was added.
+    pub(crate) fn seal(&mut self) {
+        if let Some(first) = &mut self.first {
+            first.sort_unstable();
+            first.dedup();
+        }
+    }
+
+    /// Distinct incoming keys.
+    pub(crate) fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    /// Whether a key is incoming.
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        self.last.contains_key(key)
+    }
+
+    /// Whether row `row` of incoming batch `batch` is its key's last occurrence.
+    pub(crate) fn is_last(&self, key: &[u8], batch: u32, row: u32) -> bool {
+        self.last.get(key) == Some(&(batch, row))
+    }
+
+    /// Whether a data file whose first key column lies in `[lower, upper]` can hold an
+    /// incoming key (no bounds, or no usable first-key values: it can).
+    pub(crate) fn may_match(&self, lower: Option<&Datum>, upper: Option<&Datum>) -> bool {
+        let (Some(first), Some(lower), Some(upper)) = (&self.first, lower, upper) else {
+            return true;
+        };
+        let (Some(lo), Some(hi)) = (KeyValue::from_datum(lower), KeyValue::from_datum(upper))
+        else {
+            return true;
+        };
+        let at = first.partition_point(|v| v < &lo);
+        first.get(at).is_some_and(|v| v <= &hi)
+    }
+}

@@ -1,0 +1,164 @@
+//! Reading a table's data files for a merge: columns matched by Iceberg field id (so files
+//! written before a schema change, or by another engine, read correctly), streamed in batches.
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array};
+use arrow_cast::cast;
+use arrow_schema::{Field, Schema as ArrowSchema, SchemaRef};
+use arrow_select::filter::filter_record_batch;
+use futures::TryStreamExt;
+use iceberg::arrow::ArrowFileReader;
+use iceberg::io::FileIO;
+use iceberg::spec::Schema;
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::{PARQUET_FIELD_ID_META_KEY, ProjectionMask};
+
+use super::keys::KeyIndex;
+use crate::error::{Result, data, ice};
+use crate::write::DataWriter;
+
+const BATCH_ROWS: usize = 64 * 1024;
+
+fn field_id(f: &Field) -> Option<i32> {
+    f.metadata()
+        .get(PARQUET_FIELD_ID_META_KEY)
+        .and_then(|v| v.parse().ok())
+}
+
+async fn open(io: &FileIO, path: &str) -> Result<ParquetRecordBatchStreamBuilder<ArrowFileReader>> {
+    let input = io
+        .new_input(path)
+        .map_err(ice(format!("opening data file {path}")))?;
+    let meta = input
+        .metadata()
+        .await
+        .map_err(ice(format!("opening data file {path}")))?;
+    let reader = input
+        .reader()
+        .await
+        .map_err(ice(format!("opening data file {path}")))?;
+    ParquetRecordBatchStreamBuilder::new(ArrowFileReader::new(meta, reader))
+        .await
+        .map_err(data(format!("reading data file {path}")))
+}
+
+/// Index of the file's top-level column with field id `id`.
+fn column_with_id(schema: &ArrowSchema, id: i32) -> Option<usize> {
+    schema.fields().iter().position(|f| field_id(f) == Some(id))
+}
+
+/// `column` as `to`'s type (files written before a type was widened hold the narrower type).
+fn conform(column: &ArrayRef, to: &Field, path: &str) -> Result<ArrayRef> {
+    if column.data_type() == to.data_type() {
+        return Ok(column.clone());
+    }
+    cast(column, to.data_type()).map_err(data(format!(
+        "data file {path}: converting column `{}` from {} to {}",
+        to.name(),
+        column.data_type(),
+        to.data_type()
+    )))
+}
+
+/// The incoming keys (encoded) that data file `path` holds.
+pub(super) async fn matching_keys(
+    io: &FileIO,
+    path: &str,
+    key_field_ids: &[i32],
+    keys: &KeyIndex,
+    write_schema: &SchemaRef,
+) -> Result<Vec<Box<[u8]>>> {
+    let builder = open(io, path).await?;
+    let file_schema = builder.schema().clone();
+    let mut roots = Vec::with_capacity(key_field_ids.len());
+    for id in key_field_ids {
+        match column_with_id(&file_schema, *id) {
+            Some(i) => roots.push(i),
+            // The file predates the key column: all its keys are NULL, none can match.
+            None => return Ok(Vec::new()),
+        }
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+    let mut stream = builder
+        .with_projection(mask)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(data(format!("reading data file {path}")))?;
+    let mut hits = Vec::new();
+    while let Some(batch) = stream
+        .try_next()
+        .await
+        .map_err(data(format!("reading data file {path}")))?
+    {
+        let mut columns = Vec::with_capacity(key_field_ids.len());
+        for (id, &at) in key_field_ids.iter().zip(&keys.columns) {
+            let i = column_with_id(batch.schema().as_ref(), *id).unwrap_or(0);
+            columns.push(conform(batch.column(i), write_schema.field(at), path)?);
+        }
+        let rows = keys.rows(&columns)?;
+        hits.extend(
+            rows.iter()
+                .filter(|r| keys.contains(r.as_ref()))
+                .map(|r| Box::<[u8]>::from(r.as_ref())),
+        );
+    }
+    Ok(hits)
+}
+
+/// Write data file `path`'s rows whose key is not incoming, in the table's current schema.
+pub(super) async fn rewrite_without(
+    io: &FileIO,
+    path: &str,
+    table: &Schema,
+    write_schema: &SchemaRef,
+    keys: &KeyIndex,
+    writer: &mut DataWriter,
+) -> Result<()> {
+    let builder = open(io, path).await?;
+    let file_schema = builder.schema().clone();
+    let sources: Vec<Option<usize>> = table
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| column_with_id(&file_schema, f.id))
+        .collect();
+    let mut stream = builder
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(data(format!("reading data file {path}")))?;
+    while let Some(batch) = stream
+        .try_next()
+        .await
+        .map_err(data(format!("reading data file {path}")))?
+    {
+        let rows = batch.num_rows();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(sources.len());
+        for (field, source) in write_schema.fields().iter().zip(&sources) {
+            columns.push(match source {
+                Some(i) => conform(batch.column(*i), field, path)?,
+                None => new_null_array(field.data_type(), rows),
+            });
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        let projected =
+            RecordBatch::try_new_with_options(Arc::clone(write_schema), columns, &options)
+                .map_err(data(format!(
+                    "data file {path}: projecting to the table schema"
+                )))?;
+        let key_columns: Vec<ArrayRef> = keys
+            .columns
+            .iter()
+            .map(|&i| projected.column(i).clone())
+            .collect();
+        let encoded = keys.rows(&key_columns)?;
+        let keep: BooleanArray = encoded
+            .iter()
+            .map(|r| Some(!keys.contains(r.as_ref())))
+            .collect();
+        let kept = filter_record_batch(&projected, &keep)
+            .map_err(data(format!("data file {path}: filtering matched rows")))?;
+        writer.write(kept).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! One run's staged writes: data files are written as batches arrive (merge: rows are
+//! spooled), and the commit adds one snapshot carrying the run's state, retried on the new
+//! table state when another writer got there first. On any failure every file this run
+//! wrote is deleted and the table stays at its previous snapshot.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use iceberg::spec::Schema;
+use pipe_framework::{CommitReport, CommitRequest, Error, Sink, WriteMode};
+use tracing::{info, warn};
+
+use crate::catalog::{CommitTarget, Loaded};
+use crate::commit::{Change, Committed, Removal, commit_once, live};
+use crate::error::{IcebergError, Result};
+use crate::merge::MergeState;
+use crate::table::{PIPELINE_KEY, Planned, RUN_KEY, STATE_PREFIX};
+use crate::write::{DataWriter, WrittenFiles};
+
+/// How the sink commits.
+#[derive(Debug, Clone)]
+pub(crate) struct SinkOptions {
+    /// The write mode.
+    pub mode: WriteMode,
+    /// `replace_partitions`.
+    pub replace_partitions: bool,
+    /// Retries after losing a commit race.
+    pub retries: u32,
+    /// Field ids of the merge keys.
+    pub key_field_ids: Vec<i32>,
+}
+
+/// The Iceberg [`Sink`].
+pub struct IcebergSink {
+    target: Arc<dyn CommitTarget>,
+    planned: Planned,
+    schema: Schema,
+    write_schema: SchemaRef,
+    writer: Option<DataWriter>,
+    merge: Option<MergeState>,
+    written: WrittenFiles,
+    options: SinkOptions,
+}
+
+impl std::fmt::Debug for IcebergSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IcebergSink")
+            .field("mode", &self.options.mode)
+            .field("writer", &self.writer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IcebergSink {
+    pub(crate) fn new(
+        target: Arc<dyn CommitTarget>,
+        planned: Planned,
+        write_schema: SchemaRef,
+        writer: DataWriter,
+        merge: Option<MergeState>,
+        written: WrittenFiles,
+        options: SinkOptions,
+    ) -> Self {
+        let schema = planned.schema();
+        Self {
+            target,
+            planned,
+            schema,
+            write_schema,
+            writer: Some(writer),
+            merge,
+            written,
+            options,
+        }
+    }
+
+    async fn stage_and_commit(
+        &mut self,
+        req: &CommitRequest,
+        report: &mut CommitReport,
+    ) -> Result<Committed> {
+        let io = self.target.file_io().clone();
+        let evolved = match &self.planned {
+            Planned::Existing { schema, .. } => schema.as_deref().cloned(),
+            Planned::New { .. } => None,
+        };
+        let mut base: Option<Loaded> = match &self.planned {
+            Planned::Existing { base, .. } => Some(base.clone()),
+            Planned::New { .. } => None,
+        };
+        let mut removal = match self.options.mode {
+            WriteMode::Append => Removal::None,
+            WriteMode::Replace => Removal::All,
+            WriteMode::Merge => Removal::Files(HashSet::new()),
+        };
+        let mut writer = self
+            .writer
+            .take()
+            .ok_or_else(|| IcebergError::Config("internal: the run was committed twice".into()))?;
+        let mut live_at_plan: HashSet<String> = HashSet::new();
+        if let Some(merge) = &mut self.merge {
+            let live = match &base {
+                Some(b) => live::live_data_files(&io, &b.metadata).await?,
+                None => Vec::new(),
+            };
+            live_at_plan = live
+                .iter()
+                .map(|f| f.entry.file_path().to_string())
+                .collect();
+            let outcome = merge
+                .finish(
+                    &io,
+                    &self.schema,
+                    &self.options.key_field_ids,
+                    &live,
+                    &mut writer,
+                )
+                .await?;
+            info!(
+                scanned = outcome.scanned,
+                rewritten = outcome.rewritten.len(),
+                live = live.len(),
+                "merge: data files read and rewritten"
+            );
+            report.rows_updated = outcome.updated;
+            report.rows_inserted = outcome.inserted;
+            removal = Removal::Files(outcome.rewritten);
+        }
+        let rows_written = writer.rows();
+        let added = writer.close().await?;
+        if self.options.mode != WriteMode::Merge {
+            report.rows_inserted = rows_written;
+        }
+        if self.options.mode == WriteMode::Replace && self.options.replace_partitions {
+            removal = Removal::Partitions(added.iter().map(|f| f.partition().clone()).collect());
+        }
+        let mut state = req.ctx.committed.as_ref().clone();
+        state.extend(req.state.clone());
+        let mut properties = vec![
+            (PIPELINE_KEY.to_string(), req.ctx.pipeline.clone()),
+            (RUN_KEY.to_string(), req.ctx.run_id.clone()),
+        ];
+        properties.extend(
+            state
+                .into_iter()
+                .map(|(k, v)| (format!("{STATE_PREFIX}{k}"), v)),
+        );
+        let change = Change {
+            added,
+            removal,
+            schema: evolved.clone(),
+            properties,
+        };
+        let mut base = match base.take() {
+            Some(b) => b,
+            None => {
+                let created = create(&self.target, &self.planned).await?;
+                // Another writer's first run may have created it, with data, meanwhile.
+                if created.metadata.current_snapshot().is_some() {
+                    let id = created.metadata.current_schema_id();
+                    validate_retry(
+                        &self.target,
+                        &self.options,
+                        self.merge.as_ref(),
+                        &created,
+                        id,
+                        &live_at_plan,
+                    )
+                    .await?;
+                }
+                created
+            }
+        };
+        let planned_schema_id = base.metadata.current_schema_id();
+        let mut attempt = 0;
+        loop {
+            if let Some(done) = commit_once(self.target.as_ref(), &base, &change).await? {
+                return Ok(done);
+            }
+            attempt += 1;
+            if attempt > self.options.retries {
+                return Err(IcebergError::Conflict(format!(
+                    "gave up after {attempt} attempts: other writers kept committing to the \
+                     table first; nothing was committed, run again"
+                )));
+            }
+            warn!(
+                attempt,
+                "another writer committed first; restaging on the new table state"
+            );
+            base = self.target.load().await?.ok_or_else(|| {
+                IcebergError::Conflict("the table was dropped while this run wrote it".into())
+            })?;
+            validate_retry(
+                &self.target,
+                &self.options,
+                self.merge.as_ref(),
+                &base,
+                planned_schema_id,
+                &live_at_plan,
+            )
+            .await?;
+        }
+    }
+}
+
+/// Whether a change staged on an older state still applies to `base`.
+async fn validate_retry(
+    target: &Arc<dyn CommitTarget>,
+    options: &SinkOptions,
+    merge: Option<&MergeState>,
+    base: &Loaded,
+    planned_schema_id: i32,
+    live_at_plan: &HashSet<String>,
+) -> Result<()> {
+    if base.metadata.current_schema_id() != planned_schema_id {
+        return Err(IcebergError::Conflict(
+            "another writer changed the table's schema while this run wrote it; nothing \
+             was committed, run again"
+                .into(),
+        ));
+    }
+    if options.mode != WriteMode::Merge {
+        return Ok(());
+    }
+    // A merge is still valid if the files it rewrote are live (checked while staging) and no
+    // file added meanwhile can hold one of its keys.
+    let key_id = options.key_field_ids[0];
+    for file in live::live_data_files(target.file_io(), &base.metadata).await? {
+        let path = file.entry.file_path();
+        if live_at_plan.contains(path) {
+            continue;
+        }
+        if merge.is_none_or(|m| m.may_match(&file, key_id)) {
+            return Err(IcebergError::Conflict(format!(
+                "another writer added data file {path}, which may hold keys this merge \
+                 updates; nothing was committed, run again"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Create the table the first run planned, checking the catalog built the same schema.
+async fn create(target: &Arc<dyn CommitTarget>, planned: &Planned) -> Result<Loaded> {
+    let Planned::New { creation, metadata } = planned else {
+        return Err(IcebergError::Config("internal: no table to create".into()));
+    };
+    let created = target.create(creation.creation()).await?;
+    if created.metadata.current_schema() != metadata.current_schema()
+        || created.metadata.default_partition_spec() != metadata.default_partition_spec()
+    {
+        return Err(IcebergError::Conflict(
+            "the table was created with a different schema or partition spec than this run \
+             wrote (another writer created it first?); nothing was committed, run again"
+                .into(),
+        ));
+    }
+    Ok(created)
+}
+
+#[async_trait]
+impl Sink for IcebergSink {
+    fn schema(&self) -> SchemaRef {
+        self.write_schema.clone()
+    }
+
+    async fn write(&mut self, batch: RecordBatch) -> pipe_framework::Result<()> {
+        let result = match (&mut self.merge, &mut self.writer) {
+            (Some(merge), _) => merge.write(&batch),
+            (None, Some(writer)) => writer.write(batch).await,
+            (None, None) => Err(IcebergError::Config("internal: write after commit".into())),
+        };
+        result.map_err(Error::from)
+    }
+
+    async fn commit(
+        mut self: Box<Self>,
+        req: CommitRequest,
+    ) -> pipe_framework::Result<CommitReport> {
+        let mut report = CommitReport::default();
+        match self.stage_and_commit(&req, &mut report).await {
+            Ok(done) => {
+                self.written.forget_all();
+                report.rows_deleted = if self.options.mode == WriteMode::Replace {
+                    done.removed_rows
+                } else {
+                    0
+                };
+                report.commit_id = Some(done.snapshot_id.to_string());
+                info!(
+                    snapshot = done.snapshot_id,
+                    metadata = %done.table.location,
+                    "snapshot committed"
+                );
+                Ok(report)
+            }
+            Err(e) => {
+                let deleted = self.written.delete_all(self.target.file_io()).await;
+                warn!(deleted, "commit failed; deleted this run's files");
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn abort(self: Box<Self>) -> pipe_framework::Result<()> {
+        let deleted = self.written.delete_all(self.target.file_io()).await;
+        info!(deleted, "run aborted; deleted its data files");
+        Ok(())
+    }
+}

@@ -1,0 +1,218 @@
+//! Data files: Parquet written through the iceberg crate's writer stack (rolling at the target
+//! size, split by partition with a fanout writer, column stats collected for the manifests).
+//! Every location handed out is recorded, so a failed run deletes exactly its own files.
+
+use std::sync::{Arc, Mutex};
+
+use arrow_array::RecordBatch;
+use iceberg::arrow::RecordBatchPartitionSplitter;
+use iceberg::io::FileIO;
+use iceberg::spec::{DataFile, DataFileFormat, PartitionKey, PartitionSpecRef, SchemaRef};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator, LocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::partitioning::PartitioningWriter;
+use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
+use iceberg::writer::partitioning::unpartitioned_writer::UnpartitionedWriter;
+use parquet::basic::{Compression, GzipLevel, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{IcebergError, Result, ice};
+
+/// Every file location this run handed out (data files, manifests, manifest lists).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WrittenFiles(Arc<Mutex<Vec<String>>>);
+
+impl WrittenFiles {
+    pub(crate) fn record(&self, location: &str) {
+        if let Ok(mut files) = self.0.lock() {
+            files.push(location.to_string());
+        }
+    }
+
+    /// Delete every recorded file that exists; returns how many were deleted.
+    pub(crate) async fn delete_all(&self, io: &FileIO) -> usize {
+        let files = self.0.lock().map(|f| f.clone()).unwrap_or_default();
+        let mut deleted = 0;
+        for file in files {
+            if io.exists(&file).await.unwrap_or(false) && io.delete(&file).await.is_ok() {
+                deleted += 1;
+            }
+        }
+        deleted
+    }
+
+    /// Forget `kept` (they became part of the table).
+    pub(crate) fn forget_all(&self) {
+        if let Ok(mut files) = self.0.lock() {
+            files.clear();
+        }
+    }
+}
+
+/// The table's location generator, recording what it hands out.
+#[derive(Debug, Clone)]
+struct Recording {
+    inner: DefaultLocationGenerator,
+    written: WrittenFiles,
+}
+
+impl LocationGenerator for Recording {
+    fn generate_location(&self, partition_key: Option<&PartitionKey>, file_name: &str) -> String {
+        let location = self.inner.generate_location(partition_key, file_name);
+        self.written.record(&location);
+        location
+    }
+}
+
+/// How data files are written.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteOptions {
+    /// Roll to a new file past this size.
+    pub target_file_size: usize,
+    /// Rows per row group.
+    pub row_group_rows: usize,
+    /// Parquet compression.
+    pub compression: Compression,
+}
+
+/// Parse the `compression` setting.
+pub(crate) fn parse_compression(text: &str) -> Result<Compression> {
+    let t = text.trim().to_ascii_lowercase();
+    let level = |name: &str| -> Option<i32> {
+        t.strip_prefix(name)?
+            .strip_prefix('(')?
+            .strip_suffix(')')?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let bad = || {
+        IcebergError::Config(format!(
+            "compression `{text}`: expected zstd, zstd(1..22), snappy, lz4, gzip, gzip(0..9) or none"
+        ))
+    };
+    Ok(match t.as_str() {
+        "zstd" => Compression::ZSTD(ZstdLevel::try_new(3).map_err(|_| bad())?),
+        "snappy" => Compression::SNAPPY,
+        "lz4" => Compression::LZ4_RAW,
+        "gzip" => Compression::GZIP(GzipLevel::default()),
+        "none" | "uncompressed" => Compression::UNCOMPRESSED,
+        _ if t.starts_with("zstd(") => Compression::ZSTD(
+            ZstdLevel::try_new(level("zstd").ok_or_else(bad)?).map_err(|_| bad())?,
+        ),
+        _ if t.starts_with("gzip(") => {
+            let l = u32::try_from(level("gzip").ok_or_else(bad)?).map_err(|_| bad())?;
+            Compression::GZIP(GzipLevel::try_new(l).map_err(|_| bad())?)
+        }
+        _ => return Err(bad()),
+    })
+}
+
+type Builder = DataFileWriterBuilder<ParquetWriterBuilder, Recording, DefaultFileNameGenerator>;
+
+enum Inner {
+    Unpartitioned(Box<UnpartitionedWriter<Builder>>),
+    Partitioned {
+        splitter: Box<RecordBatchPartitionSplitter>,
+        writer: Box<FanoutWriter<Builder>>,
+    },
+}
+
+/// Writes one run's (or one rewrite's) rows into new data files of the table.
+pub(crate) struct DataWriter {
+    inner: Inner,
+    rows: u64,
+}
+
+impl std::fmt::Debug for DataWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataWriter")
+            .field("rows", &self.rows)
+            .finish()
+    }
+}
+
+impl DataWriter {
+    /// A writer for files of `schema` and `spec` under `data_location`, named
+    /// `<prefix>-<n>.parquet`.
+    pub(crate) fn new(
+        io: &FileIO,
+        data_location: String,
+        schema: SchemaRef,
+        spec: PartitionSpecRef,
+        prefix: String,
+        options: &WriteOptions,
+        written: WrittenFiles,
+    ) -> Result<Self> {
+        let props = WriterProperties::builder()
+            .set_compression(options.compression)
+            .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
+            .build();
+        let parquet = ParquetWriterBuilder::new(props, schema.clone());
+        let location = Recording {
+            inner: DefaultLocationGenerator::with_data_location(data_location),
+            written,
+        };
+        let names = DefaultFileNameGenerator::new(prefix, None, DataFileFormat::Parquet);
+        let rolling = RollingFileWriterBuilder::new(
+            parquet,
+            options.target_file_size,
+            io.clone(),
+            location,
+            names,
+        );
+        let builder = DataFileWriterBuilder::new(rolling);
+        let inner = if spec.is_unpartitioned() {
+            Inner::Unpartitioned(Box::new(UnpartitionedWriter::new(builder)))
+        } else {
+            let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(schema, spec)
+                .map_err(ice("setting up the partition splitter"))?;
+            Inner::Partitioned {
+                splitter: Box::new(splitter),
+                writer: Box::new(FanoutWriter::new(builder)),
+            }
+        };
+        Ok(Self { inner, rows: 0 })
+    }
+
+    /// Write one batch (of the table's write schema).
+    pub(crate) async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.rows += batch.num_rows() as u64;
+        match &mut self.inner {
+            Inner::Unpartitioned(w) => w.write(batch).await.map_err(ice("writing a data file")),
+            Inner::Partitioned { splitter, writer } => {
+                let parts = splitter
+                    .split(&batch)
+                    .map_err(ice("computing partition values"))?;
+                for (key, part) in parts {
+                    writer
+                        .write(key, part)
+                        .await
+                        .map_err(ice("writing a data file"))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Rows written so far.
+    pub(crate) fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Finish every open file and return them.
+    pub(crate) async fn close(self) -> Result<Vec<DataFile>> {
+        match self.inner {
+            Inner::Unpartitioned(w) => (*w).close().await,
+            Inner::Partitioned { writer, .. } => (*writer).close().await,
+        }
+        .map_err(ice("finishing data files"))
+    }
+}

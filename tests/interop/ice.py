@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Read (or write) an Iceberg table with pyiceberg's SqlCatalog: the independent reader of
+pipe's Iceberg destination.
+
+    ice.py read CATALOG_DB WAREHOUSE TABLE [--order COL] [--snapshot ID]
+        JSON: rows (dicts, values as canonical strings), schema (id, name, type, required),
+        snapshots (id, parent, operation, summary), current snapshot, live data files,
+        partition spec, row checksum.
+    ice.py write CATALOG_DB WAREHOUSE TABLE MODE ROWS_JSON [--partition COL]
+        Create the table if missing (from the rows' pyarrow schema) and append / overwrite /
+        upsert (on `id`) the rows with pyiceberg itself. JSON: the new snapshot id.
+    ice.py static METADATA_JSON
+        Like `read`, for a table given by its metadata file (no catalog).
+    ice.py compare CATALOG_DB WAREHOUSE TABLE PARQUET
+        Compare the table with a Parquet file (both sorted by `id`), column by column.
+
+CATALOG_DB is the SQLite file; the catalog is named `pipe` like pipe's default.
+"""
+import argparse
+import datetime as dt
+import decimal
+import hashlib
+import json
+import os
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyiceberg.catalog.sql import SqlCatalog
+
+
+def catalog(db, warehouse):
+    if "://" not in db:
+        os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
+    uri = db if "://" in db else f"sqlite:///{os.path.abspath(db)}"
+    wh = warehouse if "://" in warehouse else f"file://{os.path.abspath(warehouse)}"
+    return SqlCatalog("pipe", uri=uri, warehouse=wh)
+
+
+def canon(v):
+    if v is None:
+        return None
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, dt.datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(dt.timezone.utc)
+        return v.isoformat()
+    if isinstance(v, (dt.date, dt.time)):
+        return v.isoformat()
+    if isinstance(v, decimal.Decimal):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, dict):
+        return {k: canon(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [canon(x) for x in v]
+    return str(v) if not isinstance(v, (int, bool, str)) else v
+
+
+def read(args):
+    describe(catalog(args.db, args.warehouse).load_table(args.table), args)
+
+
+def static(args):
+    from pyiceberg.table import StaticTable
+
+    describe(StaticTable.from_metadata(args.metadata), args)
+
+
+def describe(table, args):
+    scan = table.scan(snapshot_id=args.snapshot) if args.snapshot else table.scan()
+    arrow = scan.to_arrow()
+    if args.order and arrow.num_rows:
+        arrow = arrow.sort_by([(c, "ascending") for c in args.order.split(",")])
+    rows = [{k: canon(v) for k, v in r.items()} for r in arrow.to_pylist()]
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+    meta = table.metadata
+    snaps = [
+        {
+            "id": s.snapshot_id,
+            "parent": s.parent_snapshot_id,
+            "operation": s.summary.operation.value if s.summary else None,
+            "summary": dict(s.summary.additional_properties) if s.summary else {},
+            "schema_id": s.schema_id,
+            "sequence": s.sequence_number,
+        }
+        for s in sorted(meta.snapshots, key=lambda s: (s.sequence_number, s.timestamp_ms))
+    ]
+    files = []
+    if table.current_snapshot() is not None:
+        files = sorted(t.file.file_path for t in table.scan().plan_files())
+    out = {
+        "rows": rows,
+        "count": len(rows),
+        "checksum": digest,
+        "schema": [
+            {"id": f.field_id, "name": f.name, "type": str(f.field_type), "required": f.required}
+            for f in table.schema().fields
+        ],
+        "schema_id": table.schema().schema_id,
+        "snapshots": snaps,
+        "current": meta.current_snapshot_id,
+        "files": files,
+        "spec": str(table.spec()),
+        "sort_order": str(table.sort_order()),
+        "format_version": meta.format_version,
+    }
+    print(json.dumps(out, default=str))
+
+
+def write(args):
+    cat = catalog(args.db, args.warehouse)
+    data = pa.Table.from_pylist(json.loads(args.rows))
+    ns = args.table.rsplit(".", 1)[0]
+    cat.create_namespace_if_not_exists(ns)
+    if not cat.table_exists(args.table):
+        table = cat.create_table(args.table, schema=data.schema)
+        if args.partition:
+            with table.update_spec() as spec:
+                spec.add_identity(args.partition)
+    table = cat.load_table(args.table)
+    data = data.cast(table.schema().as_arrow())
+    if args.mode == "append":
+        table.append(data)
+    elif args.mode == "overwrite":
+        table.overwrite(data)
+    elif args.mode == "upsert":
+        table.upsert(data, join_cols=["id"])
+    else:
+        raise SystemExit(f"unknown mode {args.mode}")
+    print(json.dumps({"snapshot": cat.load_table(args.table).metadata.current_snapshot_id}))
+
+
+def compare(args):
+    table = catalog(args.db, args.warehouse).load_table(args.table)
+    got = table.scan().to_arrow().sort_by("id")
+    want = pq.read_table(args.parquet).sort_by("id")
+    problems = []
+    if got.num_rows != want.num_rows:
+        problems.append(f"rows: {got.num_rows} != {want.num_rows}")
+    for name in want.column_names:
+        if name not in got.column_names:
+            problems.append(f"missing column {name}")
+            continue
+        a = [canon(v) for v in got.column(name).to_pylist()]
+        b = [canon(v) for v in want.column(name).to_pylist()]
+        if a != b:
+            problems.append({"column": name, "iceberg": a, "parquet": b})
+    types = {f.name: str(f.field_type) for f in table.schema().fields}
+    print(json.dumps({"problems": problems, "types": types}))
+    sys.exit(1 if problems else 0)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("read")
+    r.add_argument("db")
+    r.add_argument("warehouse")
+    r.add_argument("table")
+    r.add_argument("--order")
+    r.add_argument("--snapshot", type=int)
+    w = sub.add_parser("write")
+    w.add_argument("db")
+    w.add_argument("warehouse")
+    w.add_argument("table")
+    w.add_argument("mode")
+    w.add_argument("rows")
+    w.add_argument("--partition")
+    c = sub.add_parser("compare")
+    c.add_argument("db")
+    c.add_argument("warehouse")
+    c.add_argument("table")
+    c.add_argument("parquet")
+    s = sub.add_parser("static")
+    s.add_argument("metadata")
+    s.add_argument("--order", default="id")
+    s.add_argument("--snapshot", type=int)
+    args = p.parse_args()
+    {"read": read, "write": write, "compare": compare, "static": static}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
