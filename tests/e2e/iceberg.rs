@@ -416,31 +416,43 @@ fn every_type_of_the_skeleton_round_trips_through_pyiceberg() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    p.write(
-        "types.toml",
-        &format!(
-            "name = \"ice_types\"\n[source]\ntype = \"file\"\npath = \"fx/types.parquet\"\n\
-             [destination]\ntype = \"iceberg\"\n{CATALOG}\ntable = \"t.types\"\n"
-        ),
-    );
-    p.pipe(&["run", "types.toml"]).assert_ok();
-    let (ok, v) = py_in(
-        p.path(),
-        "ice.py",
-        &[
-            "compare",
-            "cat/catalog.db",
-            "wh",
-            "t.types",
-            "fx/types.parquet",
-        ],
-    );
-    assert!(ok, "{v}");
-    assert_eq!(v["types"]["tstz"], "timestamptz", "{v}");
-    assert_eq!(v["types"]["ts"], "timestamp", "{v}");
-    assert_eq!(v["types"]["price"], "decimal(38, 10)", "{v}");
-    assert_eq!(v["types"]["id"], "long", "{v}");
-    assert_eq!(v["types"]["i32"], "int", "{v}");
+    // every mode, unpartitioned and partitioned by a date: the table equals the file
+    let layouts = [
+        ("t.types", ""),
+        ("t.types_p", "partition_by = [\"day\", \"bucket(2, id)\"]"),
+    ];
+    let modes = [
+        ("append", ""),
+        ("merge", "merge_keys = [\"id\"]"),
+        ("merge", "merge_keys = [\"id\"]"),
+        ("replace", ""),
+    ];
+    for (table, layout) in layouts {
+        for (n, (mode, keys)) in modes.iter().enumerate() {
+            let name = format!("ice_types_{}_{n}", table.replace('.', "_"));
+            p.write(
+                "types.toml",
+                &format!(
+                    "name = \"{name}\"\n[source]\ntype = \"file\"\npath = \"fx/types.parquet\"\n\
+                     [destination]\ntype = \"iceberg\"\n{CATALOG}\ntable = \"{table}\"\n\
+                     mode = \"{mode}\"\n{keys}\n{layout}\n"
+                ),
+            );
+            p.pipe(&["run", "types.toml"]).assert_ok();
+            let (ok, v) = py_in(
+                p.path(),
+                "ice.py",
+                &["compare", "cat/catalog.db", "wh", table, "fx/types.parquet"],
+            );
+            assert!(ok, "{table} after {mode} #{n}: {v}");
+            assert_eq!(v["types"]["tstz"], "timestamptz", "{v}");
+            assert_eq!(v["types"]["ts"], "timestamp", "{v}");
+            assert_eq!(v["types"]["price"], "decimal(38, 10)", "{v}");
+            assert_eq!(v["types"]["id"], "long", "{v}");
+            assert_eq!(v["types"]["i32"], "int", "{v}");
+            assert_eq!(v["types"]["day"], "date", "{v}");
+        }
+    }
 }
 
 #[test]

@@ -65,8 +65,13 @@ fn sqlite_uri(uri: &str) -> Result<String> {
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path != ":memory:"
-        && let Some(dir) = Path::new(path).parent()
+    if path.is_empty() || path.contains(":memory:") {
+        return Err(IcebergError::Config(format!(
+            "catalog uri `{uri}`: an in-memory SQLite catalog would vanish with the run; \
+             give a file, e.g. sqlite://.pipe/catalog.db"
+        )));
+    }
+    if let Some(dir) = Path::new(path).parent()
         && !dir.as_os_str().is_empty()
     {
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -276,8 +281,13 @@ impl CommitTarget for SqlTarget {
             .await;
         let updated = match updated {
             Ok(r) => r.rows_affected(),
-            // The outcome is unknown: the new metadata file stays (it may be committed).
-            Err(e) => return Err(db(format!("committing to table {}", self.table))(e)),
+            // The outcome is unknown: every file stays (the table may reference them now).
+            Err(source) => {
+                return Err(IcebergError::CommitUnknown {
+                    what: format!("committing to table {}", self.table),
+                    source,
+                });
+            }
         };
         if updated == 0 {
             let _ = self.file_io.delete(&next).await;

@@ -30,6 +30,18 @@ pub enum IcebergError {
     /// Another writer committed first and this run's change can no longer be applied.
     #[error("{0}")]
     Conflict(String),
+    /// The catalog update failed in a way that leaves its outcome unknown: the run's files
+    /// are kept, since the table may now reference them.
+    #[error(
+        "{what}: {source}; the commit may or may not have happened: inspect the table (pipe inspect) before running again"
+    )]
+    CommitUnknown {
+        /// What we were doing.
+        what: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
     /// Reading or writing data failed.
     #[error("{what}: {source}")]
     Data {
@@ -89,6 +101,7 @@ impl From<IcebergError> for Error {
                 Error::new(kind, what).with_source(*source)
             }
             IcebergError::Catalog { what, source } => Error::external(what).with_source(source),
+            e @ IcebergError::CommitUnknown { .. } => Error::external(e.to_string()),
             IcebergError::Data { what, source } => Error::external(what).with_source(source),
         }
     }

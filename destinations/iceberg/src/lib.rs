@@ -129,6 +129,11 @@ impl IcebergDestination {
             )));
         }
         let key_field_ids = if request.write.mode == WriteMode::Merge {
+            if request.write.merge_keys.is_empty() {
+                return Err(IcebergError::Config(
+                    "mode = \"merge\" needs merge_keys".into(),
+                ));
+            }
             schema::resolve_columns(&schema, &request.write.merge_keys, "merge key")?
         } else {
             Vec::new()

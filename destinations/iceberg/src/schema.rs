@@ -216,6 +216,7 @@ fn iceberg_widening(from: &DataType, to: &DataType) -> bool {
 /// new schema (new columns get fresh ids, widened columns keep theirs).
 pub(crate) fn evolve(
     current: &Schema,
+    last_column_id: i32,
     source: &ArrowSchema,
     policy: SchemaEvolution,
 ) -> Result<Option<Schema>> {
@@ -230,7 +231,8 @@ pub(crate) fn evolve(
         return Ok(None);
     }
     let mut fields: Vec<NestedFieldRef> = current.as_struct().fields().to_vec();
-    let mut next_id = current.highest_field_id();
+    // Never reuse an id, not even one of a column another engine dropped.
+    let mut next_id = last_column_id.max(current.highest_field_id());
     for change in &plan.changes {
         match change {
             SchemaChange::AddColumn(f) => {
@@ -337,7 +339,7 @@ mod tests {
             Field::new("x", DataType::Float32, true),
             Field::new("note", DataType::Utf8, true),
         ]);
-        let evolved = evolve(&current, &v2, SchemaEvolution::Evolve)
+        let evolved = evolve(&current, 2, &v2, SchemaEvolution::Evolve)
             .expect("evolve")
             .expect("changed");
         assert_eq!(
@@ -345,13 +347,18 @@ mod tests {
             Type::Primitive(PrimitiveType::Long)
         );
         assert_eq!(evolved.field_by_name("note").expect("note").id, 3);
-        assert!(evolve(&current, &v2, SchemaEvolution::Freeze).is_err());
+        assert!(evolve(&current, 2, &v2, SchemaEvolution::Freeze).is_err());
+        // another engine dropped columns 3..=7: the next column is 8, never a reused id
+        let later = evolve(&current, 7, &v2, SchemaEvolution::Evolve)
+            .expect("evolve")
+            .expect("changed");
+        assert_eq!(later.field_by_name("note").expect("note").id, 8);
         let v3 = ArrowSchema::new(vec![
             Field::new("id", DataType::Int32, false),
             Field::new("x", DataType::Float64, true),
         ]);
-        assert!(evolve(&current, &v3, SchemaEvolution::Evolve).is_ok());
+        assert!(evolve(&current, 2, &v3, SchemaEvolution::Evolve).is_ok());
         let v4 = ArrowSchema::new(vec![Field::new("id", DataType::Float64, false)]);
-        assert!(evolve(&current, &v4, SchemaEvolution::Evolve).is_err());
+        assert!(evolve(&current, 2, &v4, SchemaEvolution::Evolve).is_err());
     }
 }

@@ -166,7 +166,7 @@ impl IcebergSink {
                         &self.options,
                         self.merge.as_ref(),
                         &created,
-                        id,
+                        (id, created.metadata.default_partition_spec_id()),
                         &live_at_plan,
                     )
                     .await?;
@@ -174,7 +174,10 @@ impl IcebergSink {
                 created
             }
         };
-        let planned_schema_id = base.metadata.current_schema_id();
+        let planned = (
+            base.metadata.current_schema_id(),
+            base.metadata.default_partition_spec_id(),
+        );
         let mut attempt = 0;
         loop {
             if let Some(done) = commit_once(self.target.as_ref(), &base, &change).await? {
@@ -199,7 +202,7 @@ impl IcebergSink {
                 &self.options,
                 self.merge.as_ref(),
                 &base,
-                planned_schema_id,
+                planned,
                 &live_at_plan,
             )
             .await?;
@@ -213,9 +216,16 @@ async fn validate_retry(
     options: &SinkOptions,
     merge: Option<&MergeState>,
     base: &Loaded,
-    planned_schema_id: i32,
+    (planned_schema_id, planned_spec_id): (i32, i32),
     live_at_plan: &HashSet<String>,
 ) -> Result<()> {
+    if base.metadata.default_partition_spec_id() != planned_spec_id {
+        return Err(IcebergError::Conflict(
+            "another writer changed the table's partition spec while this run wrote it; \
+             nothing was committed, run again"
+                .into(),
+        ));
+    }
     if base.metadata.current_schema_id() != planned_schema_id {
         return Err(IcebergError::Conflict(
             "another writer changed the table's schema while this run wrote it; nothing \
@@ -228,7 +238,9 @@ async fn validate_retry(
     }
     // A merge is still valid if the files it rewrote are live (checked while staging) and no
     // file added meanwhile can hold one of its keys.
-    let key_id = options.key_field_ids[0];
+    let Some(&key_id) = options.key_field_ids.first() else {
+        return Ok(());
+    };
     for file in live::live_data_files(target.file_io(), &base.metadata).await? {
         let path = file.entry.file_path();
         if live_at_plan.contains(path) {
@@ -297,6 +309,10 @@ impl Sink for IcebergSink {
                     "snapshot committed"
                 );
                 Ok(report)
+            }
+            Err(e @ IcebergError::CommitUnknown { .. }) => {
+                warn!("the commit's outcome is unknown; keeping this run's files");
+                Err(e.into())
             }
             Err(e) => {
                 let deleted = self.written.delete_all(self.target.file_io()).await;

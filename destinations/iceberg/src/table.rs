@@ -114,7 +114,12 @@ pub(crate) async fn plan(
                 base.metadata.format_version()
             )));
         }
-        let schema = crate::schema::evolve(base.metadata.current_schema(), source, policy)?;
+        let schema = crate::schema::evolve(
+            base.metadata.current_schema(),
+            base.metadata.last_column_id(),
+            source,
+            policy,
+        )?;
         return Ok(Planned::Existing {
             base,
             schema: schema.map(Box::new),

@@ -173,6 +173,8 @@ pub(crate) async fn commit_once(
     let result = stage_and_commit(target, base, change, &attempt).await;
     match &result {
         Ok(Some(_)) => {}
+        // The catalog may have taken the commit: keep everything.
+        Err(IcebergError::CommitUnknown { .. }) => {}
         Ok(None) | Err(_) => {
             attempt.delete_all(io).await;
         }
@@ -315,10 +317,10 @@ async fn stage_and_commit(
         .await
         .map_err(ice("writing the manifest list"))?;
 
-    let operation = match change.removal {
-        Removal::None => Operation::Append,
-        _ if change.added.is_empty() => Operation::Delete,
-        _ => Operation::Overwrite,
+    let operation = match (removed_paths.is_empty(), change.added.is_empty()) {
+        (true, _) => Operation::Append,
+        (false, true) => Operation::Delete,
+        (false, false) => Operation::Overwrite,
     };
     let mut props = summary.build();
     totals(&mut props, parent.map(|p| p.summary()));

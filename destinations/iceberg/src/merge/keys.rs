@@ -8,7 +8,7 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_row::{RowConverter, Rows, SortField};
-use arrow_schema::{DataType, SchemaRef};
+use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use hashbrown::HashMap;
 use iceberg::spec::{Datum, PrimitiveLiteral};
 
@@ -57,11 +57,11 @@ fn key_values(column: &ArrayRef) -> Option<Vec<KeyValue>> {
             let a = column.as_primitive::<Date32Type>();
             ints(&|i| i128::from(a.value(i)))
         }
-        DataType::Time64(_) => {
+        DataType::Time64(TimeUnit::Microsecond) => {
             let a = column.as_primitive::<Time64MicrosecondType>();
             ints(&|i| i128::from(a.value(i)))
         }
-        DataType::Timestamp(_, _) => {
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
             let a = column.as_primitive::<TimestampMicrosecondType>();
             ints(&|i| i128::from(a.value(i)))
         }
@@ -160,7 +160,7 @@ impl KeyIndex {
     /// key, as in the other destinations.
     pub(crate) fn add(&mut self, batch: &RecordBatch) -> Result<u32> {
         let columns = self.key_columns(batch);
-        if columns[0].null_count() > 0 {
+        if columns.first().is_none_or(|c| c.null_count() > 0) {
             // Column bounds say nothing about NULLs: every file is a candidate.
             self.first = None;
         }
@@ -171,7 +171,7 @@ impl KeyIndex {
             self.last.insert(row.as_ref().into(), (n, r));
         }
         if let Some(first) = &mut self.first {
-            match key_values(&columns[0]) {
+            match columns.first().and_then(key_values) {
                 Some(mut v) => first.append(&mut v),
                 None => self.first = None,
             }
@@ -213,6 +213,10 @@ impl KeyIndex {
         else {
             return true;
         };
+        if lo > hi {
+            // Bounds from a writer that ordered differently (signed UUID bytes, say).
+            return true;
+        }
         let at = first.partition_point(|v| v < &lo);
         first.get(at).is_some_and(|v| v <= &hi)
     }

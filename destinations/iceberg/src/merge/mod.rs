@@ -118,7 +118,12 @@ impl MergeState {
         let mut rewritten = HashSet::new();
         let mut matched: hashbrown::HashSet<Box<[u8]>> = hashbrown::HashSet::new();
         let mut scanned = 0;
-        for file in live.iter().filter(|f| self.may_match(f, key_field_ids[0])) {
+        let Some(&first_key) = key_field_ids.first() else {
+            return Err(crate::error::IcebergError::Config(
+                "mode = \"merge\" needs merge_keys".into(),
+            ));
+        };
+        for file in live.iter().filter(|f| self.may_match(f, first_key)) {
             scanned += 1;
             let path = file.entry.file_path();
             let hits =

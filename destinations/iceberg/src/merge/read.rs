@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array};
 use arrow_cast::cast;
-use arrow_schema::{Field, Schema as ArrowSchema, SchemaRef};
+use arrow_schema::{DataType, Field, FieldRef, Schema as ArrowSchema, SchemaRef};
 use arrow_select::filter::filter_record_batch;
 use futures::TryStreamExt;
 use iceberg::arrow::ArrowFileReader;
@@ -15,7 +15,7 @@ use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::{PARQUET_FIELD_ID_META_KEY, ProjectionMask};
 
 use super::keys::KeyIndex;
-use crate::error::{Result, data, ice};
+use crate::error::{IcebergError, Result, data, ice};
 use crate::write::DataWriter;
 
 const BATCH_ROWS: usize = 64 * 1024;
@@ -27,6 +27,25 @@ fn field_id(f: &Field) -> Option<i32> {
 }
 
 async fn open(io: &FileIO, path: &str) -> Result<ParquetRecordBatchStreamBuilder<ArrowFileReader>> {
+    let builder = open_unchecked(io, path).await?;
+    if !builder
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| field_id(f).is_some())
+    {
+        return Err(IcebergError::Config(format!(
+            "data file {path} has no Iceberg field ids (added with add_files or migrated?); \
+             pipe matches columns by field id and cannot merge into it yet"
+        )));
+    }
+    Ok(builder)
+}
+
+async fn open_unchecked(
+    io: &FileIO,
+    path: &str,
+) -> Result<ParquetRecordBatchStreamBuilder<ArrowFileReader>> {
     let input = io
         .new_input(path)
         .map_err(ice(format!("opening data file {path}")))?;
@@ -48,10 +67,39 @@ fn column_with_id(schema: &ArrowSchema, id: i32) -> Option<usize> {
     schema.fields().iter().position(|f| field_id(f) == Some(id))
 }
 
+/// The field ids of a nested type's children, depth first (empty for primitives).
+fn nested_ids(dt: &DataType, out: &mut Vec<Option<i32>>) {
+    let children: Vec<&FieldRef> = match dt {
+        DataType::Struct(fields) => fields.iter().collect(),
+        DataType::List(f) | DataType::LargeList(f) | DataType::Map(f, _) => vec![f],
+        _ => return,
+    };
+    for child in children {
+        out.push(field_id(child));
+        nested_ids(child.data_type(), out);
+    }
+}
+
 /// `column` as `to`'s type (files written before a type was widened hold the narrower type).
+/// Nested columns convert only when their children carry the same field ids in the same
+/// places: Arrow casts structs by position, which would move values between fields.
 fn conform(column: &ArrayRef, to: &Field, path: &str) -> Result<ArrayRef> {
     if column.data_type() == to.data_type() {
         return Ok(column.clone());
+    }
+    if column.data_type().is_nested() {
+        let (mut have, mut want) = (Vec::new(), Vec::new());
+        nested_ids(column.data_type(), &mut have);
+        nested_ids(to.data_type(), &mut want);
+        if have != want {
+            return Err(IcebergError::Config(format!(
+                "data file {path}: nested column `{}` was written with another layout ({}) \
+                 than the table's ({}); pipe cannot rewrite it in a merge",
+                to.name(),
+                column.data_type(),
+                to.data_type()
+            )));
+        }
     }
     cast(column, to.data_type()).map_err(data(format!(
         "data file {path}: converting column `{}` from {} to {}",
@@ -71,13 +119,14 @@ pub(super) async fn matching_keys(
 ) -> Result<Vec<Box<[u8]>>> {
     let builder = open(io, path).await?;
     let file_schema = builder.schema().clone();
-    let mut roots = Vec::with_capacity(key_field_ids.len());
-    for id in key_field_ids {
-        match column_with_id(&file_schema, *id) {
-            Some(i) => roots.push(i),
-            // The file predates the key column: all its keys are NULL, none can match.
-            None => return Ok(Vec::new()),
-        }
+    // A key column the file predates holds NULLs (which match incoming NULL keys); read at
+    // least one column for the row counts.
+    let mut roots: Vec<usize> = key_field_ids
+        .iter()
+        .filter_map(|id| column_with_id(&file_schema, *id))
+        .collect();
+    if roots.is_empty() {
+        roots.push(0);
     }
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
     let mut stream = builder
@@ -93,8 +142,11 @@ pub(super) async fn matching_keys(
     {
         let mut columns = Vec::with_capacity(key_field_ids.len());
         for (id, &at) in key_field_ids.iter().zip(&keys.columns) {
-            let i = column_with_id(batch.schema().as_ref(), *id).unwrap_or(0);
-            columns.push(conform(batch.column(i), write_schema.field(at), path)?);
+            let target = write_schema.field(at);
+            columns.push(match column_with_id(batch.schema().as_ref(), *id) {
+                Some(i) => conform(batch.column(i), target, path)?,
+                None => new_null_array(target.data_type(), batch.num_rows()),
+            });
         }
         let rows = keys.rows(&columns)?;
         hits.extend(
