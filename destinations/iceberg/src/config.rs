@@ -38,6 +38,10 @@ pub struct IcebergConfig {
     /// buffers.
     #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,
+    /// Data files written at the same time, each by its own task (default: one per core, at
+    /// most 4). Each run writes at least this many files when it has that many batches.
+    #[serde(default)]
+    pub writers: Option<usize>,
     /// Parquet compression: `zstd` (default, level 3), `zstd(N)`, `snappy`, `lz4`, `gzip` or
     /// `none`.
     #[serde(default = "default_compression")]

@@ -14,6 +14,7 @@ mod error;
 mod inspect;
 mod layout;
 mod merge;
+mod parallel;
 mod schema;
 mod sink;
 mod table;
@@ -62,6 +63,7 @@ pub struct IcebergDestination {
     config: IcebergConfig,
     table: iceberg::TableIdent,
     options: WriteOptions,
+    writers: usize,
 }
 
 impl IcebergDestination {
@@ -78,10 +80,18 @@ impl IcebergDestination {
             row_group_rows: config.row_group_rows,
             compression: write::parse_compression(&config.compression)?,
         };
+        let writers = match config.writers {
+            Some(0) => {
+                return Err(IcebergError::Config("writers must be at least 1".into()).into());
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+        };
         Ok(Self {
             config,
             table,
             options,
+            writers,
         })
     }
 
@@ -145,15 +155,20 @@ impl IcebergDestination {
             .unwrap_or_else(|| format!("{}/data", metadata.location()));
         let written = WrittenFiles::default();
         let prefix = format!("{}-{}", request.ctx.run_id, uuid::Uuid::now_v7().simple());
-        let writer = DataWriter::new(
-            target.file_io(),
-            data_location,
-            Arc::new(schema.clone()),
-            spec,
-            prefix,
-            &self.options,
-            written.clone(),
-        )?;
+        let writers = (0..self.writers)
+            .map(|i| {
+                DataWriter::new(
+                    target.file_io(),
+                    data_location.clone(),
+                    Arc::new(schema.clone()),
+                    spec.clone(),
+                    format!("{prefix}-{i}"),
+                    &self.options,
+                    written.clone(),
+                )
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let writer = parallel::ParallelWriter::new(writers);
         let merge = if request.write.mode == WriteMode::Merge {
             let columns = key_field_ids
                 .iter()

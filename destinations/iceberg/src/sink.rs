@@ -17,8 +17,9 @@ use crate::catalog::{CommitTarget, Loaded};
 use crate::commit::{Change, Committed, Removal, commit_once, live};
 use crate::error::{IcebergError, Result};
 use crate::merge::MergeState;
+use crate::parallel::ParallelWriter;
 use crate::table::{PIPELINE_KEY, Planned, RUN_KEY, STATE_PREFIX};
-use crate::write::{DataWriter, WrittenFiles};
+use crate::write::WrittenFiles;
 
 /// How the sink commits.
 #[derive(Debug, Clone)]
@@ -39,7 +40,7 @@ pub struct IcebergSink {
     planned: Planned,
     schema: Schema,
     write_schema: SchemaRef,
-    writer: Option<DataWriter>,
+    writer: Option<ParallelWriter>,
     merge: Option<MergeState>,
     written: WrittenFiles,
     options: SinkOptions,
@@ -59,7 +60,7 @@ impl IcebergSink {
         target: Arc<dyn CommitTarget>,
         planned: Planned,
         write_schema: SchemaRef,
-        writer: DataWriter,
+        writer: ParallelWriter,
         merge: Option<MergeState>,
         written: WrittenFiles,
         options: SinkOptions,
@@ -110,7 +111,7 @@ impl IcebergSink {
                 .iter()
                 .map(|f| f.entry.file_path().to_string())
                 .collect();
-            let outcome = merge
+            let finished = merge
                 .finish(
                     &io,
                     &self.schema,
@@ -118,7 +119,15 @@ impl IcebergSink {
                     &live,
                     &mut writer,
                 )
-                .await?;
+                .await;
+            let outcome = match finished {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    // Stop the writer tasks before the caller deletes their files.
+                    let _ = writer.close().await;
+                    return Err(e);
+                }
+            };
             info!(
                 scanned = outcome.scanned,
                 rewritten = outcome.rewritten.len(),
@@ -322,7 +331,11 @@ impl Sink for IcebergSink {
         }
     }
 
-    async fn abort(self: Box<Self>) -> pipe_framework::Result<()> {
+    async fn abort(mut self: Box<Self>) -> pipe_framework::Result<()> {
+        // Let the writer tasks stop before their files are deleted.
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.close().await;
+        }
         let deleted = self.written.delete_all(self.target.file_io()).await;
         info!(deleted, "run aborted; deleted its data files");
         Ok(())

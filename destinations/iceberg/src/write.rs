@@ -202,11 +202,6 @@ impl DataWriter {
         }
     }
 
-    /// Rows written so far.
-    pub(crate) fn rows(&self) -> u64 {
-        self.rows
-    }
-
     /// Finish every open file and return them.
     pub(crate) async fn close(self) -> Result<Vec<DataFile>> {
         match self.inner {

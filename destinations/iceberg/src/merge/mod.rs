@@ -23,7 +23,7 @@ pub(crate) use keys::KeyIndex;
 
 use crate::commit::live::LiveFile;
 use crate::error::{Result, data};
-use crate::write::DataWriter;
+use crate::parallel::ParallelWriter;
 
 /// One run's staged merge.
 pub(crate) struct MergeState {
@@ -109,7 +109,7 @@ impl MergeState {
         table: &Schema,
         key_field_ids: &[i32],
         live: &[LiveFile],
-        writer: &mut DataWriter,
+        writer: &mut ParallelWriter,
     ) -> Result<MergeOutcome> {
         self.spool
             .finish()

@@ -16,7 +16,7 @@ use parquet::arrow::{PARQUET_FIELD_ID_META_KEY, ProjectionMask};
 
 use super::keys::KeyIndex;
 use crate::error::{IcebergError, Result, data, ice};
-use crate::write::DataWriter;
+use crate::parallel::ParallelWriter;
 
 const BATCH_ROWS: usize = 64 * 1024;
 
@@ -165,7 +165,7 @@ pub(super) async fn rewrite_without(
     table: &Schema,
     write_schema: &SchemaRef,
     keys: &KeyIndex,
-    writer: &mut DataWriter,
+    writer: &mut ParallelWriter,
 ) -> Result<()> {
     let builder = open(io, path).await?;
     let file_schema = builder.schema().clone();
