@@ -19,9 +19,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench import run  # noqa: E402  (one process, timed, peak RSS from wait4)
 
 TO_PARQUET = """
 import sys, pyarrow as pa, pyarrow.csv as pc, pyarrow.parquet as pq
@@ -52,8 +53,7 @@ if mode == "append":
     table.append(data)
 else:
     table = cat.load_table("sales.orders")
-    r = table.upsert(data.cast(table.schema().as_arrow()), join_cols=["o_orderkey"])
-    print(r.rows_updated, r.rows_inserted)
+    table.upsert(data.cast(table.schema().as_arrow()), join_cols=["o_orderkey"])
 """
 
 CHECK = """
@@ -66,18 +66,6 @@ print(duckdb.sql("SELECT count(*), sum(hash(o_orderkey, o_custkey, o_orderstatus
   "o_orderdate, o_orderpriority, o_clerk, o_shippriority, o_comment, o_updated_at)) "
   "FROM orders").fetchone())
 """
-
-
-def run_measured(cmd, env=None):
-    """(seconds, peak RSS MiB, stdout) of one process."""
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.monotonic() - start
-    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{out}\n{err}")
-    return seconds, usage.ru_maxrss / 1024, out
 
 
 def fresh(*paths):
@@ -131,7 +119,7 @@ def main():
         timings = []
         for _ in range(a.repeat):
             fresh(db)
-            timings.append(run_measured([py, "-c", DUCKDB, parquet, db])[:2])
+            timings.append(run([py, "-c", DUCKDB, parquet, db]))
         duck_s, duck_rss = median(timings)
         show("duckdb read_parquet (reference)", rows, duck_s, duck_rss)
 
@@ -141,7 +129,7 @@ def main():
             os.makedirs(pipe_dir)
             env = dict(os.environ, BENCH_PARQUET=parquet, BENCH_DIR=pipe_dir)
             toml = os.path.join(HERE, "iceberg_append.toml")
-            timings.append(run_measured([a.pipe, "run", toml, "--no-progress"], env)[:2])
+            timings.append(run([a.pipe, "run", toml, "--no-progress"], env))
         pipe_s, pipe_rss = median(timings)
         show("pipe append → iceberg", rows, pipe_s, pipe_rss)
 
@@ -150,7 +138,7 @@ def main():
             fresh(py_dir)
             os.makedirs(os.path.join(py_dir, "wh"))
             cmd = [py, "-c", PYICEBERG, "append", parquet, os.path.join(py_dir, "catalog.db"), os.path.join(py_dir, "wh")]
-            timings.append(run_measured(cmd)[:2])
+            timings.append(run(cmd))
         pyi_s, pyi_rss = median(timings)
         show("pyiceberg append", rows, pyi_s, pyi_rss)
         print(f"  pipe append speed / duckdb: {duck_s / pipe_s:.2f}x   / pyiceberg: {pyi_s / pipe_s:.2f}x")
@@ -158,12 +146,12 @@ def main():
     rows = a.rows[-1]
     update = parquet_of(py, work, a.merge_rows, ("--update-of", str(rows)))
     env = dict(os.environ, BENCH_PARQUET=update, BENCH_DIR=pipe_dir)
-    merge_s, merge_rss, _ = run_measured([a.pipe, "run", os.path.join(HERE, "iceberg_merge.toml"), "--no-progress"], env)
+    merge_s, merge_rss = run([a.pipe, "run", os.path.join(HERE, "iceberg_merge.toml"), "--no-progress"], env)
     show(f"pipe merge into {rows // 1_000_000}M", a.merge_rows, merge_s, merge_rss)
     cmd = [py, "-c", PYICEBERG, "upsert", update, os.path.join(py_dir, "catalog.db"), os.path.join(py_dir, "wh")]
-    up_s, up_rss, up_out = run_measured(cmd)
+    up_s, up_rss = run(cmd)
     show(f"pyiceberg upsert into {rows // 1_000_000}M", a.merge_rows, up_s, up_rss)
-    print(f"  pipe merge speed / pyiceberg upsert: {up_s / merge_s:.2f}x   (pyiceberg updated, inserted: {up_out.strip()})")
+    print(f"  pipe merge speed / pyiceberg upsert: {up_s / merge_s:.2f}x")
     checks = set()
     for d in (pipe_dir, py_dir):
         out = subprocess.run([py, "-c", CHECK, os.path.join(d, "catalog.db"), os.path.join(d, "wh")],

@@ -21,23 +21,6 @@ const CSV_COLUMNS: &str = r#"columns = [
 
 const NDJSON_TYPES: &str = r#"column_types = { i32 = "int32", price = "decimal(38,10)", day = "date", ts = "timestamp", tstz = "timestamptz" }"#;
 
-/// A project with the pyarrow-written fixture files under `fx/`.
-fn fixture() -> Project {
-    let p = Project::new();
-    let out = std::process::Command::new(common::python())
-        .current_dir(p.path())
-        .arg(common::root().join("tests/interop/make_types_fixture.py"))
-        .arg("fx")
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    p
-}
-
 fn pipeline(name: &str, path: &str, extra: &str, table: &str) -> String {
     format!(
         "name = \"{name}\"\n[source]\ntype = \"file\"\npath = \"{path}\"\n{extra}\n\
@@ -73,13 +56,13 @@ fn load_and_check(p: &Project, name: &str, path: &str, extra: &str, flat: bool) 
 
 #[test]
 fn parquet_loads_exact_values() {
-    let p = fixture();
+    let p = Project::types_fixture();
     load_and_check(&p, "parquet", "fx/types.parquet", "batch_rows = 3", false);
 }
 
 #[test]
 fn arrow_ipc_file_and_stream_load_exact_values() {
-    let p = fixture();
+    let p = Project::types_fixture();
     load_and_check(&p, "ipc_file", "fx/types.arrow", "", false);
     load_and_check(
         &p,
@@ -92,20 +75,20 @@ fn arrow_ipc_file_and_stream_load_exact_values() {
 
 #[test]
 fn ndjson_loads_exact_values_including_nested() {
-    let p = fixture();
+    let p = Project::types_fixture();
     load_and_check(&p, "ndjson", "fx/types.ndjson", NDJSON_TYPES, false);
 }
 
 #[test]
 fn csv_loads_exact_values_with_explicit_schema_and_null_strings() {
-    let p = fixture();
+    let p = Project::types_fixture();
     let extra = format!("{CSV_COLUMNS}\n[source.csv]\nnull_values = [\"NULL\"]");
     load_and_check(&p, "csv", "fx/types.csv", &extra, true);
 }
 
 #[test]
 fn gzip_csv_through_a_file_url_loads_the_same_values() {
-    let p = fixture();
+    let p = Project::types_fixture();
     let raw = std::fs::read(p.path().join("fx/types.csv")).unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, &raw).unwrap();
@@ -146,7 +129,7 @@ fn directories_and_globs_read_every_file_in_order() {
 
 #[test]
 fn parquet_dataset_over_a_file_url_with_a_glob() {
-    let p = fixture();
+    let p = Project::types_fixture();
     for i in 0..3 {
         std::fs::copy(
             p.path().join("fx/types.parquet"),
@@ -215,7 +198,7 @@ fn gzip_and_plain_csv_files_mix_in_one_directory() {
 
 #[test]
 fn a_later_parquet_file_with_another_schema_is_an_error_naming_it() {
-    let p = fixture();
+    let p = Project::types_fixture();
     let out = std::process::Command::new(common::python())
         .current_dir(p.path())
         .args([

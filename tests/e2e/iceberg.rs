@@ -387,6 +387,18 @@ fn files(v: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// The table and the warehouse are exactly as `before` and `disk` recorded them.
+fn assert_untouched(p: &Project, table: &str, before: &Value, disk: &BTreeSet<String>) {
+    let after = read(p, table);
+    assert_eq!(after["snapshots"], before["snapshots"]);
+    assert_eq!(after["checksum"], before["checksum"]);
+    assert_eq!(
+        &on_disk(&p.path().join("wh")),
+        disk,
+        "files were left behind"
+    );
+}
+
 /// Every file under the warehouse.
 fn on_disk(dir: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -404,18 +416,7 @@ fn on_disk(dir: &Path) -> BTreeSet<String> {
 
 #[test]
 fn every_type_of_the_skeleton_round_trips_through_pyiceberg() {
-    let p = Project::new();
-    let out = std::process::Command::new(common::python())
-        .current_dir(p.path())
-        .arg(common::root().join("tests/interop/make_types_fixture.py"))
-        .arg("fx")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let p = Project::types_fixture();
     // every mode, unpartitioned and partitioned by a date: the table equals the file
     let layouts = [
         ("t.types", ""),
@@ -503,14 +504,7 @@ fn new_columns_evolve_with_new_field_ids_and_freeze_rejects_them() {
     p.write("evo.toml", &frozen);
     let disk = on_disk(&p.path().join("wh"));
     p.pipe(&["run", f]).assert_failed().stderr_has("extra");
-    let after = read(&p, "s.evo");
-    assert_eq!(after["snapshots"], v["snapshots"]);
-    assert_eq!(after["rows"], v["rows"]);
-    assert_eq!(
-        on_disk(&p.path().join("wh")),
-        disk,
-        "files were left behind"
-    );
+    assert_untouched(&p, "s.evo", &v, &disk);
 }
 
 #[test]
@@ -628,62 +622,47 @@ fn a_failure_before_commit_leaves_the_table_and_the_disk_as_they_were() {
     p.pipe(&["run", &f])
         .assert_failed()
         .stderr_has("not-a-number");
-    let after = read(&p, "s.t");
-    assert_eq!(after["snapshots"], before["snapshots"]);
-    assert_eq!(after["checksum"], before["checksum"]);
-    assert_eq!(
-        on_disk(&p.path().join("wh")),
-        disk,
-        "orphaned files were left"
-    );
+    assert_untouched(&p, "s.t", &before, &disk);
 }
 
 #[test]
 fn bad_configuration_is_reported_before_anything_is_written() {
     let p = Project::new();
     p.write("a.csv", &csv(&[Row::new(1, 0)]));
-    let f = pipeline(
-        &p,
-        "ice_bad1",
-        "a.csv",
-        "s.t",
-        "partition_by = [\"wobble(ts)\"]",
-    );
-    p.pipe(&["run", &f])
-        .assert_failed()
-        .stderr_has("wobble(ts)");
-    let f = pipeline(&p, "ice_bad2", "a.csv", "notable", "");
-    p.pipe(&["run", &f])
-        .assert_failed()
-        .stderr_has("namespace.table");
-    let f = pipeline(
-        &p,
-        "ice_bad3",
-        "a.csv",
-        "s.t",
-        "partition_by = [\"day(nope)\"]",
-    );
-    p.pipe(&["run", &f]).assert_failed().stderr_has("nope");
-    let f = pipeline(
-        &p,
-        "ice_bad4",
-        "a.csv",
-        "s.t",
-        "mode = \"merge\"\nmerge_keys = [\"missing\"]",
-    );
-    p.pipe(&["run", &f]).assert_failed().stderr_has("missing");
-    let f = pipeline(
-        &p,
-        "ice_bad5",
-        "a.csv",
-        "s.t",
-        "compression = \"brotli(99)\"",
-    );
-    p.pipe(&["run", &f])
-        .assert_failed()
-        .stderr_has("compression");
-    let f = pipeline(&p, "ice_bad6", "a.csv", "s.t", "wobble = 1");
-    p.pipe(&["run", &f]).assert_failed().stderr_has("wobble");
+    let cases = [
+        ("s.t", "partition_by = [\"wobble(ts)\"]", "wobble(ts)"),
+        ("notable", "", "namespace.table"),
+        ("s.t", "partition_by = [\"day(nope)\"]", "nope"),
+        (
+            "s.t",
+            "mode = \"merge\"\nmerge_keys = [\"missing\"]",
+            "missing",
+        ),
+        ("s.t", "compression = \"brotli(99)\"", "compression"),
+        ("s.t", "writers = 0", "writers"),
+        ("s.t", "wobble = 1", "wobble"),
+        (
+            "s.t",
+            "catalog = { type = \"sql\", uri = \"sqlite::memory:\" }",
+            "in-memory",
+        ),
+    ];
+    for (n, (table, dest, error)) in cases.iter().enumerate() {
+        let dest = if dest.starts_with("catalog") {
+            dest.to_string()
+        } else {
+            format!("{CATALOG}\n{dest}")
+        };
+        let file = format!("bad{n}.toml");
+        p.write(
+            &file,
+            &format!(
+                "name = \"ice_bad{n}\"\n[source]\ntype = \"file\"\npath = \"a.csv\"\n\
+                 [destination]\ntype = \"iceberg\"\ntable = \"{table}\"\n{dest}\n"
+            ),
+        );
+        p.pipe(&["run", &file]).assert_failed().stderr_has(error);
+    }
     assert!(
         on_disk(&p.path().join("wh")).is_empty(),
         "a failed run wrote files"

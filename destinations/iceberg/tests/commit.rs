@@ -81,6 +81,16 @@ async fn commit(sink: Box<dyn Sink>, pipeline: &str) -> pipe_framework::Result<S
     .map(|r| r.commit_id.unwrap())
 }
 
+/// A destination whose table holds `ids` (named `s<id>`), committed by pipeline `seed`.
+async fn seeded(dir: &Path, ids: &[i64]) -> IcebergDestination {
+    let d = destination(dir);
+    let mut seed = prepare(&d, "seed", WriteMode::Append).await;
+    let b = batch(seed.as_ref(), ids, "s");
+    seed.write(b).await.unwrap();
+    commit(seed, "seed").await.unwrap();
+    d
+}
+
 fn python() -> PathBuf {
     std::env::var_os("PIPE_PYTHON")
         .map(PathBuf::from)
@@ -143,11 +153,7 @@ fn files_on_disk(dir: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_that_lost_the_race_restages_on_the_winner() {
     let dir = tempfile::tempdir().unwrap();
-    let d = destination(dir.path());
-    let mut seed = prepare(&d, "seed", WriteMode::Append).await;
-    let b = batch(seed.as_ref(), &[1], "s");
-    seed.write(b).await.unwrap();
-    commit(seed, "seed").await.unwrap();
+    let d = seeded(dir.path(), &[1]).await;
 
     let mut a = prepare(&d, "a", WriteMode::Append).await;
     let mut b = prepare(&d, "b", WriteMode::Append).await;
@@ -185,11 +191,7 @@ async fn an_append_that_lost_the_race_restages_on_the_winner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_whose_files_another_merge_rewrote_fails_clearly_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
-    let d = destination(dir.path());
-    let mut seed = prepare(&d, "seed", WriteMode::Append).await;
-    let b = batch(seed.as_ref(), &[1, 2, 3], "s");
-    seed.write(b).await.unwrap();
-    commit(seed, "seed").await.unwrap();
+    let d = seeded(dir.path(), &[1, 2, 3]).await;
     let before = files_on_disk(&dir.path().join("wh"));
 
     let mut a = prepare(&d, "a", WriteMode::Merge).await;
@@ -223,11 +225,7 @@ async fn a_merge_whose_files_another_merge_rewrote_fails_clearly_and_cleans_up()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_restages_when_the_concurrent_commit_cannot_hold_its_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let d = destination(dir.path());
-    let mut seed = prepare(&d, "seed", WriteMode::Append).await;
-    let b = batch(seed.as_ref(), &[1, 2, 3], "s");
-    seed.write(b).await.unwrap();
-    commit(seed, "seed").await.unwrap();
+    let d = seeded(dir.path(), &[1, 2, 3]).await;
 
     let mut m = prepare(&d, "m", WriteMode::Merge).await;
     let mut a = prepare(&d, "a", WriteMode::Append).await;
@@ -254,11 +252,7 @@ async fn a_merge_restages_when_the_concurrent_commit_cannot_hold_its_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aborted_run_deletes_its_files_and_commits_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let d = destination(dir.path());
-    let mut seed = prepare(&d, "seed", WriteMode::Append).await;
-    let b = batch(seed.as_ref(), &[1], "s");
-    seed.write(b).await.unwrap();
-    commit(seed, "seed").await.unwrap();
+    let d = seeded(dir.path(), &[1]).await;
     let before = files_on_disk(&dir.path().join("wh"));
     let mut a = prepare(&d, "a", WriteMode::Replace).await;
     for chunk in 0..20 {

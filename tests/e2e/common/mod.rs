@@ -198,6 +198,24 @@ impl Project {
         Run::from(self.command(args, env).output().expect("pipe runs"))
     }
 
+    /// A project with make_types_fixture.py's files (every type of the type test, written by
+    /// pyarrow) under `fx/`.
+    pub fn types_fixture() -> Self {
+        let p = Self::new();
+        let out = Command::new(python())
+            .current_dir(p.path())
+            .arg(root().join("tests/interop/make_types_fixture.py"))
+            .arg("fx")
+            .output()
+            .expect("python runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        p
+    }
+
     /// check_orders.py against the default DuckDB table `sales.orders`.
     pub fn check_orders(&self, args: &[&str]) -> (bool, Value) {
         let db = self.db();
