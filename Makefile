@@ -42,7 +42,7 @@ $(PIPE_VENV)/.ready: tests/requirements.txt
 	$(PIPE_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
-## bench: release build; CSV → DuckDB vs DuckDB's read_csv, Postgres → DuckDB vs psql binary COPY (not part of check)
+## bench: release build; CSV → DuckDB vs read_csv, Postgres → DuckDB vs psql COPY, Parquet → Iceberg vs DuckDB and pyiceberg (not part of check)
 bench: venv pg-setup
 	cargo build --release -p pipe-cli
 	$(PIPE_PYTHON) tests/bench/bench.py $(CARGO_TARGET_DIR)/release/pipe

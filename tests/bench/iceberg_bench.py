@@ -64,7 +64,7 @@ t = SqlCatalog("pipe", uri=f"sqlite:///{db}", warehouse=f"file://{wh}").load_tab
 orders = t.scan().to_arrow()
 print(duckdb.sql("SELECT count(*), sum(hash(o_orderkey, o_custkey, o_orderstatus, o_totalprice, "
   "o_orderdate, o_orderpriority, o_clerk, o_shippriority, o_comment, o_updated_at)) "
-  "FROM orders").fetchone())
+  "FROM orders").fetchall()[0])
 """
 
 

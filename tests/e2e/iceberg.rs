@@ -351,28 +351,19 @@ fn merge_rewrites_only_the_files_holding_incoming_keys() {
     assert_eq!(commits.last().unwrap()["id"], v["current"].to_string());
     assert_eq!(commits.last().unwrap()["operation"], "overwrite");
     assert!(commits.last().unwrap()["current"].as_bool().unwrap());
-    let columns: Vec<(String, i64)> = info["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().to_string(),
-                c["id"].as_i64().unwrap(),
-            )
-        })
-        .collect();
-    let expected: Vec<(String, i64)> = v["schema"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().to_string(),
-                c["id"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let named_ids = |cols: &Value| -> Vec<(String, i64)> {
+        cols.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().into(),
+                    c["id"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (columns, expected) = (named_ids(&info["columns"]), named_ids(&v["schema"]));
     assert_eq!(columns, expected);
     p.pipe(&["inspect", &m])
         .assert_ok()
