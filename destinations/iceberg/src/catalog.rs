@@ -91,6 +91,44 @@ fn sqlite_uri(uri: &str) -> Result<String> {
     Ok(format!("sqlite://{path}?{query}"))
 }
 
+/// The file of a SQLite catalog (`None` for other databases).
+pub(crate) fn sqlite_file(config: &CatalogConfig) -> Option<std::path::PathBuf> {
+    let CatalogConfig::Sql { uri, .. } = config;
+    let rest = uri.expose().strip_prefix("sqlite:")?;
+    let rest = rest.trim_start_matches("//");
+    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    Some(std::path::PathBuf::from(path))
+}
+
+/// A catalog file that does not exist yet will be created: check the nearest existing
+/// directory accepts a new file (a probe file, removed at once).
+pub(crate) fn probe_writable(path: &Path) -> Result<()> {
+    let dir = path
+        .ancestors()
+        .skip(1)
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.is_dir())
+        .unwrap_or(Path::new("."));
+    let probe = dir.join(format!(".pipe-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(IcebergError::Config(format!(
+            "cannot create the catalog {}: {} is not writable: {e}",
+            path.display(),
+            dir.display()
+        ))),
+    }
+}
+
 /// The warehouse as an absolute `file://` URI: metadata records absolute paths, so any
 /// reader, from any directory, finds the files.
 pub(crate) fn warehouse_uri(warehouse: &str) -> Result<String> {
@@ -117,14 +155,16 @@ impl SqlTarget {
             warehouse,
             name,
         } = config;
+        let uri = uri.expose();
         let postgres = uri.starts_with("postgres://") || uri.starts_with("postgresql://");
         let uri = if uri.starts_with("sqlite:") {
             sqlite_uri(uri)?
         } else if postgres {
-            uri.clone()
+            uri.to_string()
         } else {
             return Err(IcebergError::Config(format!(
-                "catalog uri `{uri}`: expected sqlite://path or postgres://user@host/db"
+                "catalog uri `{}`: expected sqlite://path or postgres://user@host/db",
+                redact(uri)
             )));
         };
         let warehouse = warehouse_uri(warehouse)?;

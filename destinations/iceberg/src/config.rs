@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use pipe_framework::Secret;
 use serde::Deserialize;
 
 /// Loads into an Apache Iceberg table. Common keys `mode` and `merge_keys` are documented with
@@ -65,7 +66,7 @@ pub enum CatalogConfig {
         /// Database URL: `sqlite://path/catalog.db` (created if missing) or
         /// `postgres://user@host:5432/db`.
         #[serde(default = "default_sql_uri")]
-        uri: String,
+        uri: Secret,
         /// Directory under which new tables are placed (`<warehouse>/<namespace>/<table>`).
         /// Local paths only in this release.
         #[serde(default = "default_warehouse")]
@@ -87,8 +88,8 @@ impl Default for CatalogConfig {
     }
 }
 
-fn default_sql_uri() -> String {
-    "sqlite://.pipe/catalog.db".into()
+fn default_sql_uri() -> Secret {
+    Secret::new("sqlite://.pipe/catalog.db")
 }
 
 fn default_warehouse() -> String {

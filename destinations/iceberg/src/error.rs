@@ -51,6 +51,9 @@ pub enum IcebergError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A bug: an invariant of this crate did not hold.
+    #[error("internal: {0}")]
+    Internal(String),
     /// An error from the framework (schema evolution policy, quarantine spool).
     #[error(transparent)]
     Framework(Error),
@@ -91,6 +94,7 @@ impl From<IcebergError> for Error {
             IcebergError::Framework(inner) => inner,
             IcebergError::Config(m) => Error::user(m),
             IcebergError::Conflict(m) => Error::external(m).retryable(),
+            IcebergError::Internal(m) => Error::internal(m),
             IcebergError::Iceberg { what, source } => {
                 let kind = match source.kind() {
                     iceberg::ErrorKind::DataInvalid | iceberg::ErrorKind::FeatureUnsupported => {

@@ -64,6 +64,8 @@ pub struct IcebergDestination {
     table: iceberg::TableIdent,
     options: WriteOptions,
     writers: usize,
+    /// The catalog, connected once per destination (reconcile, prepare and commit share it).
+    target: tokio::sync::OnceCell<Arc<dyn CommitTarget>>,
 }
 
 impl IcebergDestination {
@@ -92,13 +94,24 @@ impl IcebergDestination {
             table,
             options,
             writers,
+            target: tokio::sync::OnceCell::new(),
         })
     }
 
     async fn connect(&self) -> std::result::Result<Arc<dyn CommitTarget>, IcebergError> {
-        Ok(Arc::new(
-            SqlTarget::connect(&self.config.catalog, self.table.clone()).await?,
-        ))
+        self.target
+            .get_or_try_init(|| async {
+                let target = SqlTarget::connect(&self.config.catalog, self.table.clone()).await?;
+                Ok::<Arc<dyn CommitTarget>, IcebergError>(Arc::new(target))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Whether the catalog is a SQLite file that does not exist yet: then there is no table,
+    /// and read-only calls (check, state, inspect) must not create the file.
+    fn catalog_missing(&self) -> bool {
+        catalog::sqlite_file(&self.config.catalog).is_some_and(|path| !path.exists())
     }
 
     /// Where a new table goes: `<warehouse>/<namespace path>/<table>`.
@@ -143,6 +156,19 @@ impl IcebergDestination {
                 return Err(IcebergError::Config(
                     "mode = \"merge\" needs merge_keys".into(),
                 ));
+            }
+            for key in &request.write.merge_keys {
+                let found = request
+                    .source_schema
+                    .fields()
+                    .iter()
+                    .any(|f| f.name() == key || f.name().eq_ignore_ascii_case(key));
+                if !found {
+                    return Err(IcebergError::Config(format!(
+                        "merge key `{key}` is not a column of the source: every row's key would \
+                         be NULL"
+                    )));
+                }
             }
             schema::resolve_columns(&schema, &request.write.merge_keys, "merge key")?
         } else {
@@ -201,18 +227,30 @@ impl Destination for IcebergDestination {
     fn describe(&self) -> String {
         match &self.config.catalog {
             CatalogConfig::Sql { uri, .. } => {
-                format!("iceberg {} {}", catalog::redact(uri), self.config.table)
+                format!(
+                    "iceberg {} {}",
+                    catalog::redact(uri.expose()),
+                    self.config.table
+                )
             }
         }
     }
 
     async fn check(&self) -> Result<()> {
+        if let Some(path) = catalog::sqlite_file(&self.config.catalog)
+            && !path.exists()
+        {
+            return catalog::probe_writable(&path).map_err(Error::from);
+        }
         let target = self.connect().await?;
         target.load().await?;
         Ok(())
     }
 
     async fn committed_state(&self, ctx: &RunContext) -> Result<Option<State>> {
+        if self.catalog_missing() {
+            return Ok(Some(State::new()));
+        }
         let target = self.connect().await?;
         Ok(Some(match target.load().await? {
             Some(table) => table::committed_state(&table.metadata, &ctx.pipeline),
@@ -221,6 +259,9 @@ impl Destination for IcebergDestination {
     }
 
     async fn inspect(&self) -> Result<Option<TableInfo>> {
+        if self.catalog_missing() {
+            return Ok(None);
+        }
         let target = self.connect().await?;
         Ok(target
             .load()

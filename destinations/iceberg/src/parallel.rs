@@ -36,8 +36,7 @@ async fn drive(
 fn joined(
     result: std::result::Result<Result<Vec<DataFile>>, tokio::task::JoinError>,
 ) -> Result<Vec<DataFile>> {
-    result
-        .map_err(|e| IcebergError::Config(format!("internal: a data file writer stopped: {e}")))?
+    result.map_err(|e| IcebergError::Internal(format!("a data file writer stopped: {e}")))?
 }
 
 impl ParallelWriter {
@@ -67,15 +66,15 @@ impl ParallelWriter {
         let i = self.next % self.senders.len().max(1);
         self.next = self.next.wrapping_add(1);
         let Some(sender) = self.senders.get(i) else {
-            return Err(IcebergError::Config("internal: no data file writer".into()));
+            return Err(IcebergError::Internal("no data file writer".into()));
         };
         if sender.send(batch).await.is_err() {
             // The writer failed: its task holds the error.
             let task = self.tasks.swap_remove(i);
             self.senders.swap_remove(i);
             joined(task.await)?;
-            return Err(IcebergError::Config(
-                "internal: a data file writer stopped early".into(),
+            return Err(IcebergError::Internal(
+                "a data file writer stopped early".into(),
             ));
         }
         Ok(())

@@ -100,7 +100,7 @@ impl IcebergSink {
         let mut writer = self
             .writer
             .take()
-            .ok_or_else(|| IcebergError::Config("internal: the run was committed twice".into()))?;
+            .ok_or_else(|| IcebergError::Internal("the run was committed twice".into()))?;
         let mut live_at_plan: HashSet<String> = HashSet::new();
         if let Some(merge) = &mut self.merge {
             let live = match &base {
@@ -268,7 +268,7 @@ async fn validate_retry(
 /// Create the table the first run planned, checking the catalog built the same schema.
 async fn create(target: &Arc<dyn CommitTarget>, planned: &Planned) -> Result<Loaded> {
     let Planned::New { creation, metadata } = planned else {
-        return Err(IcebergError::Config("internal: no table to create".into()));
+        return Err(IcebergError::Internal("no table to create".into()));
     };
     let created = target.create(creation.creation()).await?;
     if created.metadata.current_schema() != metadata.current_schema()
@@ -293,7 +293,7 @@ impl Sink for IcebergSink {
         let result = match (&mut self.merge, &mut self.writer) {
             (Some(merge), _) => merge.write(&batch),
             (None, Some(writer)) => writer.write(batch).await,
-            (None, None) => Err(IcebergError::Config("internal: write after commit".into())),
+            (None, None) => Err(IcebergError::Internal("write after commit".into())),
         };
         result.map_err(Error::from)
     }

@@ -1,0 +1,155 @@
+//! Helpers of the Iceberg end-to-end tests: pipelines into a SQLite-catalog table, order
+//! rows with a reference to compare against, and pyiceberg's view of a table
+//! (tests/interop/ice.py).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::{Project, py_in};
+
+pub const CATALOG: &str =
+    r#"catalog = { type = "sql", uri = "sqlite://cat/catalog.db", warehouse = "wh" }"#;
+pub const TYPES: &str = r#"column_types = { amount = "decimal(10,2)", ts = "timestamptz" }"#;
+
+/// A pipeline loading `csv` into Iceberg table `table`.
+pub fn pipeline(p: &Project, name: &str, csv: &str, table: &str, dest: &str) -> String {
+    let file = format!("{name}.toml");
+    p.write(
+        &file,
+        &format!(
+            "name = \"{name}\"\n[source]\ntype = \"file\"\npath = \"{csv}\"\n{TYPES}\n\
+             [destination]\ntype = \"iceberg\"\n{CATALOG}\ntable = \"{table}\"\n{dest}\n"
+        ),
+    );
+    file
+}
+
+pub fn read(p: &Project, table: &str) -> Value {
+    let (ok, v) = py_in(
+        p.path(),
+        "ice.py",
+        &["read", "cat/catalog.db", "wh", table, "--order", "id"],
+    );
+    assert!(ok, "pyiceberg could not read {table}: {v}");
+    v
+}
+
+/// One order row of the test CSVs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub id: i64,
+    pub name: String,
+    pub amount: String,
+    pub region: &'static str,
+    pub day: u32,
+}
+
+impl Row {
+    pub fn new(id: i64, version: u32) -> Self {
+        let regions = ["eu", "us", "apac"];
+        Self {
+            id,
+            name: format!("n{id}v{version}"),
+            amount: format!("{}.{:02}", id * 3 + i64::from(version), version % 100),
+            region: regions[usize::try_from(id).unwrap() % 3],
+            day: 1 + u32::try_from(id).unwrap() % 5,
+        }
+    }
+
+    pub fn csv(&self) -> String {
+        format!(
+            "{},{},{},{},2024-03-0{}T10:00:00Z\n",
+            self.id, self.name, self.amount, self.region, self.day
+        )
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "id": self.id, "name": self.name, "amount": self.amount, "region": self.region,
+            "ts": format!("2024-03-0{}T10:00:00+00:00", self.day),
+        })
+    }
+}
+
+pub fn csv(rows: &[Row]) -> String {
+    let mut s = String::from("id,name,amount,region,ts\n");
+    for r in rows {
+        s.push_str(&r.csv());
+    }
+    s
+}
+
+pub fn expect_rows(v: &Value, reference: &BTreeMap<i64, Row>, what: &str) {
+    let want: Vec<Value> = reference.values().map(Row::json).collect();
+    assert_eq!(v["rows"], Value::Array(want), "{what}: rows differ");
+}
+
+pub fn summary<'a>(v: &'a Value, key: &str) -> &'a str {
+    let current = v["current"].as_i64().unwrap();
+    let snap = v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"].as_i64() == Some(current))
+        .unwrap();
+    snap["summary"][key].as_str().unwrap_or("")
+}
+
+pub fn operation(v: &Value) -> String {
+    let current = v["current"].as_i64().unwrap();
+    v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"].as_i64() == Some(current))
+        .unwrap()["operation"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Check the current snapshot's totals agree with what pyiceberg reads.
+pub fn expect_totals(v: &Value) {
+    assert_eq!(summary(v, "total-records"), v["count"].to_string(), "{v}");
+    assert_eq!(
+        summary(v, "total-data-files"),
+        v["files"].as_array().unwrap().len().to_string()
+    );
+}
+
+pub fn files(v: &Value) -> BTreeSet<String> {
+    v.get("files")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|f| f.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// The table and the warehouse are exactly as `before` and `disk` recorded them.
+pub fn assert_untouched(p: &Project, table: &str, before: &Value, disk: &BTreeSet<String>) {
+    let after = read(p, table);
+    assert_eq!(after["snapshots"], before["snapshots"]);
+    assert_eq!(after["checksum"], before["checksum"]);
+    assert_eq!(
+        &on_disk(&p.path().join("wh")),
+        disk,
+        "files were left behind"
+    );
+}
+
+/// Every file under the warehouse.
+pub fn on_disk(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                out.extend(on_disk(&e.path()));
+            } else {
+                out.insert(e.path().display().to_string());
+            }
+        }
+    }
+    out
+}
