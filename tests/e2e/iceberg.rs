@@ -305,14 +305,8 @@ fn every_type_of_the_skeleton_round_trips_through_pyiceberg() {
 fn new_columns_evolve_with_new_field_ids_and_freeze_rejects_them() {
     let p = Project::new();
     p.write("a.csv", "id,name\n1,a\n2,b\n");
-    let f = p.write(
-        "evo.toml",
-        &format!(
-            "name = \"ice_evo\"\n[source]\ntype = \"file\"\npath = \"a.csv\"\n\
-             [destination]\ntype = \"iceberg\"\n{CATALOG}\ntable = \"s.evo\"\n"
-        ),
-    );
-    let f = f.to_str().unwrap();
+    let f = untyped_pipeline(&p, "ice_evo", "a.csv", "s.evo", "");
+    let f = f.as_str();
     p.pipe(&["run", f]).assert_ok();
     let before = read(&p, "s.evo");
     let max_id = before["schema"]
@@ -342,11 +336,8 @@ fn new_columns_evolve_with_new_field_ids_and_freeze_rejects_them() {
 
     // freeze: a new column is rejected and nothing is committed
     p.write("a.csv", "id,name,score,extra\n4,d,2.5,x\n");
-    let frozen = format!(
-        "{}\n[metadata]\nschema_evolution = \"freeze\"\n",
-        std::fs::read_to_string(f).unwrap()
-    );
-    p.write("evo.toml", &frozen);
+    let frozen = format!("{}\n[metadata]\nschema_evolution = \"freeze\"\n", p.read(f));
+    p.write(f, &frozen);
     let disk = on_disk(&p.path().join("wh"));
     p.pipe(&["run", f]).assert_failed().stderr_has("extra");
     assert_untouched(&p, "s.evo", &v, &disk);

@@ -33,28 +33,12 @@ fn tables_written_by_pyiceberg_take_merges_from_pipe_and_vice_versa() {
     );
     assert!(ok, "{v}");
     p.write("m.csv", "id,name\n2,B\n4,d\n");
-    p.write(
-        "m.toml",
-        &format!(
-            "name = \"ice_py\"\n[source]\ntype = \"file\"\npath = \"m.csv\"\n\
-             [destination]\ntype = \"iceberg\"\n{CATALOG}\ntable = \"py.t\"\nmode = \"merge\"\nmerge_keys = [\"id\"]\n"
-        ),
-    );
-    p.pipe(&["run", "m.toml"]).assert_ok();
+    let merge = "mode = \"merge\"\nmerge_keys = [\"id\"]";
+    let m = untyped_pipeline(&p, "ice_py", "m.csv", "py.t", merge);
+    p.pipe(&["run", &m]).assert_ok();
     let v = read(&p, "py.t");
-    let names: Vec<(i64, String)> = v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_i64().unwrap(),
-                r["name"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
     assert_eq!(
-        names,
+        id_names(&v),
         vec![
             (1, "a".into()),
             (2, "B".into()),
@@ -66,14 +50,8 @@ fn tables_written_by_pyiceberg_take_merges_from_pipe_and_vice_versa() {
 
     // pyiceberg appends and upserts into a table pipe created
     p.write("a.csv", "id,name\n10,x\n11,y\n");
-    p.write(
-        "a.toml",
-        &format!(
-            "name = \"ice_py2\"\n[source]\ntype = \"file\"\npath = \"a.csv\"\n\
-             [destination]\ntype = \"iceberg\"\n{CATALOG}\ntable = \"pipe.t\"\n"
-        ),
-    );
-    p.pipe(&["run", "a.toml"]).assert_ok();
+    let a = untyped_pipeline(&p, "ice_py2", "a.csv", "pipe.t", "");
+    p.pipe(&["run", &a]).assert_ok();
     let more = json!([{"id": 11, "name": "Y"}, {"id": 12, "name": "z"}]);
     let (ok, v) = py_in(
         p.path(),
@@ -89,16 +67,13 @@ fn tables_written_by_pyiceberg_take_merges_from_pipe_and_vice_versa() {
     );
     assert!(ok, "{v}");
     let v = read(&p, "pipe.t");
-    let names: Vec<String> = v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(names, vec!["x", "Y", "z"]);
+    assert_eq!(
+        id_names(&v),
+        vec![(10, "x".into()), (11, "Y".into()), (12, "z".into())]
+    );
     // and pipe appends on top of pyiceberg's snapshot
     p.write("a.csv", "id,name\n13,w\n");
-    p.pipe(&["run", "a.toml"]).assert_ok();
+    p.pipe(&["run", &a]).assert_ok();
     let v = read(&p, "pipe.t");
     assert_eq!(v["count"], 4);
     expect_totals(&v);

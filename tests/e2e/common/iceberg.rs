@@ -27,6 +27,34 @@ pub fn pipeline(p: &Project, name: &str, csv: &str, table: &str, dest: &str) -> 
     file
 }
 
+/// A pipeline loading `csv` (inferred types) into Iceberg table `table`.
+pub fn untyped_pipeline(p: &Project, name: &str, csv: &str, table: &str, dest: &str) -> String {
+    let file = format!("{name}.toml");
+    p.write(
+        &file,
+        &format!(
+            "name = \"{name}\"\n[source]\ntype = \"file\"\npath = \"{csv}\"\n\
+             [destination]\ntype = \"iceberg\"\n{CATALOG}\ntable = \"{table}\"\n{dest}\n"
+        ),
+    );
+    file
+}
+
+/// `(id, name)` of every row pyiceberg read.
+pub fn id_names(v: &Value) -> Vec<(i64, String)> {
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_i64().unwrap(),
+                r["name"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
 pub fn read(p: &Project, table: &str) -> Value {
     let (ok, v) = py_in(
         p.path(),
