@@ -17,21 +17,7 @@ use serde_json::json;
 fn tables_written_by_pyiceberg_take_merges_from_pipe_and_vice_versa() {
     let p = Project::new();
     let rows = json!([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}]);
-    let (ok, v) = py_in(
-        p.path(),
-        "ice.py",
-        &[
-            "write",
-            "cat/catalog.db",
-            "wh",
-            "py.t",
-            "append",
-            &rows.to_string(),
-            "--partition",
-            "id",
-        ],
-    );
-    assert!(ok, "{v}");
+    py_write(&p, "py.t", "append", &rows, &["--partition", "id"]);
     p.write("m.csv", "id,name\n2,B\n4,d\n");
     let merge = "mode = \"merge\"\nmerge_keys = [\"id\"]";
     let m = untyped_pipeline(&p, "ice_py", "m.csv", "py.t", merge);
@@ -53,19 +39,7 @@ fn tables_written_by_pyiceberg_take_merges_from_pipe_and_vice_versa() {
     let a = untyped_pipeline(&p, "ice_py2", "a.csv", "pipe.t", "");
     p.pipe(&["run", &a]).assert_ok();
     let more = json!([{"id": 11, "name": "Y"}, {"id": 12, "name": "z"}]);
-    let (ok, v) = py_in(
-        p.path(),
-        "ice.py",
-        &[
-            "write",
-            "cat/catalog.db",
-            "wh",
-            "pipe.t",
-            "upsert",
-            &more.to_string(),
-        ],
-    );
-    assert!(ok, "{v}");
+    py_write(&p, "pipe.t", "upsert", &more, &[]);
     let v = read(&p, "pipe.t");
     assert_eq!(
         id_names(&v),

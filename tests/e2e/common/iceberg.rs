@@ -55,6 +55,16 @@ pub fn id_names(v: &Value) -> Vec<(i64, String)> {
         .collect()
 }
 
+/// pyiceberg itself writes `rows` into `table` (created if missing) with `mode`
+/// (`append`, `overwrite`, `upsert` on `id`).
+pub fn py_write(p: &Project, table: &str, mode: &str, rows: &Value, extra: &[&str]) {
+    let rows = rows.to_string();
+    let mut args = vec!["write", "cat/catalog.db", "wh", table, mode, rows.as_str()];
+    args.extend_from_slice(extra);
+    let (ok, v) = py_in(p.path(), "ice.py", &args);
+    assert!(ok, "pyiceberg could not {mode} into {table}: {v}");
+}
+
 pub fn read(p: &Project, table: &str) -> Value {
     let (ok, v) = py_in(
         p.path(),
