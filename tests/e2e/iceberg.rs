@@ -342,3 +342,46 @@ fn new_columns_evolve_with_new_field_ids_and_freeze_rejects_them() {
     p.pipe(&["run", f]).assert_failed().stderr_has("extra");
     assert_untouched(&p, "s.evo", &v, &disk);
 }
+
+#[test]
+fn the_example_orders_pipeline_merges_into_iceberg() {
+    let p = Project::new();
+    let f = "pipelines/orders_iceberg.toml";
+    let first = p.pipe(&["run", f, "--json"]).assert_ok().json();
+    assert_eq!(first["commit"]["rows_inserted"], 5000, "{first}");
+    let again = p.pipe(&["run", f, "--json"]).assert_ok().json();
+    assert_eq!(again["commit"]["rows_updated"], 5000, "{again}");
+    let update = p
+        .pipe_env(
+            &["run", f, "--json"],
+            &[("ORDERS_FILE", "pipelines/data/orders_update.csv")],
+        )
+        .assert_ok()
+        .json();
+    assert_eq!(update["commit"]["rows_inserted"], 200, "{update}");
+    assert_eq!(update["commit"]["rows_updated"], 300, "{update}");
+    let (ok, v) = py_in(
+        p.path(),
+        "ice.py",
+        &[
+            "read",
+            ".pipe/catalog.db",
+            ".pipe/warehouse",
+            "sales.orders",
+            "--order",
+            "o_orderkey",
+        ],
+    );
+    assert!(ok, "{v}");
+    assert_eq!(v["count"], 5200);
+    let keys: BTreeSet<i64> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["o_orderkey"].as_i64().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 5200, "duplicate keys after merges");
+    assert!(v["spec"].as_str().unwrap().contains("month"));
+    assert_eq!(v["snapshots"].as_array().unwrap().len(), 3);
+    expect_totals(&v);
+}
