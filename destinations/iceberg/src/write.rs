@@ -125,13 +125,13 @@ enum Inner {
 /// Writes one run's (or one rewrite's) rows into new data files of the table.
 pub(crate) struct DataWriter {
     inner: Inner,
-    rows: u64,
 }
 
 impl std::fmt::Debug for DataWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let partitioned = matches!(self.inner, Inner::Partitioned { .. });
         f.debug_struct("DataWriter")
-            .field("rows", &self.rows)
+            .field("partitioned", &partitioned)
             .finish()
     }
 }
@@ -176,7 +176,7 @@ impl DataWriter {
                 writer: Box::new(FanoutWriter::new(builder)),
             }
         };
-        Ok(Self { inner, rows: 0 })
+        Ok(Self { inner })
     }
 
     /// Write one batch (of the table's write schema).
@@ -184,7 +184,6 @@ impl DataWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.rows += batch.num_rows() as u64;
         match &mut self.inner {
             Inner::Unpartitioned(w) => w.write(batch).await.map_err(ice("writing a data file")),
             Inner::Partitioned { splitter, writer } => {

@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod scheduler;
 pub mod secret;
 pub mod source;
+pub mod spool;
 pub mod stage;
 pub mod state;
 pub mod summary;

@@ -101,8 +101,6 @@ fn key_values(column: &ArrayRef) -> Option<Vec<KeyValue>> {
 pub(crate) struct KeyIndex {
     /// Positions of the key columns in the write schema.
     pub columns: Vec<usize>,
-    /// Names, for messages.
-    pub names: Vec<String>,
     converter: RowConverter,
     /// Key → (batch, row) of its last occurrence.
     last: HashMap<Box<[u8]>, (u32, u32)>,
@@ -115,7 +113,7 @@ pub(crate) struct KeyIndex {
 impl std::fmt::Debug for KeyIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyIndex")
-            .field("names", &self.names)
+            .field("columns", &self.columns)
             .field("keys", &self.last.len())
             .finish()
     }
@@ -128,13 +126,8 @@ impl KeyIndex {
             .map(|&i| SortField::new(schema.field(i).data_type().clone()))
             .collect();
         let converter = RowConverter::new(fields).map_err(data("setting up merge keys"))?;
-        let names = columns
-            .iter()
-            .map(|&i| schema.field(i).name().clone())
-            .collect();
         Ok(Self {
             columns,
-            names,
             converter,
             last: HashMap::new(),
             first: Some(Vec::new()),
@@ -149,16 +142,17 @@ impl KeyIndex {
             .map_err(data("encoding merge keys"))
     }
 
-    fn key_columns(&self, batch: &RecordBatch) -> Vec<ArrayRef> {
+    /// `batch`'s key columns (a batch of the write schema).
+    pub(crate) fn key_columns(&self, batch: &RecordBatch) -> Vec<ArrayRef> {
         self.columns
             .iter()
             .map(|&i| batch.column(i).clone())
             .collect()
     }
 
-    /// Record one incoming batch (the `n`th, counting from 0). A NULL key matches a NULL
-    /// key, as in the other destinations.
-    pub(crate) fn add(&mut self, batch: &RecordBatch) -> Result<u32> {
+    /// Record the next incoming batch (batches count from 0, as they are spooled). A NULL
+    /// key matches a NULL key, as in the other destinations.
+    pub(crate) fn add(&mut self, batch: &RecordBatch) -> Result<()> {
         let columns = self.key_columns(batch);
         if columns.first().is_none_or(|c| c.null_count() > 0) {
             // Column bounds say nothing about NULLs: every file is a candidate.
@@ -177,7 +171,7 @@ impl KeyIndex {
             }
         }
         self.batches += 1;
-        Ok(n)
+        Ok(())
     }
 
     /// Sort the first key column's values; call once every batch was added.

@@ -8,39 +8,27 @@ mod keys;
 mod read;
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::{BufReader, BufWriter};
 
 use arrow_array::{BooleanArray, RecordBatch};
-use arrow_ipc::reader::FileReader;
-use arrow_ipc::writer::FileWriter;
 use arrow_schema::SchemaRef;
 use arrow_select::filter::filter_record_batch;
 use iceberg::io::FileIO;
 use iceberg::spec::Schema;
+use pipe_framework::spool::BatchSpool;
 
 pub(crate) use keys::KeyIndex;
 
 use crate::commit::live::LiveFile;
-use crate::error::{Result, data};
+use crate::error::{IcebergError, Result, data};
 use crate::parallel::ParallelWriter;
 
 /// One run's staged merge.
+#[derive(Debug)]
 pub(crate) struct MergeState {
     keys: KeyIndex,
-    spool: FileWriter<BufWriter<File>>,
-    file: tempfile::NamedTempFile,
+    /// The incoming rows; taken when the merge finishes.
+    spool: Option<BatchSpool>,
     schema: SchemaRef,
-    rows: u64,
-}
-
-impl std::fmt::Debug for MergeState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MergeState")
-            .field("keys", &self.keys)
-            .field("rows", &self.rows)
-            .finish()
-    }
 }
 
 /// What a merge changes.
@@ -60,22 +48,11 @@ impl MergeState {
     /// Start staging rows of `schema` keyed on the columns at `key_columns`.
     pub(crate) fn new(schema: SchemaRef, key_columns: Vec<usize>) -> Result<Self> {
         let keys = KeyIndex::new(&schema, key_columns)?;
-        let file = tempfile::Builder::new()
-            .prefix("pipe-merge-")
-            .suffix(".arrow")
-            .tempfile()
-            .map_err(data("creating the merge spool file"))?;
-        let handle = file
-            .reopen()
-            .map_err(data("opening the merge spool file"))?;
-        let spool = FileWriter::try_new(BufWriter::new(handle), &schema)
-            .map_err(data("writing the merge spool file"))?;
+        let spool = BatchSpool::new(schema.clone(), "merge")?;
         Ok(Self {
             keys,
-            spool,
-            file,
+            spool: Some(spool),
             schema,
-            rows: 0,
         })
     }
 
@@ -84,11 +61,13 @@ impl MergeState {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        let Some(spool) = &mut self.spool else {
+            return Err(IcebergError::Internal(
+                "merge rows after the merge finished".into(),
+            ));
+        };
         self.keys.add(batch)?;
-        self.spool
-            .write(batch)
-            .map_err(data("writing the merge spool file"))?;
-        self.rows += batch.num_rows() as u64;
+        spool.write(batch)?;
         Ok(())
     }
 
@@ -111,9 +90,11 @@ impl MergeState {
         live: &[LiveFile],
         writer: &mut ParallelWriter,
     ) -> Result<MergeOutcome> {
-        self.spool
-            .finish()
-            .map_err(data("finishing the merge spool file"))?;
+        let spooled = self
+            .spool
+            .take()
+            .ok_or_else(|| IcebergError::Internal("the merge finished twice".into()))?
+            .finish()?;
         self.keys.seal();
         let mut rewritten = HashSet::new();
         let mut matched: hashbrown::HashSet<Box<[u8]>> = hashbrown::HashSet::new();
@@ -135,19 +116,10 @@ impl MergeState {
             matched.extend(hits);
             rewritten.insert(path.to_string());
         }
-        let handle = File::open(self.file.path()).map_err(data("reading the merge spool file"))?;
-        let reader = FileReader::try_new(BufReader::new(handle), None)
-            .map_err(data("reading the merge spool file"))?;
-        for (n, batch) in reader.enumerate() {
-            let batch = batch.map_err(data("reading the merge spool file"))?;
+        for (n, batch) in spooled.batches()?.enumerate() {
+            let batch = batch?;
             let n = u32::try_from(n).unwrap_or(u32::MAX);
-            let columns: Vec<_> = self
-                .keys
-                .columns
-                .iter()
-                .map(|&i| batch.column(i).clone())
-                .collect();
-            let rows = self.keys.rows(&columns)?;
+            let rows = self.keys.rows(&self.keys.key_columns(&batch))?;
             let keep: BooleanArray = rows
                 .iter()
                 .enumerate()

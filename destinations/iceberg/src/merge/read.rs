@@ -198,12 +198,7 @@ pub(super) async fn rewrite_without(
                 .map_err(data(format!(
                     "data file {path}: projecting to the table schema"
                 )))?;
-        let key_columns: Vec<ArrayRef> = keys
-            .columns
-            .iter()
-            .map(|&i| projected.column(i).clone())
-            .collect();
-        let encoded = keys.rows(&key_columns)?;
+        let encoded = keys.rows(&keys.key_columns(&projected))?;
         let keep: BooleanArray = encoded
             .iter()
             .map(|r| Some(!keys.contains(r.as_ref())))
