@@ -17,8 +17,6 @@ pipe's Iceberg destination.
 CATALOG_DB is the SQLite file; the catalog is named `pipe` like pipe's default.
 """
 import argparse
-import datetime as dt
-import decimal
 import hashlib
 import json
 import os
@@ -28,6 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.catalog.sql import SqlCatalog
 
+from canon import canon
+
 
 def catalog(db, warehouse):
     if "://" not in db:
@@ -35,28 +35,6 @@ def catalog(db, warehouse):
     uri = db if "://" in db else f"sqlite:///{os.path.abspath(db)}"
     wh = warehouse if "://" in warehouse else f"file://{os.path.abspath(warehouse)}"
     return SqlCatalog("pipe", uri=uri, warehouse=wh)
-
-
-def canon(v):
-    if v is None:
-        return None
-    if isinstance(v, bytes):
-        return v.hex()
-    if isinstance(v, dt.datetime):
-        if v.tzinfo is not None:
-            v = v.astimezone(dt.timezone.utc)
-        return v.isoformat()
-    if isinstance(v, (dt.date, dt.time)):
-        return v.isoformat()
-    if isinstance(v, decimal.Decimal):
-        return str(v)
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, dict):
-        return {k: canon(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [canon(x) for x in v]
-    return str(v) if not isinstance(v, (int, bool, str)) else v
 
 
 def read(args):

@@ -26,7 +26,7 @@ pub(crate) async fn inspect(
     Ok(ExitCode::SUCCESS)
 }
 
-fn print(info: &TableInfo) {
+pub(crate) fn print(info: &TableInfo) {
     out!("table     {}", info.table);
     if let Some(location) = &info.location {
         out!("metadata  {location}");

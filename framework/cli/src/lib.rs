@@ -6,6 +6,8 @@
 #[macro_use]
 mod output;
 mod check;
+#[cfg(feature = "destination-delta")]
+mod delta;
 mod git;
 mod inspect;
 mod ops;
@@ -32,6 +34,8 @@ pub fn default_registry() -> Registry {
     let registry = registry.destination("duckdb", pipe_destination_duckdb::DuckDbFactory);
     #[cfg(feature = "destination-iceberg")]
     let registry = registry.destination("iceberg", pipe_destination_iceberg::IcebergFactory);
+    #[cfg(feature = "destination-delta")]
+    let registry = registry.destination("delta", pipe_destination_delta::DeltaFactory);
     registry
 }
 
@@ -145,6 +149,12 @@ enum Command {
         #[command(subcommand)]
         command: ContractCommand,
     },
+    /// Delta Lake table operations: history, vacuum, optimize, restore, inspect.
+    #[cfg(feature = "destination-delta")]
+    Delta {
+        #[command(subcommand)]
+        command: delta::DeltaCommand,
+    },
     /// Run every pipeline of a directory that has a [schedule], until SIGTERM or Ctrl-C.
     Schedule {
         /// The directory of pipeline files.
@@ -254,6 +264,8 @@ async fn dispatch(command: Command, registry: Registry) -> Result<ExitCode, Erro
             json,
         } => ops::status(&pipeline, &registry, runs, json).await,
         Command::Inspect { pipeline, json } => inspect::inspect(&pipeline, &registry, json).await,
+        #[cfg(feature = "destination-delta")]
+        Command::Delta { command } => delta::run(command).await,
         Command::Check {
             file,
             against,

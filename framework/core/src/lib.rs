@@ -13,6 +13,7 @@ pub mod context;
 pub mod destination;
 pub mod error;
 pub mod evolution;
+pub mod merge_keys;
 pub mod null;
 pub mod pipeline;
 pub mod quarantine;

@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+pub mod delta;
 pub mod iceberg;
+pub mod rows;
 
 /// The repository root.
 pub fn root() -> PathBuf {

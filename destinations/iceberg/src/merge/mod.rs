@@ -4,7 +4,6 @@
 //! matched rows, and the deduplicated incoming rows (last occurrence of a key wins) are
 //! added. Memory holds the incoming keys, not the table.
 
-mod keys;
 mod read;
 
 use std::collections::HashSet;
@@ -16,7 +15,9 @@ use iceberg::io::FileIO;
 use iceberg::spec::Schema;
 use pipe_framework::spool::BatchSpool;
 
-pub(crate) use keys::KeyIndex;
+use iceberg::spec::{Datum, PrimitiveLiteral};
+pub(crate) use pipe_framework::merge_keys::KeyIndex;
+use pipe_framework::merge_keys::KeyValue;
 
 use crate::commit::live::LiveFile;
 use crate::error::{IcebergError, Result, data};
@@ -75,8 +76,8 @@ impl MergeState {
     pub(crate) fn may_match(&self, file: &LiveFile, key_field_id: i32) -> bool {
         let df = file.entry.data_file();
         self.keys.may_match(
-            df.lower_bounds().get(&key_field_id),
-            df.upper_bounds().get(&key_field_id),
+            df.lower_bounds().get(&key_field_id).and_then(key_value),
+            df.upper_bounds().get(&key_field_id).and_then(key_value),
         )
     }
 
@@ -142,4 +143,17 @@ impl MergeState {
             scanned,
         })
     }
+}
+
+/// A data file's column bound as a [`KeyValue`], if merge pruning can compare it.
+fn key_value(d: &Datum) -> Option<KeyValue> {
+    Some(match d.literal() {
+        PrimitiveLiteral::Int(v) => KeyValue::Int(i128::from(*v)),
+        PrimitiveLiteral::Long(v) => KeyValue::Int(i128::from(*v)),
+        PrimitiveLiteral::Int128(v) => KeyValue::Int(*v),
+        PrimitiveLiteral::String(s) => KeyValue::Str(s.clone()),
+        PrimitiveLiteral::Binary(b) => KeyValue::Bytes(b.clone()),
+        PrimitiveLiteral::UInt128(u) => KeyValue::Bytes(u.to_be_bytes().to_vec()),
+        _ => return None,
+    })
 }

@@ -14,9 +14,9 @@ use iceberg::spec::Schema;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::{PARQUET_FIELD_ID_META_KEY, ProjectionMask};
 
-use super::keys::KeyIndex;
 use crate::error::{IcebergError, Result, data, ice};
 use crate::parallel::ParallelWriter;
+use pipe_framework::merge_keys::KeyIndex;
 
 const BATCH_ROWS: usize = 64 * 1024;
 

@@ -1,6 +1,8 @@
-//! Merge keys: the incoming rows' keys (last occurrence wins) and the first key column's
-//! values for pruning data files by their column bounds.
+//! Merge keys for copy-on-write merges: the incoming rows' keys (last occurrence of a key
+//! wins) and the first key column's values, for pruning data files by their column bounds.
+//! Destinations turn their file statistics into [`KeyValue`]s.
 
+use crate::error::{Error, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Date32Type, Decimal128Type, Int32Type, Int64Type, Time64MicrosecondType,
@@ -10,34 +12,22 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_row::{RowConverter, Rows, SortField};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use hashbrown::HashMap;
-use iceberg::spec::{Datum, PrimitiveLiteral};
 
-use crate::error::{Result, data};
+fn data<E: std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+) -> impl FnOnce(E) -> Error {
+    move |e| Error::external(what).with_source(e)
+}
 
-/// A key value ordered like Iceberg orders the column's bounds.
+/// A key value, ordered like table formats order their column bounds.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum KeyValue {
+pub enum KeyValue {
     /// Integers, dates, times, timestamps, decimals (of one scale).
     Int(i128),
     /// Strings (UTF-8 byte order).
     Str(String),
     /// Binary and fixed.
     Bytes(Vec<u8>),
-}
-
-impl KeyValue {
-    /// A bound from a data file's stats, if comparable.
-    pub(crate) fn from_datum(d: &Datum) -> Option<Self> {
-        Some(match d.literal() {
-            PrimitiveLiteral::Int(v) => KeyValue::Int(i128::from(*v)),
-            PrimitiveLiteral::Long(v) => KeyValue::Int(i128::from(*v)),
-            PrimitiveLiteral::Int128(v) => KeyValue::Int(*v),
-            PrimitiveLiteral::String(s) => KeyValue::Str(s.clone()),
-            PrimitiveLiteral::Binary(b) => KeyValue::Bytes(b.clone()),
-            PrimitiveLiteral::UInt128(u) => KeyValue::Bytes(u.to_be_bytes().to_vec()),
-            _ => return None,
-        })
-    }
 }
 
 /// Values of `column` as [`KeyValue`]s (`None` for types bounds cannot prune on).
@@ -97,8 +87,8 @@ fn key_values(column: &ArrayRef) -> Option<Vec<KeyValue>> {
     }
 }
 
-/// The run's incoming keys.
-pub(crate) struct KeyIndex {
+/// A run's incoming keys.
+pub struct KeyIndex {
     /// Positions of the key columns in the write schema.
     pub columns: Vec<usize>,
     converter: RowConverter,
@@ -120,7 +110,7 @@ impl std::fmt::Debug for KeyIndex {
 }
 
 impl KeyIndex {
-    pub(crate) fn new(schema: &SchemaRef, columns: Vec<usize>) -> Result<Self> {
+    pub fn new(schema: &SchemaRef, columns: Vec<usize>) -> Result<Self> {
         let fields = columns
             .iter()
             .map(|&i| SortField::new(schema.field(i).data_type().clone()))
@@ -136,14 +126,14 @@ impl KeyIndex {
     }
 
     /// The key rows of `batch`'s key columns (found by position in `columns`).
-    pub(crate) fn rows(&self, key_columns: &[ArrayRef]) -> Result<Rows> {
+    pub fn rows(&self, key_columns: &[ArrayRef]) -> Result<Rows> {
         self.converter
             .convert_columns(key_columns)
             .map_err(data("encoding merge keys"))
     }
 
     /// `batch`'s key columns (a batch of the write schema).
-    pub(crate) fn key_columns(&self, batch: &RecordBatch) -> Vec<ArrayRef> {
+    pub fn key_columns(&self, batch: &RecordBatch) -> Vec<ArrayRef> {
         self.columns
             .iter()
             .map(|&i| batch.column(i).clone())
@@ -152,7 +142,7 @@ impl KeyIndex {
 
     /// Record the next incoming batch (batches count from 0, as they are spooled). A NULL
     /// key matches a NULL key, as in the other destinations.
-    pub(crate) fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
         let columns = self.key_columns(batch);
         if columns.first().is_none_or(|c| c.null_count() > 0) {
             // Column bounds say nothing about NULLs: every file is a candidate.
@@ -175,7 +165,7 @@ impl KeyIndex {
     }
 
     /// Sort the first key column's values; call once every batch was added.
-    pub(crate) fn seal(&mut self) {
+    pub fn seal(&mut self) {
         if let Some(first) = &mut self.first {
             first.sort_unstable();
             first.dedup();
@@ -183,28 +173,29 @@ impl KeyIndex {
     }
 
     /// Distinct incoming keys.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.last.len()
     }
 
+    /// Whether no key was added.
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
+    }
+
     /// Whether a key is incoming.
-    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+    pub fn contains(&self, key: &[u8]) -> bool {
         self.last.contains_key(key)
     }
 
     /// Whether row `row` of incoming batch `batch` is its key's last occurrence.
-    pub(crate) fn is_last(&self, key: &[u8], batch: u32, row: u32) -> bool {
+    pub fn is_last(&self, key: &[u8], batch: u32, row: u32) -> bool {
         self.last.get(key) == Some(&(batch, row))
     }
 
     /// Whether a data file whose first key column lies in `[lower, upper]` can hold an
     /// incoming key (no bounds, or no usable first-key values: it can).
-    pub(crate) fn may_match(&self, lower: Option<&Datum>, upper: Option<&Datum>) -> bool {
-        let (Some(first), Some(lower), Some(upper)) = (&self.first, lower, upper) else {
-            return true;
-        };
-        let (Some(lo), Some(hi)) = (KeyValue::from_datum(lower), KeyValue::from_datum(upper))
-        else {
+    pub fn may_match(&self, lower: Option<KeyValue>, upper: Option<KeyValue>) -> bool {
+        let (Some(first), Some(lo), Some(hi)) = (&self.first, lower, upper) else {
             return true;
         };
         if lo > hi {

@@ -1,0 +1,347 @@
+//! # pipe-destination-delta
+//!
+//! `type = "delta"`: loads into a Delta Lake table (local directory or object store) through
+//! delta-rs. Each run is one version of the log: `append` adds files, `replace` removes every
+//! live file (or, with `replace_where`, only the rows matching a predicate) and adds the run's,
+//! `merge` is a copy-on-write upsert that rewrites only the files holding incoming keys. Every
+//! commit carries an application transaction (`txn`: app id = pipeline, version = run
+//! sequence) and the pipeline's state in `commitInfo`, so state commits with the data. Table
+//! operations (history, vacuum, optimize, restore, inspect) are in [`ops`].
+
+mod commit;
+mod config;
+mod error;
+mod merge;
+pub mod ops;
+mod predicate;
+mod read;
+mod schema;
+mod sink;
+mod store;
+mod table;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_schema::DataType;
+use async_trait::async_trait;
+use delta_kernel::table_properties::DataSkippingNumIndexedCols;
+use pipe_framework::evolution::{SchemaChange, TypeRules, plan_evolution};
+use pipe_framework::{
+    BuildContext, Destination, DestinationFactory, Error, PrepareRequest, Result, RunContext, Sink,
+    State, TableInfo, WriteMode,
+};
+
+pub use config::{DeltaConfig, MaintenanceConfig};
+pub use error::DeltaError;
+pub use sink::DeltaSink;
+pub use table::Location;
+
+use commit::Target;
+use merge::MergeState;
+use ops::Maintenance;
+use predicate::Predicate;
+use sink::SinkParts;
+use store::{RecordingStore, Written};
+use write::{ParallelWriter, WriteOptions};
+
+/// Columns with statistics when the table does not say (Delta's default).
+const DEFAULT_INDEXED_COLUMNS: u64 = 32;
+
+/// Registers as `type = "delta"`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeltaFactory;
+
+impl DestinationFactory for DeltaFactory {
+    type Config = DeltaConfig;
+
+    fn description(&self) -> &'static str {
+        "Delta Lake table (local or object store); one version per run"
+    }
+
+    fn modes(&self) -> &'static [WriteMode] {
+        &WriteMode::ALL
+    }
+
+    fn build(&self, config: DeltaConfig, _ctx: &BuildContext) -> Result<Arc<dyn Destination>> {
+        Ok(Arc::new(DeltaDestination::new(config)?))
+    }
+}
+
+/// A Delta table as a destination.
+#[derive(Debug)]
+pub struct DeltaDestination {
+    config: DeltaConfig,
+    location: Location,
+    options: WriteOptions,
+}
+
+impl DeltaDestination {
+    /// Validate `config`; opens nothing.
+    pub fn new(config: DeltaConfig) -> Result<Self> {
+        let options: HashMap<String, String> = config
+            .storage_options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let location = Location::new(&config.path, options)?;
+        let writers = match config.writers {
+            Some(0) => return Err(DeltaError::Config("writers must be at least 1".into()).into()),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+        };
+        let options = WriteOptions {
+            target_file_size: config
+                .target_file_size_mb
+                .max(1)
+                .saturating_mul(1024 * 1024),
+            row_group_rows: config.row_group_rows,
+            compression: write::parse_compression(&config.compression)?,
+            writers,
+        };
+        Ok(Self {
+            config,
+            location,
+            options,
+        })
+    }
+
+    async fn prepare_sink(&self, req: PrepareRequest) -> error::Result<DeltaSink> {
+        let mode = req.write.mode;
+        if self.config.replace_where.is_some() && mode != WriteMode::Replace {
+            return Err(DeltaError::Config(format!(
+                "replace_where only applies to mode = \"replace\" (this pipeline's mode is \
+                 \"{mode}\")"
+            )));
+        }
+        let source = schema::storable_schema(&req.source_schema)?;
+        let (target, arrow, partition_columns, seq, indexed) = match self.location.open().await? {
+            None => self.plan_new(&source, mode)?,
+            Some(table) => self.plan_existing(table, &source, &req).await?,
+        };
+        let merge_keys = if mode == WriteMode::Merge {
+            if req.write.merge_keys.is_empty() {
+                return Err(DeltaError::Config(
+                    "mode = \"merge\" needs merge_keys".into(),
+                ));
+            }
+            schema::resolve(&req.source_schema, &req.write.merge_keys, "merge key")?;
+            schema::resolve(&arrow, &req.write.merge_keys, "merge key")?
+        } else {
+            Vec::new()
+        };
+        let replace_where = match &self.config.replace_where {
+            Some(sql) => Some(Predicate::parse(sql, &arrow)?),
+            None => None,
+        };
+        let handle = match &target {
+            Target::New { table, .. } | Target::Existing { table, .. } => table.log_store(),
+        };
+        let written = Written::default();
+        let store: deltalake::logstore::ObjectStoreRef = Arc::new(RecordingStore::new(
+            handle.object_store(None),
+            written.clone(),
+        ));
+        let writer = ParallelWriter::new(
+            store.clone(),
+            arrow.clone(),
+            partition_columns.clone(),
+            indexed,
+            &self.options,
+        );
+        let merge = if mode == WriteMode::Merge {
+            Some(MergeState::new(arrow.clone(), merge_keys.clone())?)
+        } else {
+            None
+        };
+        let parts = SinkParts {
+            schema: arrow.clone(),
+            partition_columns,
+            store,
+            written,
+            mode,
+            merge,
+            replace_where,
+            merge_keys: merge_keys
+                .iter()
+                .map(|&i| arrow.field(i).name().clone())
+                .collect(),
+            seq,
+            retries: self.config.commit_retries,
+            maintenance: Maintenance {
+                location: self.location.clone(),
+                config: self.config.maintenance.clone(),
+                target_size: self.options.target_file_size,
+            },
+        };
+        Ok(DeltaSink::new(parts, target, writer))
+    }
+
+    /// No table yet: the first commit creates it with the source's schema.
+    fn plan_new(&self, source: &arrow_schema::Schema, mode: WriteMode) -> error::Result<Planned> {
+        let kernel = schema::to_kernel(source)?;
+        let arrow = schema::to_arrow(&kernel)?;
+        let partition_columns =
+            schema::resolve(&arrow, &self.config.partition_by, "partition column")?
+                .into_iter()
+                .map(|i| {
+                    let field = arrow.field(i);
+                    if matches!(
+                        field.data_type(),
+                        DataType::Struct(_) | DataType::List(_) | DataType::Map(_, _)
+                    ) {
+                        return Err(DeltaError::Config(format!(
+                            "partition column `{}` is nested ({}); partition by a primitive column",
+                            field.name(),
+                            field.data_type()
+                        )));
+                    }
+                    Ok(field.name().clone())
+                })
+                .collect::<error::Result<Vec<_>>>()?;
+        if partition_columns.len() == arrow.fields().len() {
+            return Err(DeltaError::Config(
+                "partition_by names every column: a Delta table needs at least one data column"
+                    .into(),
+            ));
+        }
+        let append_only = self
+            .config
+            .properties
+            .get("delta.appendOnly")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        refuse_append_only(append_only, mode)?;
+        self.location.create_local_dir()?;
+        let target = Target::New {
+            table: Box::new(self.location.handle()?),
+            schema: kernel,
+            partition_columns: partition_columns.clone(),
+            properties: self.config.properties.clone().into_iter().collect(),
+        };
+        let indexed = DataSkippingNumIndexedCols::NumColumns(DEFAULT_INDEXED_COLUMNS);
+        Ok((target, arrow, partition_columns, 1, indexed))
+    }
+
+    /// An existing table: evolve its schema under the policy, continue its run sequence.
+    async fn plan_existing(
+        &self,
+        table: deltalake::DeltaTable,
+        source: &arrow_schema::Schema,
+        req: &PrepareRequest,
+    ) -> error::Result<Planned> {
+        let snapshot = table
+            .snapshot()
+            .map_err(error::delta("reading the table state"))?;
+        let current = schema::to_arrow(snapshot.schema().as_ref())?;
+        let same = |a: &DataType, b: &DataType| schema::same_delta_type(a, b);
+        let rules = TypeRules {
+            same_type: &same,
+            case_insensitive_names: true,
+        };
+        let plan = plan_evolution(&current, source, req.evolution, rules)?;
+        if let Some(SchemaChange::WidenColumn { name, from, to }) = plan
+            .changes
+            .iter()
+            .find(|c| matches!(c, SchemaChange::WidenColumn { .. }))
+        {
+            return Err(DeltaError::Config(format!(
+                "column `{name}` is {from} in the table but the source has {to}: Delta tables \
+                 cannot widen a column's type (no typeWidening support); nothing was written"
+            )));
+        }
+        let evolved = if plan.changes.is_empty() {
+            None
+        } else {
+            Some(schema::to_kernel(&plan.target)?)
+        };
+        let arrow = match &evolved {
+            Some(k) => schema::to_arrow(k)?,
+            None => current,
+        };
+        let properties = snapshot.snapshot().table_properties();
+        refuse_append_only(properties.append_only == Some(true), req.write.mode)?;
+        let indexed = properties.data_skipping_num_indexed_cols.unwrap_or(
+            DataSkippingNumIndexedCols::NumColumns(DEFAULT_INDEXED_COLUMNS),
+        );
+        let partition_columns = snapshot.metadata().partition_columns().to_vec();
+        let seq = table::committed_seq(&table, &req.ctx.pipeline)
+            .await?
+            .unwrap_or(0)
+            + 1;
+        let target = Target::Existing {
+            table: Box::new(table),
+            evolved,
+        };
+        Ok((target, arrow, partition_columns, seq, indexed))
+    }
+}
+
+/// What planning a run decides: where it commits, the table's Arrow schema, partition
+/// columns, the run's sequence number and how many columns get statistics.
+type Planned = (
+    Target,
+    arrow_schema::SchemaRef,
+    Vec<String>,
+    i64,
+    DataSkippingNumIndexedCols,
+);
+
+fn refuse_append_only(append_only: bool, mode: WriteMode) -> error::Result<()> {
+    if append_only && mode != WriteMode::Append {
+        return Err(DeltaError::Config(format!(
+            "the table is append-only (delta.appendOnly = true): mode = \"{mode}\" would remove \
+             files; nothing was written"
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Destination for DeltaDestination {
+    fn describe(&self) -> String {
+        format!("delta {}", self.config.path)
+    }
+
+    async fn check(&self) -> Result<()> {
+        if let Some(dir) = self.location.local_dir()
+            && !dir.exists()
+        {
+            // The first run creates the directory: its nearest existing ancestor must be one.
+            let mut ancestor = dir.as_path();
+            while !ancestor.exists() {
+                match ancestor.parent() {
+                    Some(p) => ancestor = p,
+                    None => break,
+                }
+            }
+            if !ancestor.is_dir() {
+                return Err(DeltaError::Config(format!(
+                    "cannot create the table directory {}: {} is not a directory",
+                    dir.display(),
+                    ancestor.display()
+                ))
+                .into());
+            }
+            return Ok(());
+        }
+        self.location.open().await?;
+        Ok(())
+    }
+
+    async fn committed_state(&self, ctx: &RunContext) -> Result<Option<State>> {
+        Ok(Some(match self.location.open().await? {
+            Some(table) => table::committed_state(&table, &ctx.pipeline).await?,
+            None => State::new(),
+        }))
+    }
+
+    async fn inspect(&self) -> Result<Option<TableInfo>> {
+        Ok(ops::inspect(&self.location, None).await?)
+    }
+
+    async fn prepare(&self, request: PrepareRequest) -> Result<Box<dyn Sink>> {
+        let sink = self.prepare_sink(request).await.map_err(Error::from)?;
+        Ok(Box::new(sink))
+    }
+}

@@ -1,0 +1,331 @@
+//! Table operations (`pipe delta history|vacuum|optimize|restore|inspect`) and the
+//! post-commit maintenance of `[destination.maintenance]`.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
+
+use chrono::{DateTime, Utc};
+use deltalake::DeltaTable;
+use deltalake::kernel::StructType;
+use deltalake::operations::optimize::OptimizeType;
+use deltalake::operations::vacuum::VacuumMode;
+use pipe_framework::{ColumnInfo, CommitInfo, TableInfo};
+use serde::Serialize;
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::config::MaintenanceConfig;
+use crate::error::{DeltaError, Result, delta};
+use crate::table::{Location, PIPELINE_KEY, RUN_ID_KEY, RUN_SEQ_KEY};
+
+/// What `optimize` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct OptimizeReport {
+    /// The new table version (`None`: nothing to compact, no commit).
+    pub version: Option<i64>,
+    /// Files written.
+    pub files_added: u64,
+    /// Files compacted away.
+    pub files_removed: u64,
+}
+
+/// What `vacuum` did (or, dry, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct VacuumReport {
+    /// Whether nothing was deleted.
+    pub dry_run: bool,
+    /// Files deleted (or that would be).
+    pub files: Vec<String>,
+}
+
+/// What `restore` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// The new table version, whose content is the restored one's.
+    pub version: i64,
+    /// Files removed from the table.
+    pub files_removed: usize,
+    /// Files added back.
+    pub files_restored: usize,
+}
+
+/// Which version `restore` goes back to.
+#[derive(Debug, Clone, Copy)]
+pub enum RestoreTo {
+    /// A version number.
+    Version(i64),
+    /// The version current at this time.
+    Timestamp(DateTime<Utc>),
+}
+
+fn version_of(table: &DeltaTable) -> i64 {
+    table
+        .version()
+        .and_then(|v| i64::try_from(v).ok())
+        .unwrap_or(-1)
+}
+
+/// The table's commits, newest first.
+pub async fn history(location: &Location, limit: Option<usize>) -> Result<Vec<CommitInfo>> {
+    let table = location.open_existing().await?;
+    commits(&table, limit).await
+}
+
+async fn commits(table: &DeltaTable, limit: Option<usize>) -> Result<Vec<CommitInfo>> {
+    let current = version_of(table);
+    let infos: Vec<_> = table
+        .history(limit)
+        .await
+        .map_err(delta("reading the table history"))?
+        .collect();
+    // Newest first, one per version down from the current one.
+    Ok(infos
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let version = current - i as i64;
+            let mut summary = BTreeMap::new();
+            let text = |v: &Value| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            for (k, v) in c.operation_parameters.iter().flatten() {
+                summary.insert(format!("parameter.{k}"), text(v));
+            }
+            for (k, v) in &c.info {
+                match (k.as_str(), v) {
+                    ("operationMetrics", Value::Object(m)) => {
+                        for (mk, mv) in m {
+                            summary.insert(format!("metric.{mk}"), text(mv));
+                        }
+                    }
+                    (PIPELINE_KEY, _) => {
+                        summary.insert("pipe.pipeline".into(), text(v));
+                    }
+                    (RUN_ID_KEY, _) => {
+                        summary.insert("pipe.run-id".into(), text(v));
+                    }
+                    (RUN_SEQ_KEY, _) => {
+                        summary.insert("pipe.run-seq".into(), text(v));
+                    }
+                    _ => {}
+                }
+            }
+            CommitInfo {
+                id: version.to_string(),
+                parent: (version > 0).then(|| (version - 1).to_string()),
+                timestamp: c
+                    .timestamp
+                    .and_then(DateTime::<Utc>::from_timestamp_millis)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default(),
+                operation: c.operation.clone().unwrap_or_default(),
+                current: version == current,
+                summary,
+            }
+        })
+        .collect())
+}
+
+/// Schema, size and history of the table at `version` (default: the newest); `None` when
+/// there is no table.
+pub async fn inspect(location: &Location, version: Option<i64>) -> Result<Option<TableInfo>> {
+    let Some(mut table) = location.open().await? else {
+        return Ok(None);
+    };
+    let newest = version_of(&table);
+    if let Some(v) = version {
+        if v < 0 || v > newest {
+            return Err(DeltaError::Config(format!(
+                "version {v} does not exist: the table's versions are 0 to {newest}"
+            )));
+        }
+        let version = u64::try_from(v).unwrap_or_default();
+        table
+            .load_version(version)
+            .await
+            .map_err(delta(format!("loading version {v}")))?;
+    }
+    let state = table.snapshot().map_err(delta("reading the table state"))?;
+    let schema: StructType = state.schema().as_ref().clone();
+    let columns = schema
+        .fields()
+        .map(|f| ColumnInfo {
+            name: f.name().clone(),
+            r#type: f.data_type().to_string(),
+            id: None,
+            required: !f.is_nullable(),
+        })
+        .collect();
+    let (mut rows, mut files, mut bytes) = (0u64, 0u64, 0u64);
+    let mut rows_known = true;
+    for view in state.log_data().iter() {
+        files += 1;
+        bytes += u64::try_from(view.size()).unwrap_or(0);
+        match view.num_records() {
+            Some(n) => rows += n as u64,
+            None => rows_known = false,
+        }
+    }
+    let metadata = state.metadata();
+    let protocol = state.protocol();
+    let mut properties = BTreeMap::from([
+        ("version".to_string(), version_of(&table).to_string()),
+        ("location".to_string(), location.url.to_string()),
+        ("table-id".to_string(), metadata.id().to_string()),
+        (
+            "partition-columns".to_string(),
+            metadata.partition_columns().join(", "),
+        ),
+        (
+            "protocol".to_string(),
+            format!(
+                "reader {} writer {}",
+                protocol.min_reader_version(),
+                protocol.min_writer_version()
+            ),
+        ),
+    ]);
+    for (k, v) in metadata.configuration() {
+        properties.insert(format!("property.{k}"), v.clone());
+    }
+    // The history as of the inspected version.
+    let current = version_of(&table);
+    let mut history = commits(&location.open_existing().await?, None).await?;
+    history.retain(|c| c.id.parse::<i64>().is_ok_and(|v| v <= current));
+    for c in &mut history {
+        c.current = c.id == current.to_string();
+    }
+    history.reverse();
+    Ok(Some(TableInfo {
+        table: location.url.to_string(),
+        location: Some(location.url.to_string()),
+        columns,
+        properties,
+        rows: rows_known.then_some(rows),
+        files: Some(files),
+        bytes: Some(bytes),
+        commits: history,
+    }))
+}
+
+/// Compact small files (bin-packing, or Z-order by `zorder`) into files of about
+/// `target_size` bytes.
+pub async fn optimize(
+    location: &Location,
+    zorder: &[String],
+    target_size: Option<u64>,
+) -> Result<OptimizeReport> {
+    let table = location.open_existing().await?;
+    let before = version_of(&table);
+    let mut builder = table.optimize();
+    if !zorder.is_empty() {
+        builder = builder.with_type(OptimizeType::ZOrder(zorder.to_vec()));
+    }
+    if let Some(size) = target_size.and_then(NonZeroU64::new) {
+        builder = builder.with_target_size(size);
+    }
+    let (table, metrics) = builder.await.map_err(delta("optimizing the table"))?;
+    let after = version_of(&table);
+    Ok(OptimizeReport {
+        version: (after != before).then_some(after),
+        files_added: metrics.num_files_added,
+        files_removed: metrics.num_files_removed,
+    })
+}
+
+/// Delete data files no longer referenced by the table and older than `retain_hours`.
+/// Retention below the table's `delta.deletedFileRetentionDuration` (default 7 days) is
+/// refused unless `enforce_retention` is false: readers of older versions need those files.
+pub async fn vacuum(
+    location: &Location,
+    retain_hours: u64,
+    dry_run: bool,
+    enforce_retention: bool,
+) -> Result<VacuumReport> {
+    let table = location.open_existing().await?;
+    let hours = i64::try_from(retain_hours)
+        .map_err(|_| DeltaError::Config(format!("--retain-hours {retain_hours} is too large")))?;
+    let (_, metrics) = table
+        .vacuum()
+        .with_retention_period(chrono::Duration::hours(hours))
+        .with_dry_run(dry_run)
+        .with_mode(VacuumMode::Full)
+        .with_enforce_retention_duration(enforce_retention)
+        .await
+        .map_err(|e| match e {
+            deltalake::DeltaTableError::Generic(m) if m.contains("retention") => {
+                DeltaError::Config(format!("{m} (pass --no-enforce-retention to override)"))
+            }
+            e => delta("vacuuming the table")(e),
+        })?;
+    Ok(VacuumReport {
+        dry_run: metrics.dry_run,
+        files: metrics.files_deleted,
+    })
+}
+
+/// Make the table's content that of an earlier version, as a new version.
+pub async fn restore(location: &Location, to: RestoreTo) -> Result<RestoreReport> {
+    let table = location.open_existing().await?;
+    let builder = table.restore();
+    let builder = match to {
+        RestoreTo::Version(v) => {
+            let v = u64::try_from(v)
+                .map_err(|_| DeltaError::Config(format!("--version {v} is not a version")))?;
+            builder.with_version_to_restore(v)
+        }
+        RestoreTo::Timestamp(t) => builder.with_datetime_to_restore(t),
+    };
+    let (table, metrics) = builder.await.map_err(delta("restoring the table"))?;
+    Ok(RestoreReport {
+        version: version_of(&table),
+        files_removed: metrics.num_removed_file,
+        files_restored: metrics.num_restored_file,
+    })
+}
+
+/// `[destination.maintenance]` for one table.
+#[derive(Debug, Clone)]
+pub(crate) struct Maintenance {
+    /// The table.
+    pub location: Location,
+    /// The settings.
+    pub config: MaintenanceConfig,
+    /// Target file size for compaction.
+    pub target_size: u64,
+}
+
+impl Maintenance {
+    /// After run `seq` committed: optimize (and vacuum) when it is due. Failures are logged,
+    /// not returned: the run's data is already committed.
+    pub(crate) async fn after_commit(&self, seq: i64) {
+        let Some(every) = self.config.optimize_every_runs.filter(|n| *n > 0) else {
+            return;
+        };
+        if u64::try_from(seq).map_or(true, |s| s % every != 0) {
+            return;
+        }
+        match optimize(
+            &self.location,
+            &self.config.zorder_by,
+            Some(self.target_size),
+        )
+        .await
+        {
+            Ok(r) => info!(
+                version = ?r.version,
+                added = r.files_added,
+                removed = r.files_removed,
+                "maintenance: optimized"
+            ),
+            Err(e) => warn!(error = %e, "maintenance: optimize failed (the run is committed)"),
+        }
+        if let Some(hours) = self.config.vacuum_retain_hours {
+            match vacuum(&self.location, hours, false, true).await {
+                Ok(r) => info!(deleted = r.files.len(), "maintenance: vacuumed"),
+                Err(e) => warn!(error = %e, "maintenance: vacuum failed (the run is committed)"),
+            }
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! One run's staged writes: data files are written as batches arrive (merge: rows are
+//! spooled), and the commit adds one Delta version carrying the run's `txn` and state. On any
+//! failure every file this run wrote is deleted and the log is untouched.
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use deltalake::kernel::Remove;
+use deltalake::logstore::ObjectStoreRef;
+use futures::TryStreamExt;
+use pipe_framework::{CommitReport, CommitRequest, Error, Sink, WriteMode};
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::commit::{Change, Operation, RunInfo, Target, commit};
+use crate::error::{DeltaError, Result, data};
+use crate::merge::MergeState;
+use crate::ops::Maintenance;
+use crate::predicate::Predicate;
+use crate::read::{self, LiveFile};
+use crate::store::Written;
+use crate::write::ParallelWriter;
+
+/// The parts of a sink decided in the metadata stage.
+#[derive(Debug)]
+pub(crate) struct SinkParts {
+    /// The table's Arrow schema (what the sink receives).
+    pub schema: SchemaRef,
+    /// Partition columns.
+    pub partition_columns: Vec<String>,
+    /// The recording store the writers write through.
+    pub store: ObjectStoreRef,
+    /// What they wrote.
+    pub written: Written,
+    /// The write mode.
+    pub mode: WriteMode,
+    /// Merge staging, for `merge`.
+    pub merge: Option<MergeState>,
+    /// `replace_where`, for `replace`.
+    pub replace_where: Option<Predicate>,
+    /// Merge keys (for the history).
+    pub merge_keys: Vec<String>,
+    /// The run's sequence number (`txn` version).
+    pub seq: i64,
+    /// Commit retries.
+    pub retries: usize,
+    /// Post-commit maintenance.
+    pub maintenance: Maintenance,
+}
+
+/// The Delta [`Sink`].
+#[derive(Debug)]
+pub struct DeltaSink {
+    parts: SinkParts,
+    /// Where the commit goes; taken by the commit.
+    target: Option<Target>,
+    /// The data file writers; taken by the commit.
+    writer: Option<ParallelWriter>,
+    rows: u64,
+}
+
+impl DeltaSink {
+    pub(crate) fn new(parts: SinkParts, target: Target, writer: ParallelWriter) -> Self {
+        Self {
+            parts,
+            target: Some(target),
+            writer: Some(writer),
+            rows: 0,
+        }
+    }
+
+    /// The table's live data files (none for a new table).
+    fn live_files(&self) -> Result<Vec<LiveFile>> {
+        let Some(Target::Existing { table, .. }) = &self.target else {
+            return Ok(Vec::new());
+        };
+        let snapshot = table
+            .snapshot()
+            .map_err(crate::error::delta("reading the table state"))?;
+        Ok(snapshot
+            .log_data()
+            .iter()
+            .map(|view| LiveFile {
+                has_deletion_vector: view.deletion_vector_descriptor().is_some(),
+                remove: view.remove_action(true),
+                stats: view.stats(),
+            })
+            .collect())
+    }
+
+    /// `replace`: which live files go, copying the rows of partly matching files that stay.
+    async fn replace(&self, writer: &mut ParallelWriter) -> Result<(Vec<Remove>, u64, u64)> {
+        let live = self.live_files()?;
+        let Some(predicate) = &self.parts.replace_where else {
+            let rows = live.iter().map(|f| f.num_records()).sum();
+            return Ok((live.into_iter().map(|f| f.remove).collect(), rows, 0));
+        };
+        let partitions = &self.parts.partition_columns;
+        let (mut removes, mut deleted, mut copied) = (Vec::new(), 0, 0);
+        for file in live {
+            let (matching, kept) = if predicate.on_partitions_only(partitions) {
+                let one = partition_row(&file, &self.parts.schema, partitions)?;
+                let hit = predicate.eval(&one)?.value(0);
+                (hit, 0)
+            } else {
+                refuse_deletion_vectors(&file, "replace_where")?;
+                self.copy_unmatched(&file, predicate, writer).await?
+            };
+            if matching {
+                deleted += file.num_records().saturating_sub(kept);
+                copied += kept;
+                removes.push(file.remove);
+            }
+        }
+        Ok((removes, deleted, copied))
+    }
+
+    /// Read `file`; if any row matches `predicate`, copy the others into `writer` and
+    /// return `(true, rows copied)`.
+    async fn copy_unmatched(
+        &self,
+        file: &LiveFile,
+        predicate: &Predicate,
+        writer: &mut ParallelWriter,
+    ) -> Result<(bool, u64)> {
+        let partitions = &self.parts.partition_columns;
+        let schema = self.parts.schema.clone();
+        let mut any = false;
+        let mut stream = Box::pin(read::read(&self.parts.store, file, schema, partitions).await?);
+        while let Some(batch) = stream.try_next().await? {
+            if predicate.eval(&batch)?.true_count() > 0 {
+                any = true;
+                break;
+            }
+        }
+        if !any {
+            return Ok((false, 0));
+        }
+        // The file is read again rather than held: memory stays bounded.
+        let mut copied = 0;
+        let schema = self.parts.schema.clone();
+        let mut stream = Box::pin(read::read(&self.parts.store, file, schema, partitions).await?);
+        while let Some(batch) = stream.try_next().await? {
+            let keep = arrow_arith::boolean::not(&predicate.eval(&batch)?)
+                .map_err(data("filtering rows"))?;
+            let batch = arrow_select::filter::filter_record_batch(&batch, &keep)
+                .map_err(data("filtering rows"))?;
+            copied += batch.num_rows() as u64;
+            writer.write(batch).await?;
+        }
+        Ok((true, copied))
+    }
+
+    async fn stage_and_commit(&mut self, req: &CommitRequest) -> Result<(u64, CommitReport)> {
+        let mut writer = self
+            .writer
+            .take()
+            .ok_or_else(|| DeltaError::Internal("the run was committed twice".into()))?;
+        let mut report = CommitReport::default();
+        let mut metrics = serde_json::Map::new();
+        let (removes, operation) = match self.parts.mode {
+            WriteMode::Append => (Vec::new(), Operation::Append),
+            WriteMode::Replace => {
+                let (removes, deleted, copied) = self.replace(&mut writer).await?;
+                report.rows_deleted = deleted;
+                metrics.insert("numDeletedRows".into(), json!(deleted));
+                metrics.insert("numCopiedRows".into(), json!(copied));
+                let predicate = self.parts.replace_where.as_ref().map(|p| p.sql.clone());
+                (removes, Operation::Overwrite(predicate))
+            }
+            WriteMode::Merge => {
+                let live = self.live_files()?;
+                for file in &live {
+                    refuse_deletion_vectors(file, "merge")?;
+                }
+                let merge = self
+                    .parts
+                    .merge
+                    .as_mut()
+                    .ok_or_else(|| DeltaError::Internal("merge without merge state".into()))?;
+                let outcome = merge
+                    .finish(
+                        &self.parts.store,
+                        &live,
+                        &self.parts.partition_columns,
+                        &mut writer,
+                    )
+                    .await?;
+                report.rows_updated = outcome.updated;
+                report.rows_inserted = outcome.inserted;
+                metrics.insert("numTargetRowsUpdated".into(), json!(outcome.updated));
+                metrics.insert("numTargetRowsInserted".into(), json!(outcome.inserted));
+                metrics.insert("numTargetRowsCopied".into(), json!(outcome.copied));
+                metrics.insert("numTargetFilesScanned".into(), json!(outcome.scanned));
+                let removes = outcome.rewritten.into_iter().map(|f| f.remove).collect();
+                (removes, Operation::Merge(self.parts.merge_keys.clone()))
+            }
+        };
+        let adds = writer.close().await?;
+        if self.parts.mode != WriteMode::Merge {
+            report.rows_inserted = self.rows;
+        }
+        metrics.insert("numOutputRows".into(), json!(self.rows));
+        metrics.insert("numAddedFiles".into(), json!(adds.len()));
+        metrics.insert("numRemovedFiles".into(), json!(removes.len()));
+        let mut state = (*req.ctx.committed).clone();
+        state.extend(req.state.clone());
+        let run = RunInfo {
+            pipeline: req.ctx.pipeline.clone(),
+            run_id: req.ctx.run_id.clone(),
+            seq: self.parts.seq,
+            state,
+            retries: self.parts.retries,
+        };
+        let target = self
+            .target
+            .take()
+            .ok_or_else(|| DeltaError::Internal("the run was committed twice".into()))?;
+        let change = Change {
+            adds,
+            removes,
+            operation,
+            metrics,
+        };
+        let version = commit(target, change, &run).await?;
+        Ok((version, report))
+    }
+}
+
+/// Merge and `replace_where` rewrite files by reading them; rows a deletion vector hides
+/// would come back.
+fn refuse_deletion_vectors(file: &LiveFile, what: &str) -> Result<()> {
+    if file.has_deletion_vector {
+        return Err(DeltaError::Config(format!(
+            "{what} cannot rewrite data file {}: it has a deletion vector (written by another \
+             engine); run OPTIMIZE/REORG … APPLY (PURGE) on the table first",
+            file.remove.path
+        )));
+    }
+    Ok(())
+}
+
+/// A one-row batch of `file`'s partition values, in the table schema (other columns NULL).
+fn partition_row(
+    file: &LiveFile,
+    schema: &SchemaRef,
+    partitions: &[String],
+) -> Result<RecordBatch> {
+    // Every column nullable: only the partition columns have values.
+    let schema = std::sync::Arc::new(arrow_schema::Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if partitions.contains(f.name()) {
+                read::constant(file.partition_value(f.name()), f, 1)
+            } else {
+                Ok(arrow_array::new_null_array(f.data_type(), 1))
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(schema, columns)
+        .map_err(|e| DeltaError::Internal(format!("partition values of {}: {e}", file.remove.path)))
+}
+
+#[async_trait]
+impl Sink for DeltaSink {
+    fn schema(&self) -> SchemaRef {
+        self.parts.schema.clone()
+    }
+
+    async fn write(&mut self, batch: RecordBatch) -> pipe_framework::Result<()> {
+        if let Some(predicate) = &self.parts.replace_where {
+            predicate.check_incoming(&batch, self.rows)?;
+        }
+        self.rows += batch.num_rows() as u64;
+        let result = match (&mut self.parts.merge, &mut self.writer) {
+            (Some(merge), _) => merge.write(&batch),
+            (None, Some(writer)) => writer.write(batch).await,
+            (None, None) => Err(DeltaError::Internal("write after commit".into())),
+        };
+        result.map_err(Error::from)
+    }
+
+    async fn commit(
+        mut self: Box<Self>,
+        req: CommitRequest,
+    ) -> pipe_framework::Result<CommitReport> {
+        match self.stage_and_commit(&req).await {
+            Ok((version, report)) => {
+                self.parts.written.forget_all();
+                info!(version, seq = self.parts.seq, "Delta version committed");
+                self.parts.maintenance.after_commit(self.parts.seq).await;
+                Ok(CommitReport {
+                    commit_id: Some(version.to_string()),
+                    ..report
+                })
+            }
+            Err(e) => {
+                let deleted = self
+                    .parts
+                    .written
+                    .delete_all(self.parts.store.as_ref())
+                    .await;
+                warn!(deleted, "commit failed; deleted this run's files");
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) -> pipe_framework::Result<()> {
+        // Let the writer tasks stop before their files are deleted.
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.close().await;
+        }
+        let deleted = self
+            .parts
+            .written
+            .delete_all(self.parts.store.as_ref())
+            .await;
+        info!(deleted, "run aborted; deleted its data files");
+        Ok(())
+    }
+}
+
+impl LiveFile {
+    /// Rows in the file, from its statistics (0 if unknown).
+    pub(crate) fn num_records(&self) -> u64 {
+        self.stats
+            .as_deref()
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+            .and_then(|v| v.get("numRecords").and_then(Value::as_u64))
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,161 @@
+//! Where the table is, opening it, and the pipeline state its commits carry.
+//!
+//! Every commit of a run carries an application transaction (`txn` action: app id = the
+//! pipeline's name, version = the run's sequence number) and, in its `commitInfo`, the
+//! pipeline (`pipe.pipeline`), run (`pipe.runId`, `pipe.runSeq`) and the whole pipeline state
+//! (`pipe.state`). The `txn` version survives checkpoints; the state is read from the commit
+//! that set it.
+
+use std::collections::HashMap;
+
+use deltalake::kernel::CommitInfo;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use pipe_framework::State;
+use url::Url;
+
+use crate::error::{DeltaError, Result, delta};
+
+/// `commitInfo` keys.
+pub(crate) const PIPELINE_KEY: &str = "pipe.pipeline";
+pub(crate) const RUN_ID_KEY: &str = "pipe.runId";
+pub(crate) const RUN_SEQ_KEY: &str = "pipe.runSeq";
+pub(crate) const STATE_KEY: &str = "pipe.state";
+
+/// A table location with its object store options.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The table root.
+    pub url: Url,
+    /// delta-rs storage options.
+    pub options: HashMap<String, String>,
+}
+
+impl Location {
+    /// `path` as a table URL: object store URLs as given, local paths made absolute.
+    pub fn new(path: &str, options: HashMap<String, String>) -> Result<Self, DeltaError> {
+        let url = if path.contains("://") {
+            Url::parse(path)
+                .map_err(|e| DeltaError::Config(format!("path = \"{path}\" is not a URL: {e}")))?
+        } else {
+            let absolute = std::path::absolute(path).map_err(|e| {
+                DeltaError::Config(format!("path = \"{path}\" cannot be resolved: {e}"))
+            })?;
+            Url::from_directory_path(&absolute).map_err(|()| {
+                DeltaError::Config(format!("path = \"{path}\" is not a usable directory path"))
+            })?
+        };
+        Ok(Self { url, options })
+    }
+
+    /// The local directory, for `file://` tables.
+    pub(crate) fn local_dir(&self) -> Option<std::path::PathBuf> {
+        (self.url.scheme() == "file")
+            .then(|| self.url.to_file_path().ok())
+            .flatten()
+    }
+
+    /// Whether this is a local table whose directory does not exist (then there is no table,
+    /// and read-only calls must not create the directory).
+    pub(crate) fn missing_locally(&self) -> bool {
+        self.local_dir().is_some_and(|d| !d.exists())
+    }
+
+    /// Create the local directory a new table goes into.
+    pub(crate) fn create_local_dir(&self) -> Result<()> {
+        if let Some(dir) = self.local_dir() {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                DeltaError::Config(format!(
+                    "cannot create the table directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// An unloaded handle on the table.
+    pub(crate) fn handle(&self) -> Result<DeltaTable> {
+        DeltaTableBuilder::from_url(self.url.clone())
+            .and_then(|b| b.with_storage_options(self.options.clone()).build())
+            .map_err(delta(format!("opening the Delta table at {}", self.url)))
+    }
+
+    /// The table at its newest version; `None` when there is no table there yet.
+    pub(crate) async fn open(&self) -> Result<Option<DeltaTable>> {
+        if self.missing_locally() {
+            return Ok(None);
+        }
+        let mut table = self.handle()?;
+        match table.load().await {
+            Ok(()) => Ok(Some(table)),
+            Err(DeltaTableError::NotATable(_)) => Ok(None),
+            Err(e) => Err(delta(format!("reading the Delta log at {}", self.url))(e)),
+        }
+    }
+
+    /// The table, which must exist (table operations).
+    pub(crate) async fn open_existing(&self) -> Result<DeltaTable> {
+        self.open()
+            .await?
+            .ok_or_else(|| DeltaError::Config(format!("there is no Delta table at {}", self.url)))
+    }
+}
+
+/// The last run sequence number `pipeline` committed to `table` (its `txn` version).
+pub(crate) async fn committed_seq(table: &DeltaTable, pipeline: &str) -> Result<Option<i64>> {
+    let state = table.snapshot().map_err(delta("reading the table state"))?;
+    state
+        .transaction_version(table.log_store().as_ref(), pipeline)
+        .await
+        .map_err(delta("reading the table's application transactions"))
+}
+
+/// The state `pipeline`'s last committed run stored in `table`.
+pub(crate) async fn committed_state(table: &DeltaTable, pipeline: &str) -> Result<State> {
+    let Some(seq) = committed_seq(table, pipeline).await? else {
+        return Ok(State::new());
+    };
+    let Some(info) = find_run(table, pipeline, seq).await? else {
+        return Err(DeltaError::Config(format!(
+            "the table records run {seq} of pipeline `{pipeline}` (its txn version), but that \
+             run's commit is no longer in the Delta log (expired by \
+             delta.logRetentionDuration?), so its state (cursor) cannot be read"
+        )));
+    };
+    let mut state = State::new();
+    if let Some(serde_json::Value::Object(map)) = info.info.get(STATE_KEY) {
+        for (k, v) in map {
+            if let Some(v) = v.as_str() {
+                state.insert(k.clone(), v.to_string());
+            }
+        }
+    }
+    Ok(state)
+}
+
+/// The commit of run `seq` of `pipeline`, newest commits searched first.
+async fn find_run(table: &DeltaTable, pipeline: &str, seq: i64) -> Result<Option<CommitInfo>> {
+    let is_run = |info: &CommitInfo| {
+        info.info.get(PIPELINE_KEY).and_then(|v| v.as_str()) == Some(pipeline)
+            && info
+                .info
+                .get(RUN_SEQ_KEY)
+                .and_then(serde_json::Value::as_i64)
+                == Some(seq)
+    };
+    let mut limit = 16;
+    loop {
+        let infos: Vec<CommitInfo> = table
+            .history(Some(limit))
+            .await
+            .map_err(delta("reading the table history"))?
+            .collect();
+        if let Some(found) = infos.iter().find(|i| is_run(i)) {
+            return Ok(Some(found.clone()));
+        }
+        if infos.len() < limit {
+            return Ok(None);
+        }
+        limit *= 4;
+    }
+}
