@@ -7,7 +7,8 @@
 For each row count, the generated orders (cached as Parquet, shared with iceberg_bench.py)
 are loaded
   - by pipe (release build) into a fresh Delta table (append);
-  - by python deltalake's `write_deltalake` of the same data read into Arrow (the reference);
+  - by python deltalake's `write_deltalake` of the same data read into Arrow (the reference;
+    zstd level 3 like pipe's default, so both write the same Parquet);
 each a separate process whose peak RSS is measured (wait4 rusage). For the largest count,
 --merge-rows changed orders (60% updates of existing keys, 40% new keys) are then merged
 into both tables: pipe mode = "merge" against deltalake's `DeltaTable.merge` (update all
@@ -24,16 +25,19 @@ sys.path.insert(0, HERE)
 from bench import run  # noqa: E402  (one process, timed, peak RSS from wait4)
 from iceberg_bench import fresh, median, parquet_of  # noqa: E402
 
+# The same Parquet codec as pipe's default (zstd level 3): equal work per row written.
 DELTALAKE = """
 import sys, pyarrow.parquet as pq
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, WriterProperties, write_deltalake
 mode, parquet, path = sys.argv[1:4]
 data = pq.read_table(parquet)
+wp = WriterProperties(compression="ZSTD", compression_level=3)
 if mode == "append":
-    write_deltalake(path, data, mode="append")
+    write_deltalake(path, data, mode="append", writer_properties=wp)
 else:
     t = DeltaTable(path)
-    (t.merge(data, "t.o_orderkey = s.o_orderkey", source_alias="s", target_alias="t")
+    (t.merge(data, "t.o_orderkey = s.o_orderkey", source_alias="s", target_alias="t",
+             writer_properties=wp)
       .when_matched_update_all().when_not_matched_insert_all().execute())
 """
 

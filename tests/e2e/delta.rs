@@ -331,3 +331,23 @@ fn the_example_orders_pipeline_merges_into_delta() {
     assert_eq!(info["rows"], 5200, "{info}");
     assert_eq!(info["commits"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn a_merge_on_two_keys_in_another_order_than_the_columns_updates_in_place() {
+    let p = Project::new();
+    let t = "lake/t";
+    let first: Vec<Row> = (1..=6).map(|i| Row::new(i, 0)).collect();
+    p.write("a.csv", &csv(&first));
+    // `region` comes after `id` in the table; the keys name it first
+    let dest = "mode = \"merge\"\nmerge_keys = [\"region\", \"id\"]";
+    let f = pipeline(&p, "dl_keys2", "a.csv", t, dest);
+    p.pipe(&["run", &f]).assert_ok();
+    let second: Vec<Row> = (4..=8).map(|i| Row::new(i, 1)).collect();
+    p.write("a.csv", &csv(&second));
+    let out = p.pipe(&["run", &f, "--json"]).assert_ok().json();
+    assert_eq!(out["commit"]["rows_updated"], 3, "{out}");
+    assert_eq!(out["commit"]["rows_inserted"], 2, "{out}");
+    let mut reference: BTreeMap<i64, Row> = first.into_iter().map(|r| (r.id, r)).collect();
+    reference.extend(second.into_iter().map(|r| (r.id, r)));
+    expect_rows(&read(&p, t), &reference, "two-key merge");
+}

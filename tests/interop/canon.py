@@ -24,3 +24,20 @@ def canon(v):
     if isinstance(v, (list, tuple)):
         return [canon(x) for x in v]
     return str(v) if not isinstance(v, (int, bool, str)) else v
+
+
+def differences(got, want, reader):
+    """What differs between two Arrow tables (both sorted by `id`), column by column, with
+    canonical values; `reader` names the table read back."""
+    problems = []
+    if got.num_rows != want.num_rows:
+        problems.append(f"rows: {got.num_rows} != {want.num_rows}")
+    for name in want.column_names:
+        if name not in got.column_names:
+            problems.append(f"missing column {name}")
+            continue
+        a = [canon(v) for v in got.column(name).to_pylist()]
+        b = [canon(v) for v in want.column(name).to_pylist()]
+        if a != b:
+            problems.append({"column": name, reader: a, "parquet": b})
+    return problems

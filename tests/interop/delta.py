@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 
-from canon import canon
+from canon import canon, differences
 
 
 def read(args):
@@ -93,17 +93,7 @@ def write(args):
 def compare(args):
     got = DeltaTable(args.path).to_pyarrow_table().sort_by("id")
     want = pq.read_table(args.parquet).sort_by("id")
-    problems = []
-    if got.num_rows != want.num_rows:
-        problems.append(f"rows: {got.num_rows} != {want.num_rows}")
-    for name in want.column_names:
-        if name not in got.column_names:
-            problems.append(f"missing column {name}")
-            continue
-        a = [canon(v) for v in got.column(name).to_pylist()]
-        b = [canon(v) for v in want.column(name).to_pylist()]
-        if a != b:
-            problems.append({"column": name, "delta": a, "parquet": b})
+    problems = differences(got, want, "delta")
     types = {f.name: str(f.type) for f in DeltaTable(args.path).schema().fields}
     print(json.dumps({"problems": problems, "types": types}))
     sys.exit(1 if problems else 0)

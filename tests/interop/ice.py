@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.catalog.sql import SqlCatalog
 
-from canon import canon
+from canon import canon, differences
 
 
 def catalog(db, warehouse):
@@ -115,17 +115,7 @@ def compare(args):
     table = catalog(args.db, args.warehouse).load_table(args.table)
     got = table.scan().to_arrow().sort_by("id")
     want = pq.read_table(args.parquet).sort_by("id")
-    problems = []
-    if got.num_rows != want.num_rows:
-        problems.append(f"rows: {got.num_rows} != {want.num_rows}")
-    for name in want.column_names:
-        if name not in got.column_names:
-            problems.append(f"missing column {name}")
-            continue
-        a = [canon(v) for v in got.column(name).to_pylist()]
-        b = [canon(v) for v in want.column(name).to_pylist()]
-        if a != b:
-            problems.append({"column": name, "iceberg": a, "parquet": b})
+    problems = differences(got, want, "iceberg")
     types = {f.name: str(f.field_type) for f in table.schema().fields}
     print(json.dumps({"problems": problems, "types": types}))
     sys.exit(1 if problems else 0)

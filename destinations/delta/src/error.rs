@@ -61,6 +61,20 @@ pub(crate) fn delta(what: impl Into<String>) -> impl FnOnce(DeltaTableError) -> 
              was committed"
         )),
         DeltaTableError::Transaction {
+            source: TransactionError::VersionAlreadyExists(v),
+        } => DeltaError::Conflict(format!(
+            "{what}: another writer committed version {v} first; nothing of this run was \
+             committed"
+        )),
+        DeltaTableError::GenericError { source }
+            if source.to_string().contains("already exists") =>
+        {
+            DeltaError::Conflict(format!(
+                "{what}: another run created the table first ({source}); nothing of this run was \
+                 committed"
+            ))
+        }
+        DeltaTableError::Transaction {
             source: TransactionError::DeltaTableAppendOnly,
         } => DeltaError::Config(format!(
             "{what}: the table is append-only (delta.appendOnly = true): only mode = \"append\" \

@@ -75,6 +75,9 @@ pub struct DeltaDestination {
     config: DeltaConfig,
     location: Location,
     options: WriteOptions,
+    /// Run id → the pipeline's run sequence when that run read its committed state: a run
+    /// whose sequence moved on before its prepare would load from a stale cursor.
+    seen: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 impl DeltaDestination {
@@ -104,6 +107,7 @@ impl DeltaDestination {
             config,
             location,
             options,
+            seen: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -169,6 +173,7 @@ impl DeltaDestination {
                 .collect(),
             seq,
             retries: self.config.commit_retries,
+            location: self.location.clone(),
             maintenance: Maintenance {
                 location: self.location.clone(),
                 config: self.config.maintenance.clone(),
@@ -233,6 +238,17 @@ impl DeltaDestination {
         let snapshot = table
             .snapshot()
             .map_err(error::delta("reading the table state"))?;
+        if let Some(mode) = snapshot
+            .metadata()
+            .configuration()
+            .get("delta.columnMapping.mode")
+            .filter(|m| !m.eq_ignore_ascii_case("none"))
+        {
+            return Err(DeltaError::Config(format!(
+                "the table uses column mapping (delta.columnMapping.mode = {mode}), which this \
+                 release cannot write; nothing was written"
+            )));
+        }
         let current = schema::to_arrow(snapshot.schema().as_ref())?;
         let same = |a: &DataType, b: &DataType| schema::same_delta_type(a, b);
         let rules = TypeRules {
@@ -265,15 +281,36 @@ impl DeltaDestination {
             DataSkippingNumIndexedCols::NumColumns(DEFAULT_INDEXED_COLUMNS),
         );
         let partition_columns = snapshot.metadata().partition_columns().to_vec();
-        let seq = table::committed_seq(&table, &req.ctx.pipeline)
+        let committed = table::committed_seq(&table, &req.ctx.pipeline)
             .await?
-            .unwrap_or(0)
-            + 1;
+            .unwrap_or(0);
+        self.refuse_stale_state(&req.ctx, committed)?;
+        let seq = committed + 1;
         let target = Target::Existing {
             table: Box::new(table),
             evolved,
         };
         Ok((target, arrow, partition_columns, seq, indexed))
+    }
+}
+
+impl DeltaDestination {
+    /// Fail (retryably) when another run of the pipeline committed between this run reading
+    /// its state and planning its commit: its cursor would be stale.
+    fn refuse_stale_state(&self, ctx: &RunContext, committed: i64) -> error::Result<()> {
+        let seen = self
+            .seen
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&ctx.run_id));
+        match seen {
+            Some(seen) if seen != committed => Err(DeltaError::Conflict(format!(
+                "another run of pipeline `{}` committed (run {committed}) after this run read \
+                 its state (run {seen}); nothing was written",
+                ctx.pipeline
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -331,7 +368,13 @@ impl Destination for DeltaDestination {
 
     async fn committed_state(&self, ctx: &RunContext) -> Result<Option<State>> {
         Ok(Some(match self.location.open().await? {
-            Some(table) => table::committed_state(&table, &ctx.pipeline).await?,
+            Some(table) => {
+                let (state, seq) = table::committed_state(&table, &ctx.pipeline).await?;
+                if let Ok(mut seen) = self.seen.lock() {
+                    seen.insert(ctx.run_id.clone(), seq);
+                }
+                state
+            }
             None => State::new(),
         }))
     }

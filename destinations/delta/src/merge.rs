@@ -6,26 +6,22 @@
 
 use std::sync::Arc;
 
-use arrow_array::{BooleanArray, RecordBatch};
+use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
-use arrow_select::filter::filter_record_batch;
 use deltalake::logstore::ObjectStoreRef;
 use futures::TryStreamExt;
-use pipe_framework::merge_keys::{KeyIndex, KeyValue};
-use pipe_framework::spool::BatchSpool;
+use pipe_framework::merge_keys::{KeyValue, StagedMerge};
 
-use crate::error::{DeltaError, Result, data};
+use crate::error::{Result, data};
 use crate::read::{self, LiveFile};
 use crate::write::ParallelWriter;
 
 /// One run's staged merge.
 #[derive(Debug)]
 pub(crate) struct MergeState {
-    keys: KeyIndex,
+    staged: StagedMerge,
     /// Key column names, in key order.
     key_names: Vec<String>,
-    /// The incoming rows; taken when the merge finishes.
-    spool: Option<BatchSpool>,
     schema: SchemaRef,
 }
 
@@ -51,29 +47,17 @@ impl MergeState {
             .iter()
             .map(|&i| schema.field(i).name().clone())
             .collect();
-        let keys = KeyIndex::new(&schema, key_columns)?;
-        let spool = BatchSpool::new(schema.clone(), "merge")?;
+        let staged = StagedMerge::new(schema.clone(), key_columns)?;
         Ok(Self {
-            keys,
+            staged,
             key_names,
-            spool: Some(spool),
             schema,
         })
     }
 
     /// Stage one batch.
     pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let Some(spool) = &mut self.spool else {
-            return Err(DeltaError::Internal(
-                "merge rows after the merge finished".into(),
-            ));
-        };
-        self.keys.add(batch)?;
-        spool.write(batch)?;
-        Ok(())
+        Ok(self.staged.write(batch)?)
     }
 
     /// Whether `file` can hold an incoming key, judging by its first key column's
@@ -90,7 +74,7 @@ impl MergeState {
                 .partition_value(first)
                 .map(|v| parse_bound(v, first, &self.schema));
             return match value {
-                Some(Some(v)) => self.keys.may_match(Some(v.clone()), Some(v)),
+                Some(Some(v)) => self.staged.keys().may_match(Some(v.clone()), Some(v)),
                 _ => true,
             };
         }
@@ -102,7 +86,12 @@ impl MergeState {
             return true;
         };
         let bound = |which: &str| json_bound(stats.get(which)?.get(first)?);
-        self.keys.may_match(bound("minValues"), bound("maxValues"))
+        let upper = bound("maxValues").filter(|v| {
+            // Spark truncates long string maxima and ends them with U+FFFD, which sorts below
+            // 4-byte characters: not an upper bound in byte order.
+            !matches!(v, KeyValue::Str(s) if s.ends_with('\u{FFFD}'))
+        });
+        self.staged.keys().may_match(bound("minValues"), upper)
     }
 
     /// Rewrite the live files holding incoming keys and write the incoming rows, all into
@@ -114,89 +103,43 @@ impl MergeState {
         partition_columns: &[String],
         writer: &mut ParallelWriter,
     ) -> Result<MergeOutcome> {
-        let spooled = self
-            .spool
-            .take()
-            .ok_or_else(|| DeltaError::Internal("the merge finished twice".into()))?
-            .finish()?;
-        self.keys.seal();
+        let spooled = self.staged.finish()?;
+        let keys = self.staged.keys();
         let key_schema = Arc::new(
             self.schema
-                .project(&self.keys.columns)
+                .project(&keys.columns)
                 .map_err(data("projecting merge keys"))?,
         );
         let mut outcome = MergeOutcome::default();
         let mut matched: hashbrown::HashSet<Box<[u8]>> = hashbrown::HashSet::new();
-        let key_positions: Vec<usize> = (0..self.keys.columns.len()).collect();
         for file in live.iter().filter(|f| self.may_match(f, partition_columns)) {
             outcome.scanned += 1;
             let mut hits = Vec::new();
             let mut stream =
                 Box::pin(read::read(store, file, key_schema.clone(), partition_columns).await?);
             while let Some(batch) = stream.try_next().await? {
-                let columns: Vec<_> = key_positions
-                    .iter()
-                    .map(|&i| batch.column(i).clone())
-                    .collect();
-                let rows = self.keys.rows(&columns)?;
-                hits.extend(
-                    rows.iter()
-                        .filter(|r| self.keys.contains(r.as_ref()))
-                        .map(|r| Box::<[u8]>::from(r.as_ref())),
-                );
+                // The key schema's columns are the keys, in key order.
+                hits.extend(keys.hits(batch.columns())?);
             }
             if hits.is_empty() {
                 continue;
             }
-            outcome.copied += self
-                .rewrite_without(store, file, partition_columns, writer)
-                .await?;
+            let mut rows =
+                Box::pin(read::read(store, file, self.schema.clone(), partition_columns).await?);
+            while let Some(batch) = rows.try_next().await? {
+                let kept = keys.without_incoming(&batch)?;
+                outcome.copied += kept.num_rows() as u64;
+                writer.write(kept).await?;
+            }
             matched.extend(hits);
             outcome.rewritten.push(file.clone());
         }
         for (n, batch) in spooled.batches()?.enumerate() {
-            let batch = batch?;
-            let n = u32::try_from(n).unwrap_or(u32::MAX);
-            let rows = self.keys.rows(&self.keys.key_columns(&batch))?;
-            let keep: BooleanArray = rows
-                .iter()
-                .enumerate()
-                .map(|(r, row)| {
-                    let r = u32::try_from(r).unwrap_or(u32::MAX);
-                    Some(self.keys.is_last(row.as_ref(), n, r))
-                })
-                .collect();
-            let batch =
-                filter_record_batch(&batch, &keep).map_err(data("deduplicating merge rows"))?;
-            writer.write(batch).await?;
+            writer.write(self.staged.dedup(n, &batch?)?).await?;
         }
         outcome.updated = matched.len() as u64;
-        outcome.inserted = (self.keys.len() as u64).saturating_sub(outcome.updated);
+        outcome.inserted = (keys.len() as u64).saturating_sub(outcome.updated);
         Ok(outcome)
-    }
-
-    /// Copy `file`'s rows whose key is not incoming into `writer`; returns how many.
-    async fn rewrite_without(
-        &self,
-        store: &ObjectStoreRef,
-        file: &LiveFile,
-        partition_columns: &[String],
-        writer: &mut ParallelWriter,
-    ) -> Result<u64> {
-        let mut copied = 0;
-        let mut stream =
-            Box::pin(read::read(store, file, self.schema.clone(), partition_columns).await?);
-        while let Some(batch) = stream.try_next().await? {
-            let rows = self.keys.rows(&self.keys.key_columns(&batch))?;
-            let keep: BooleanArray = rows
-                .iter()
-                .map(|r| Some(!self.keys.contains(r.as_ref())))
-                .collect();
-            let kept = filter_record_batch(&batch, &keep).map_err(data("rewriting a data file"))?;
-            copied += kept.num_rows() as u64;
-            writer.write(kept).await?;
-        }
-        Ok(copied)
     }
 }
 

@@ -244,11 +244,15 @@ pub async fn vacuum(
     enforce_retention: bool,
 ) -> Result<VacuumReport> {
     let table = location.open_existing().await?;
-    let hours = i64::try_from(retain_hours)
-        .map_err(|_| DeltaError::Config(format!("--retain-hours {retain_hours} is too large")))?;
+    let retention = i64::try_from(retain_hours)
+        .ok()
+        .and_then(chrono::Duration::try_hours)
+        .ok_or_else(|| {
+            DeltaError::Config(format!("a retention of {retain_hours} hours is too large"))
+        })?;
     let (_, metrics) = table
         .vacuum()
-        .with_retention_period(chrono::Duration::hours(hours))
+        .with_retention_period(retention)
         .with_dry_run(dry_run)
         .with_mode(VacuumMode::Full)
         .with_enforce_retention_duration(enforce_retention)

@@ -97,10 +97,6 @@ pub(crate) async fn read(
         .filter_map(|f| by_name.get(f.name().as_str()).copied())
         .collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
-    let projected: Vec<String> = wanted
-        .iter()
-        .map(|&i| file_schema.field(i).name().clone())
-        .collect();
     let stream = builder
         .with_projection(mask)
         .with_batch_size(READ_BATCH_ROWS)
@@ -112,14 +108,13 @@ pub(crate) async fn read(
         .map_err(move |e| data(what.clone())(e))
         .map(move |batch| {
             let batch = batch?;
-            to_schema(&batch, &projected, &schema, &file, &partition_columns)
+            to_schema(&batch, &schema, &file, &partition_columns)
         }))
 }
 
-/// One batch read from a file (columns `projected`) in `schema`.
+/// One batch read from a file (its columns in file order, found by name) in `schema`.
 fn to_schema(
     batch: &RecordBatch,
-    projected: &[String],
     schema: &SchemaRef,
     file: &LiveFile,
     partition_columns: &[String],
@@ -136,7 +131,7 @@ fn to_schema(
             if partition_columns.contains(field.name()) {
                 return constant(file.partition_value(field.name()), field, rows);
             }
-            match projected.iter().position(|p| p == field.name()) {
+            match batch.schema().index_of(field.name()).ok() {
                 Some(i) if batch.column(i).data_type() == field.data_type() => {
                     Ok(batch.column(i).clone())
                 }

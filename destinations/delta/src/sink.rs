@@ -19,6 +19,7 @@ use crate::ops::Maintenance;
 use crate::predicate::Predicate;
 use crate::read::{self, LiveFile};
 use crate::store::Written;
+use crate::table::{self, Location};
 use crate::write::ParallelWriter;
 
 /// The parts of a sink decided in the metadata stage.
@@ -46,6 +47,8 @@ pub(crate) struct SinkParts {
     pub retries: usize,
     /// Post-commit maintenance.
     pub maintenance: Maintenance,
+    /// The table (to check, after a failed commit, whether it landed anyway).
+    pub location: Location,
 }
 
 /// The Delta [`Sink`].
@@ -57,6 +60,8 @@ pub struct DeltaSink {
     /// The data file writers; taken by the commit.
     writer: Option<ParallelWriter>,
     rows: u64,
+    /// What the commit reports, filled while it is staged.
+    report: CommitReport,
 }
 
 impl DeltaSink {
@@ -66,141 +71,28 @@ impl DeltaSink {
             target: Some(target),
             writer: Some(writer),
             rows: 0,
+            report: CommitReport::default(),
         }
     }
-
-    /// The table's live data files (none for a new table).
-    fn live_files(&self) -> Result<Vec<LiveFile>> {
-        let Some(Target::Existing { table, .. }) = &self.target else {
-            return Ok(Vec::new());
-        };
-        let snapshot = table
-            .snapshot()
-            .map_err(crate::error::delta("reading the table state"))?;
-        Ok(snapshot
-            .log_data()
-            .iter()
-            .map(|view| LiveFile {
-                has_deletion_vector: view.deletion_vector_descriptor().is_some(),
-                remove: view.remove_action(true),
-                stats: view.stats(),
-            })
-            .collect())
-    }
-
-    /// `replace`: which live files go, copying the rows of partly matching files that stay.
-    async fn replace(&self, writer: &mut ParallelWriter) -> Result<(Vec<Remove>, u64, u64)> {
-        let live = self.live_files()?;
-        let Some(predicate) = &self.parts.replace_where else {
-            let rows = live.iter().map(|f| f.num_records()).sum();
-            return Ok((live.into_iter().map(|f| f.remove).collect(), rows, 0));
-        };
-        let partitions = &self.parts.partition_columns;
-        let (mut removes, mut deleted, mut copied) = (Vec::new(), 0, 0);
-        for file in live {
-            let (matching, kept) = if predicate.on_partitions_only(partitions) {
-                let one = partition_row(&file, &self.parts.schema, partitions)?;
-                let hit = predicate.eval(&one)?.value(0);
-                (hit, 0)
-            } else {
-                refuse_deletion_vectors(&file, "replace_where")?;
-                self.copy_unmatched(&file, predicate, writer).await?
-            };
-            if matching {
-                deleted += file.num_records().saturating_sub(kept);
-                copied += kept;
-                removes.push(file.remove);
-            }
-        }
-        Ok((removes, deleted, copied))
-    }
-
-    /// Read `file`; if any row matches `predicate`, copy the others into `writer` and
-    /// return `(true, rows copied)`.
-    async fn copy_unmatched(
-        &self,
-        file: &LiveFile,
-        predicate: &Predicate,
-        writer: &mut ParallelWriter,
-    ) -> Result<(bool, u64)> {
-        let partitions = &self.parts.partition_columns;
-        let schema = self.parts.schema.clone();
-        let mut any = false;
-        let mut stream = Box::pin(read::read(&self.parts.store, file, schema, partitions).await?);
-        while let Some(batch) = stream.try_next().await? {
-            if predicate.eval(&batch)?.true_count() > 0 {
-                any = true;
-                break;
-            }
-        }
-        if !any {
-            return Ok((false, 0));
-        }
-        // The file is read again rather than held: memory stays bounded.
-        let mut copied = 0;
-        let schema = self.parts.schema.clone();
-        let mut stream = Box::pin(read::read(&self.parts.store, file, schema, partitions).await?);
-        while let Some(batch) = stream.try_next().await? {
-            let keep = arrow_arith::boolean::not(&predicate.eval(&batch)?)
-                .map_err(data("filtering rows"))?;
-            let batch = arrow_select::filter::filter_record_batch(&batch, &keep)
-                .map_err(data("filtering rows"))?;
-            copied += batch.num_rows() as u64;
-            writer.write(batch).await?;
-        }
-        Ok((true, copied))
-    }
-
-    async fn stage_and_commit(&mut self, req: &CommitRequest) -> Result<(u64, CommitReport)> {
+    async fn stage_and_commit(&mut self, req: &CommitRequest) -> Result<u64> {
         let mut writer = self
             .writer
             .take()
             .ok_or_else(|| DeltaError::Internal("the run was committed twice".into()))?;
-        let mut report = CommitReport::default();
         let mut metrics = serde_json::Map::new();
-        let (removes, operation) = match self.parts.mode {
-            WriteMode::Append => (Vec::new(), Operation::Append),
-            WriteMode::Replace => {
-                let (removes, deleted, copied) = self.replace(&mut writer).await?;
-                report.rows_deleted = deleted;
-                metrics.insert("numDeletedRows".into(), json!(deleted));
-                metrics.insert("numCopiedRows".into(), json!(copied));
-                let predicate = self.parts.replace_where.as_ref().map(|p| p.sql.clone());
-                (removes, Operation::Overwrite(predicate))
-            }
-            WriteMode::Merge => {
-                let live = self.live_files()?;
-                for file in &live {
-                    refuse_deletion_vectors(file, "merge")?;
-                }
-                let merge = self
-                    .parts
-                    .merge
-                    .as_mut()
-                    .ok_or_else(|| DeltaError::Internal("merge without merge state".into()))?;
-                let outcome = merge
-                    .finish(
-                        &self.parts.store,
-                        &live,
-                        &self.parts.partition_columns,
-                        &mut writer,
-                    )
-                    .await?;
-                report.rows_updated = outcome.updated;
-                report.rows_inserted = outcome.inserted;
-                metrics.insert("numTargetRowsUpdated".into(), json!(outcome.updated));
-                metrics.insert("numTargetRowsInserted".into(), json!(outcome.inserted));
-                metrics.insert("numTargetRowsCopied".into(), json!(outcome.copied));
-                metrics.insert("numTargetFilesScanned".into(), json!(outcome.scanned));
-                let removes = outcome.rewritten.into_iter().map(|f| f.remove).collect();
-                (removes, Operation::Merge(self.parts.merge_keys.clone()))
+        let (removes, operation) = match self.stage(&mut writer, &mut metrics).await {
+            Ok(staged) => staged,
+            Err(e) => {
+                // Stop the writers before the caller deletes their files.
+                let _ = writer.close().await;
+                return Err(e);
             }
         };
         let adds = writer.close().await?;
         if self.parts.mode != WriteMode::Merge {
-            report.rows_inserted = self.rows;
+            self.report.rows_inserted = self.rows;
+            metrics.insert("numOutputRows".into(), json!(self.rows));
         }
-        metrics.insert("numOutputRows".into(), json!(self.rows));
         metrics.insert("numAddedFiles".into(), json!(adds.len()));
         metrics.insert("numRemovedFiles".into(), json!(removes.len()));
         let mut state = (*req.ctx.committed).clone();
@@ -222,9 +114,163 @@ impl DeltaSink {
             operation,
             metrics,
         };
-        let version = commit(target, change, &run).await?;
-        Ok((version, report))
+        commit(target, change, &run).await
     }
+
+    /// The removals of `replace` and `merge` (whose rewritten and incoming rows go to
+    /// `writer`), and the operation for the history.
+    async fn stage(
+        &mut self,
+        writer: &mut ParallelWriter,
+        metrics: &mut serde_json::Map<String, Value>,
+    ) -> Result<(Vec<Remove>, Operation)> {
+        let report = &mut self.report;
+        Ok(match self.parts.mode {
+            WriteMode::Append => (Vec::new(), Operation::Append),
+            WriteMode::Replace => {
+                let (removes, deleted, copied) =
+                    replace(live_files(self.target.as_ref())?, &self.parts, writer).await?;
+                report.rows_deleted = deleted;
+                metrics.insert("numDeletedRows".into(), json!(deleted));
+                metrics.insert("numCopiedRows".into(), json!(copied));
+                let predicate = self.parts.replace_where.as_ref().map(|p| p.sql.clone());
+                (removes, Operation::Overwrite(predicate))
+            }
+            WriteMode::Merge => {
+                let live = live_files(self.target.as_ref())?;
+                for file in &live {
+                    refuse_deletion_vectors(file, "merge")?;
+                }
+                let merge = self
+                    .parts
+                    .merge
+                    .as_mut()
+                    .ok_or_else(|| DeltaError::Internal("merge without merge state".into()))?;
+                let outcome = merge
+                    .finish(
+                        &self.parts.store,
+                        &live,
+                        &self.parts.partition_columns,
+                        writer,
+                    )
+                    .await?;
+                report.rows_updated = outcome.updated;
+                report.rows_inserted = outcome.inserted;
+                metrics.insert("numTargetRowsUpdated".into(), json!(outcome.updated));
+                metrics.insert("numTargetRowsInserted".into(), json!(outcome.inserted));
+                metrics.insert("numTargetRowsCopied".into(), json!(outcome.copied));
+                metrics.insert("numTargetFilesScanned".into(), json!(outcome.scanned));
+                let written = outcome.updated + outcome.inserted + outcome.copied;
+                metrics.insert("numOutputRows".into(), json!(written));
+                let removes = outcome.rewritten.into_iter().map(|f| f.remove).collect();
+                (removes, Operation::Merge(self.parts.merge_keys.clone()))
+            }
+        })
+    }
+
+    /// After a failed commit: whether this run's version is in the log anyway (a commit whose
+    /// response was lost, a post-commit step of a table's first version that failed). Then
+    /// its files are referenced and must stay.
+    async fn committed_anyway(&self, req: &CommitRequest) -> Option<u64> {
+        let table = self.parts.location.open().await.ok()??;
+        let seq = table::committed_seq(&table, &req.ctx.pipeline)
+            .await
+            .ok()??;
+        if seq < self.parts.seq {
+            return None;
+        }
+        let info = table::find_run(&table, &req.ctx.pipeline, self.parts.seq)
+            .await
+            .ok()??;
+        let ours =
+            info.info.get(table::RUN_ID_KEY).and_then(Value::as_str) == Some(&req.ctx.run_id);
+        ours.then(|| table.version()).flatten()
+    }
+}
+
+/// The table's live data files (none for a new table).
+fn live_files(target: Option<&Target>) -> Result<Vec<LiveFile>> {
+    let Some(Target::Existing { table, .. }) = target else {
+        return Ok(Vec::new());
+    };
+    let snapshot = table
+        .snapshot()
+        .map_err(crate::error::delta("reading the table state"))?;
+    Ok(snapshot
+        .log_data()
+        .iter()
+        .map(|view| LiveFile {
+            has_deletion_vector: view.deletion_vector_descriptor().is_some(),
+            remove: view.remove_action(true),
+            stats: view.stats(),
+        })
+        .collect())
+}
+
+/// `replace`: which live files go, copying the rows of partly matching files that stay.
+async fn replace(
+    live: Vec<LiveFile>,
+    parts: &SinkParts,
+    writer: &mut ParallelWriter,
+) -> Result<(Vec<Remove>, u64, u64)> {
+    let Some(predicate) = &parts.replace_where else {
+        let rows = live.iter().map(|f| f.num_records()).sum();
+        return Ok((live.into_iter().map(|f| f.remove).collect(), rows, 0));
+    };
+    let partitions = &parts.partition_columns;
+    let (mut removes, mut deleted, mut copied) = (Vec::new(), 0, 0);
+    for file in live {
+        let (matching, kept) = if predicate.on_partitions_only(partitions) {
+            let one = partition_row(&file, &parts.schema, partitions)?;
+            let hit = predicate.eval(&one)?.value(0);
+            (hit, 0)
+        } else {
+            refuse_deletion_vectors(&file, "replace_where")?;
+            copy_unmatched(parts, &file, predicate, writer).await?
+        };
+        if matching {
+            deleted += file.num_records().saturating_sub(kept);
+            copied += kept;
+            removes.push(file.remove);
+        }
+    }
+    Ok((removes, deleted, copied))
+}
+
+/// Read `file`; if any row matches `predicate`, copy the others into `writer` and return
+/// `(true, rows copied)`.
+async fn copy_unmatched(
+    parts: &SinkParts,
+    file: &LiveFile,
+    predicate: &Predicate,
+    writer: &mut ParallelWriter,
+) -> Result<(bool, u64)> {
+    let partitions = &parts.partition_columns;
+    let schema = parts.schema.clone();
+    let mut any = false;
+    let mut stream = Box::pin(read::read(&parts.store, file, schema, partitions).await?);
+    while let Some(batch) = stream.try_next().await? {
+        if predicate.eval(&batch)?.true_count() > 0 {
+            any = true;
+            break;
+        }
+    }
+    if !any {
+        return Ok((false, 0));
+    }
+    // The file is read again rather than held: memory stays bounded.
+    let mut copied = 0;
+    let schema = parts.schema.clone();
+    let mut stream = Box::pin(read::read(&parts.store, file, schema, partitions).await?);
+    while let Some(batch) = stream.try_next().await? {
+        let keep =
+            arrow_arith::boolean::not(&predicate.eval(&batch)?).map_err(data("filtering rows"))?;
+        let batch = arrow_select::filter::filter_record_batch(&batch, &keep)
+            .map_err(data("filtering rows"))?;
+        copied += batch.num_rows() as u64;
+        writer.write(batch).await?;
+    }
+    Ok((true, copied))
 }
 
 /// Merge and `replace_where` rewrite files by reading them; rows a deletion vector hides
@@ -292,14 +338,24 @@ impl Sink for DeltaSink {
         mut self: Box<Self>,
         req: CommitRequest,
     ) -> pipe_framework::Result<CommitReport> {
-        match self.stage_and_commit(&req).await {
-            Ok((version, report)) => {
+        let committed = match self.stage_and_commit(&req).await {
+            Ok(version) => Ok(version),
+            Err(e) => match self.committed_anyway(&req).await {
+                Some(version) => {
+                    warn!(error = %e, version, "the commit reported an error, but this run's version is in the log");
+                    Ok(version)
+                }
+                None => Err(e),
+            },
+        };
+        match committed {
+            Ok(version) => {
                 self.parts.written.forget_all();
                 info!(version, seq = self.parts.seq, "Delta version committed");
                 self.parts.maintenance.after_commit(self.parts.seq).await;
                 Ok(CommitReport {
                     commit_id: Some(version.to_string()),
-                    ..report
+                    ..std::mem::take(&mut self.report)
                 })
             }
             Err(e) => {

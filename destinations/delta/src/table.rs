@@ -110,10 +110,11 @@ pub(crate) async fn committed_seq(table: &DeltaTable, pipeline: &str) -> Result<
         .map_err(delta("reading the table's application transactions"))
 }
 
-/// The state `pipeline`'s last committed run stored in `table`.
-pub(crate) async fn committed_state(table: &DeltaTable, pipeline: &str) -> Result<State> {
+/// The state `pipeline`'s last committed run stored in `table`, and that run's sequence
+/// number (0: none yet).
+pub(crate) async fn committed_state(table: &DeltaTable, pipeline: &str) -> Result<(State, i64)> {
     let Some(seq) = committed_seq(table, pipeline).await? else {
-        return Ok(State::new());
+        return Ok((State::new(), 0));
     };
     let Some(info) = find_run(table, pipeline, seq).await? else {
         return Err(DeltaError::Config(format!(
@@ -130,11 +131,15 @@ pub(crate) async fn committed_state(table: &DeltaTable, pipeline: &str) -> Resul
             }
         }
     }
-    Ok(state)
+    Ok((state, seq))
 }
 
 /// The commit of run `seq` of `pipeline`, newest commits searched first.
-async fn find_run(table: &DeltaTable, pipeline: &str, seq: i64) -> Result<Option<CommitInfo>> {
+pub(crate) async fn find_run(
+    table: &DeltaTable,
+    pipeline: &str,
+    seq: i64,
+) -> Result<Option<CommitInfo>> {
     let is_run = |info: &CommitInfo| {
         info.info.get(PIPELINE_KEY).and_then(|v| v.as_str()) == Some(pipeline)
             && info
@@ -143,7 +148,9 @@ async fn find_run(table: &DeltaTable, pipeline: &str, seq: i64) -> Result<Option
                 .and_then(serde_json::Value::as_i64)
                 == Some(seq)
     };
-    let mut limit = 16;
+    // Commits in the log (history skips commits without commitInfo, so stop by versions).
+    let versions = table.version().map_or(0, |v| v.saturating_add(1));
+    let mut limit: usize = 16;
     loop {
         let infos: Vec<CommitInfo> = table
             .history(Some(limit))
@@ -153,9 +160,9 @@ async fn find_run(table: &DeltaTable, pipeline: &str, seq: i64) -> Result<Option
         if let Some(found) = infos.iter().find(|i| is_run(i)) {
             return Ok(Some(found.clone()));
         }
-        if infos.len() < limit {
+        if u64::try_from(limit).unwrap_or(u64::MAX) >= versions {
             return Ok(None);
         }
-        limit *= 4;
+        limit = limit.saturating_mul(4);
     }
 }

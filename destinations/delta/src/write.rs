@@ -14,13 +14,10 @@ use deltalake::logstore::ObjectStoreRef;
 use deltalake::operations::write::writer::{DeltaWriter, WriterConfig};
 use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use pipe_framework::parallel::RoundRobin;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::error::{DeltaError, Result, delta};
-
-/// Batches in flight per writer.
-const DEPTH: usize = 2;
 
 /// Rows handed to the Parquet writer at a time (the granularity of the file size check).
 const WRITE_BATCH_ROWS: usize = 64 * 1024;
@@ -74,30 +71,24 @@ pub(crate) fn parse_compression(text: &str) -> Result<Compression> {
     })
 }
 
-type Task = JoinHandle<Result<Vec<Add>>>;
-
-/// The run's data file writers.
+/// The run's data file writers: [`DeltaWriter`]s fed round-robin, each on its own task.
 #[derive(Debug)]
-pub(crate) struct ParallelWriter {
-    senders: Vec<mpsc::Sender<RecordBatch>>,
-    tasks: Vec<Task>,
-    next: usize,
-}
+pub(crate) struct ParallelWriter(RoundRobin<Vec<Add>>);
 
-async fn drive(mut writer: DeltaWriter, mut rx: mpsc::Receiver<RecordBatch>) -> Result<Vec<Add>> {
+async fn drive(
+    mut writer: DeltaWriter,
+    mut rx: mpsc::Receiver<RecordBatch>,
+) -> pipe_framework::Result<Vec<Add>> {
     while let Some(batch) = rx.recv().await {
         writer
             .write(&batch)
             .await
             .map_err(delta("writing a data file"))?;
     }
-    writer.close().await.map_err(delta("finishing data files"))
-}
-
-fn joined(
-    result: std::result::Result<Result<Vec<Add>>, tokio::task::JoinError>,
-) -> Result<Vec<Add>> {
-    result.map_err(|e| DeltaError::Internal(format!("a data file writer stopped: {e}")))?
+    Ok(writer
+        .close()
+        .await
+        .map_err(delta("finishing data files"))?)
 }
 
 impl ParallelWriter {
@@ -110,67 +101,27 @@ impl ParallelWriter {
         indexed_columns: DataSkippingNumIndexedCols,
         options: &WriteOptions,
     ) -> Self {
-        let (senders, tasks) = (0..options.writers.max(1))
-            .map(|_| {
-                let config = WriterConfig::new(
-                    schema.clone(),
-                    partition_columns.clone(),
-                    Some(options.properties()),
-                    NonZeroU64::new(options.target_file_size),
-                    Some(WRITE_BATCH_ROWS),
-                    indexed_columns,
-                    None,
-                );
-                let writer = DeltaWriter::new(Arc::clone(&store), config);
-                let (tx, rx) = mpsc::channel(DEPTH);
-                (tx, tokio::spawn(drive(writer, rx)))
-            })
-            .unzip();
-        Self {
-            senders,
-            tasks,
-            next: 0,
-        }
+        Self(RoundRobin::spawn(options.writers, |_, rx| {
+            let config = WriterConfig::new(
+                schema.clone(),
+                partition_columns.clone(),
+                Some(options.properties()),
+                NonZeroU64::new(options.target_file_size),
+                Some(WRITE_BATCH_ROWS),
+                indexed_columns,
+                None,
+            );
+            drive(DeltaWriter::new(Arc::clone(&store), config), rx)
+        }))
     }
 
     /// Hand one batch (of the table's schema) to the next writer.
     pub(crate) async fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let i = self.next % self.senders.len().max(1);
-        self.next = self.next.wrapping_add(1);
-        let Some(sender) = self.senders.get(i) else {
-            return Err(DeltaError::Internal("no data file writer".into()));
-        };
-        if sender.send(batch).await.is_err() {
-            // The writer failed: its task holds the error.
-            let task = self.tasks.swap_remove(i);
-            self.senders.swap_remove(i);
-            joined(task.await)?;
-            return Err(DeltaError::Internal(
-                "a data file writer stopped early".into(),
-            ));
-        }
-        Ok(())
+        Ok(self.0.write(batch).await?)
     }
 
     /// Finish every writer: all their files, or the first error.
     pub(crate) async fn close(self) -> Result<Vec<Add>> {
-        drop(self.senders);
-        let mut files = Vec::new();
-        let mut first_error = None;
-        for task in self.tasks {
-            match joined(task.await) {
-                Ok(mut f) => files.append(&mut f),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(files),
-        }
+        Ok(self.0.close().await?.into_iter().flatten().collect())
     }
 }

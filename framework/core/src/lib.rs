@@ -15,6 +15,7 @@ pub mod error;
 pub mod evolution;
 pub mod merge_keys;
 pub mod null;
+pub mod parallel;
 pub mod pipeline;
 pub mod quarantine;
 pub mod registry;

@@ -2,16 +2,19 @@
 //! wins) and the first key column's values, for pruning data files by their column bounds.
 //! Destinations turn their file statistics into [`KeyValue`]s.
 
-use crate::error::{Error, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Date32Type, Decimal128Type, Int32Type, Int64Type, Time64MicrosecondType,
     TimestampMicrosecondType,
 };
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow_row::{RowConverter, Rows, SortField};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
+use arrow_select::filter::filter_record_batch;
 use hashbrown::HashMap;
+
+use crate::error::{Error, Result};
+use crate::spool::{BatchSpool, Spooled};
 
 fn data<E: std::error::Error + Send + Sync + 'static>(
     what: &'static str,
@@ -182,6 +185,27 @@ impl KeyIndex {
         self.last.is_empty()
     }
 
+    /// The incoming keys (encoded) among the rows of `key_columns` (in key order).
+    pub fn hits(&self, key_columns: &[ArrayRef]) -> Result<Vec<Box<[u8]>>> {
+        let rows = self.rows(key_columns)?;
+        Ok(rows
+            .iter()
+            .filter(|r| self.contains(r.as_ref()))
+            .map(|r| Box::<[u8]>::from(r.as_ref()))
+            .collect())
+    }
+
+    /// `batch` (of the schema the index was made for) without the rows whose key is
+    /// incoming: what stays of a data file a merge rewrites.
+    pub fn without_incoming(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let rows = self.rows(&self.key_columns(batch))?;
+        let keep: BooleanArray = rows
+            .iter()
+            .map(|r| Some(!self.contains(r.as_ref())))
+            .collect();
+        filter_record_batch(batch, &keep).map_err(data("rewriting a data file"))
+    }
+
     /// Whether a key is incoming.
     pub fn contains(&self, key: &[u8]) -> bool {
         self.last.contains_key(key)
@@ -204,5 +228,70 @@ impl KeyIndex {
         }
         let at = first.partition_point(|v| v < &lo);
         first.get(at).is_some_and(|v| v <= &hi)
+    }
+}
+
+/// A merge's incoming rows: spooled to a local Arrow IPC file while their keys are indexed,
+/// then read back deduplicated (the last occurrence of a key wins). Memory holds the keys.
+#[derive(Debug)]
+pub struct StagedMerge {
+    keys: KeyIndex,
+    /// The incoming rows; taken by [`StagedMerge::finish`].
+    spool: Option<BatchSpool>,
+}
+
+impl StagedMerge {
+    /// Stage rows of `schema` keyed on the columns at `key_columns`.
+    pub fn new(schema: SchemaRef, key_columns: Vec<usize>) -> Result<Self> {
+        let keys = KeyIndex::new(&schema, key_columns)?;
+        let spool = BatchSpool::new(schema, "merge")?;
+        Ok(Self {
+            keys,
+            spool: Some(spool),
+        })
+    }
+
+    /// The incoming keys.
+    pub fn keys(&self) -> &KeyIndex {
+        &self.keys
+    }
+
+    /// Stage one batch.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let Some(spool) = &mut self.spool else {
+            return Err(Error::internal("merge rows after the merge finished"));
+        };
+        self.keys.add(batch)?;
+        spool.write(batch)
+    }
+
+    /// Every row is staged: seal the keys and hand back the spooled rows (deduplicate each
+    /// batch, in order, with [`StagedMerge::dedup`]).
+    pub fn finish(&mut self) -> Result<Spooled> {
+        let spooled = self
+            .spool
+            .take()
+            .ok_or_else(|| Error::internal("the merge finished twice"))?
+            .finish()?;
+        self.keys.seal();
+        Ok(spooled)
+    }
+
+    /// Spooled batch number `n` without the rows a later row of the same key replaces.
+    pub fn dedup(&self, n: usize, batch: &RecordBatch) -> Result<RecordBatch> {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let rows = self.keys.rows(&self.keys.key_columns(batch))?;
+        let keep: BooleanArray = rows
+            .iter()
+            .enumerate()
+            .map(|(r, row)| {
+                let r = u32::try_from(r).unwrap_or(u32::MAX);
+                Some(self.keys.is_last(row.as_ref(), n, r))
+            })
+            .collect();
+        filter_record_batch(batch, &keep).map_err(data("deduplicating merge rows"))
     }
 }

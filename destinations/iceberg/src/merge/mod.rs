@@ -8,27 +8,22 @@ mod read;
 
 use std::collections::HashSet;
 
-use arrow_array::{BooleanArray, RecordBatch};
+use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use arrow_select::filter::filter_record_batch;
 use iceberg::io::FileIO;
 use iceberg::spec::Schema;
-use pipe_framework::spool::BatchSpool;
 
 use iceberg::spec::{Datum, PrimitiveLiteral};
-pub(crate) use pipe_framework::merge_keys::KeyIndex;
-use pipe_framework::merge_keys::KeyValue;
+use pipe_framework::merge_keys::{KeyValue, StagedMerge};
 
 use crate::commit::live::LiveFile;
-use crate::error::{IcebergError, Result, data};
+use crate::error::Result;
 use crate::parallel::ParallelWriter;
 
 /// One run's staged merge.
 #[derive(Debug)]
 pub(crate) struct MergeState {
-    keys: KeyIndex,
-    /// The incoming rows; taken when the merge finishes.
-    spool: Option<BatchSpool>,
+    staged: StagedMerge,
     schema: SchemaRef,
 }
 
@@ -48,34 +43,19 @@ pub(crate) struct MergeOutcome {
 impl MergeState {
     /// Start staging rows of `schema` keyed on the columns at `key_columns`.
     pub(crate) fn new(schema: SchemaRef, key_columns: Vec<usize>) -> Result<Self> {
-        let keys = KeyIndex::new(&schema, key_columns)?;
-        let spool = BatchSpool::new(schema.clone(), "merge")?;
-        Ok(Self {
-            keys,
-            spool: Some(spool),
-            schema,
-        })
+        let staged = StagedMerge::new(schema.clone(), key_columns)?;
+        Ok(Self { staged, schema })
     }
 
     /// Stage one batch.
     pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let Some(spool) = &mut self.spool else {
-            return Err(IcebergError::Internal(
-                "merge rows after the merge finished".into(),
-            ));
-        };
-        self.keys.add(batch)?;
-        spool.write(batch)?;
-        Ok(())
+        Ok(self.staged.write(batch)?)
     }
 
     /// Whether live data file `file` can hold an incoming key, judging by its bounds.
     pub(crate) fn may_match(&self, file: &LiveFile, key_field_id: i32) -> bool {
         let df = file.entry.data_file();
-        self.keys.may_match(
+        self.staged.keys().may_match(
             df.lower_bounds().get(&key_field_id).and_then(key_value),
             df.upper_bounds().get(&key_field_id).and_then(key_value),
         )
@@ -91,12 +71,8 @@ impl MergeState {
         live: &[LiveFile],
         writer: &mut ParallelWriter,
     ) -> Result<MergeOutcome> {
-        let spooled = self
-            .spool
-            .take()
-            .ok_or_else(|| IcebergError::Internal("the merge finished twice".into()))?
-            .finish()?;
-        self.keys.seal();
+        let spooled = self.staged.finish()?;
+        let keys = self.staged.keys();
         let mut rewritten = HashSet::new();
         let mut matched: hashbrown::HashSet<Box<[u8]>> = hashbrown::HashSet::new();
         let mut scanned = 0;
@@ -108,38 +84,22 @@ impl MergeState {
         for file in live.iter().filter(|f| self.may_match(f, first_key)) {
             scanned += 1;
             let path = file.entry.file_path();
-            let hits =
-                read::matching_keys(io, path, key_field_ids, &self.keys, &self.schema).await?;
+            let hits = read::matching_keys(io, path, key_field_ids, keys, &self.schema).await?;
             if hits.is_empty() {
                 continue;
             }
-            read::rewrite_without(io, path, table, &self.schema, &self.keys, writer).await?;
+            read::rewrite_without(io, path, table, &self.schema, keys, writer).await?;
             matched.extend(hits);
             rewritten.insert(path.to_string());
         }
         for (n, batch) in spooled.batches()?.enumerate() {
-            let batch = batch?;
-            let n = u32::try_from(n).unwrap_or(u32::MAX);
-            let rows = self.keys.rows(&self.keys.key_columns(&batch))?;
-            let keep: BooleanArray = rows
-                .iter()
-                .enumerate()
-                .map(|(r, row)| {
-                    Some(
-                        self.keys
-                            .is_last(row.as_ref(), n, u32::try_from(r).unwrap_or(u32::MAX)),
-                    )
-                })
-                .collect();
-            let batch =
-                filter_record_batch(&batch, &keep).map_err(data("deduplicating merge rows"))?;
-            writer.write(batch).await?;
+            writer.write(self.staged.dedup(n, &batch?)?).await?;
         }
         let updated = matched.len() as u64;
         Ok(MergeOutcome {
             rewritten,
             updated,
-            inserted: (self.keys.len() as u64).saturating_sub(updated),
+            inserted: (keys.len() as u64).saturating_sub(updated),
             scanned,
         })
     }

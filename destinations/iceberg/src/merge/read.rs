@@ -3,10 +3,9 @@
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array};
+use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
 use arrow_cast::cast;
 use arrow_schema::{DataType, Field, FieldRef, Schema as ArrowSchema, SchemaRef};
-use arrow_select::filter::filter_record_batch;
 use futures::TryStreamExt;
 use iceberg::arrow::ArrowFileReader;
 use iceberg::io::FileIO;
@@ -148,12 +147,7 @@ pub(super) async fn matching_keys(
                 None => new_null_array(target.data_type(), batch.num_rows()),
             });
         }
-        let rows = keys.rows(&columns)?;
-        hits.extend(
-            rows.iter()
-                .filter(|r| keys.contains(r.as_ref()))
-                .map(|r| Box::<[u8]>::from(r.as_ref())),
-        );
+        hits.extend(keys.hits(&columns)?);
     }
     Ok(hits)
 }
@@ -198,14 +192,7 @@ pub(super) async fn rewrite_without(
                 .map_err(data(format!(
                     "data file {path}: projecting to the table schema"
                 )))?;
-        let encoded = keys.rows(&keys.key_columns(&projected))?;
-        let keep: BooleanArray = encoded
-            .iter()
-            .map(|r| Some(!keys.contains(r.as_ref())))
-            .collect();
-        let kept = filter_record_batch(&projected, &keep)
-            .map_err(data(format!("data file {path}: filtering matched rows")))?;
-        writer.write(kept).await?;
+        writer.write(keys.without_incoming(&projected)?).await?;
     }
     Ok(())
 }
