@@ -49,6 +49,17 @@ pub fn py_in(cwd: &Path, script: &str, args: &[&str]) -> (bool, Value) {
         .output()
         .expect("python runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        // Shown with the test's failure, next to the caller's message.
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!(
+                "{script} exited with {}; its stderr:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
     let value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
         panic!(
             "{script} printed no JSON.\nstdout: {stdout}\nstderr: {}",
