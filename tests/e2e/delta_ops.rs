@@ -11,7 +11,7 @@ use std::process::Stdio;
 
 use common::delta::*;
 use common::{PgObjects, Project, pg_url, psql, unique};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn ids(v: &Value) -> Vec<i64> {
     v["rows"]
@@ -413,12 +413,7 @@ fn tables_written_by_python_deltalake_take_merges_from_pipe_and_vice_versa() {
     let t = "lake/py";
     let mut reference = BTreeMap::new();
     let first: Vec<Row> = (1..=5).map(|i| Row::new(i, 0)).collect();
-    py_write(
-        &p,
-        t,
-        "append",
-        &json!(first.iter().map(Row::json).collect::<Vec<_>>()),
-    );
+    py_write(&p, t, "append", &first);
     reference.extend(first.iter().map(|r| (r.id, r.clone())));
     let rows: Vec<Row> = (4..=8).map(|i| Row::new(i, 1)).collect();
     p.write("m.csv", &csv(&rows));
@@ -438,12 +433,7 @@ fn tables_written_by_python_deltalake_take_merges_from_pipe_and_vice_versa() {
     );
 
     let up: Vec<Row> = (7..=10).map(|i| Row::new(i, 2)).collect();
-    py_write(
-        &p,
-        t,
-        "upsert",
-        &json!(up.iter().map(Row::json).collect::<Vec<_>>()),
-    );
+    py_write(&p, t, "upsert", &up);
     reference.extend(up.iter().map(|r| (r.id, r.clone())));
     let more: Vec<Row> = (11..=12).map(|i| Row::new(i, 3)).collect();
     p.write("m.csv", &csv(&more));

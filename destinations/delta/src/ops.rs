@@ -72,6 +72,8 @@ pub async fn history(location: &Location, limit: Option<usize>) -> Result<Vec<Co
 }
 
 async fn commits(table: &DeltaTable, limit: Option<usize>) -> Result<Vec<CommitInfo>> {
+    // Labels count down from the handle's version: right for a handle on the newest version
+    // (a commit landing between its load and this listing would shift them).
     let current = version_of(table);
     let infos: Vec<_> = table
         .history(limit)
@@ -189,7 +191,9 @@ pub async fn inspect(location: &Location, version: Option<i64>) -> Result<Option
     for (k, v) in metadata.configuration() {
         properties.insert(format!("property.{k}"), v.clone());
     }
-    // The history as of the inspected version.
+    // The history as of the inspected version. delta-rs lists every commit file in the log,
+    // newer ones included, so versions are labelled from a handle on the newest version (not
+    // the time-travelled one) and the newer commits dropped here.
     let current = version_of(&table);
     let mut history = commits(&location.open_existing().await?, None).await?;
     history.retain(|c| c.id.parse::<i64>().is_ok_and(|v| v <= current));

@@ -56,8 +56,8 @@ pub fn read_version(p: &Project, path: &str, version: i64) -> Value {
 
 /// python deltalake itself writes `rows` into `path` with `mode` (`append`, `overwrite`,
 /// `upsert` on `id`).
-pub fn py_write(p: &Project, path: &str, mode: &str, rows: &Value) {
-    let rows = rows.to_string();
+pub fn py_write(p: &Project, path: &str, mode: &str, rows: &[Row]) {
+    let rows = Value::Array(rows.iter().map(Row::json).collect()).to_string();
     let (ok, v) = py_in(p.path(), "delta.py", &["write", path, mode, rows.as_str()]);
     assert!(ok, "deltalake could not {mode} into {path}: {v}");
 }
