@@ -17,6 +17,7 @@ have the same count and checksum.
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 
@@ -57,7 +58,7 @@ def main():
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     ap.add_argument("--merge-rows", type=int, default=500_000)
     ap.add_argument("--work", default="/var/tmp/pipe-bench")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per load; the median is printed")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per load and merge; the median is printed")
     a = ap.parse_args()
     work = os.path.abspath(a.work)
     os.makedirs(work, exist_ok=True)
@@ -89,10 +90,26 @@ def main():
 
     rows = a.rows[-1]
     update = parquet_of(py, work, a.merge_rows, ("--update-of", str(rows)))
+    # Each repetition merges into a fresh copy of the table the last append wrote.
+    bases = {}
+    for d in (pipe_dir, py_dir):
+        bases[d] = d + "_base"
+        fresh(bases[d])
+        os.rename(d, bases[d])
+
+    def merge_into(d, cmd, env=None):
+        timings = []
+        for _ in range(a.repeat):
+            fresh(d)
+            shutil.copytree(bases[d], d)
+            timings.append(run(cmd, env))
+        return median(timings)
+
     env = dict(os.environ, BENCH_PARQUET=update, BENCH_DIR=pipe_dir)
-    merge_s, merge_rss = run([a.pipe, "run", os.path.join(HERE, "delta_merge.toml"), "--no-progress"], env)
+    merge_s, merge_rss = merge_into(
+        pipe_dir, [a.pipe, "run", os.path.join(HERE, "delta_merge.toml"), "--no-progress"], env)
     show(f"pipe merge into {rows // 1_000_000}M", a.merge_rows, merge_s, merge_rss)
-    up_s, up_rss = run([py, "-c", DELTALAKE, "merge", update, py_dir])
+    up_s, up_rss = merge_into(py_dir, [py, "-c", DELTALAKE, "merge", update, py_dir])
     show(f"deltalake merge into {rows // 1_000_000}M", a.merge_rows, up_s, up_rss)
     print(f"  pipe merge speed / DeltaTable.merge: {up_s / merge_s:.2f}x")
     checks = set()

@@ -6,13 +6,15 @@
 
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
+use arrow_array::{BooleanArray, RecordBatch};
+use arrow_buffer::BooleanBufferBuilder;
 use arrow_schema::{Schema, SchemaRef};
+use arrow_select::filter::filter_record_batch;
 use deltalake::logstore::ObjectStoreRef;
 use futures::TryStreamExt;
-use pipe_framework::merge_keys::{KeyValue, StagedMerge};
+use pipe_framework::merge_keys::{KeyValue, Matched, StagedMerge};
 
-use crate::error::{Result, data};
+use crate::error::{DeltaError, Result, data};
 use crate::read::{self, LiveFile};
 use crate::write::ParallelWriter;
 
@@ -111,25 +113,41 @@ impl MergeState {
                 .map_err(data("projecting merge keys"))?,
         );
         let mut outcome = MergeOutcome::default();
-        let mut matched: hashbrown::HashSet<Box<[u8]>> = hashbrown::HashSet::new();
+        let mut matched = Matched::default();
         for file in live.iter().filter(|f| self.may_match(f, partition_columns)) {
             outcome.scanned += 1;
+            // Which rows to keep, from the key columns alone: the file is read whole only if
+            // a key matches, and its keys are looked up once.
             let mut hits = Vec::new();
+            let mut keep = BooleanBufferBuilder::new(0);
             let mut stream =
                 Box::pin(read::read(store, file, key_schema.clone(), partition_columns).await?);
             while let Some(batch) = stream.try_next().await? {
                 // The key schema's columns are the keys, in key order.
-                hits.extend(keys.hits(batch.columns())?);
+                let split = keys.split(batch.columns())?;
+                hits.extend(split.hits);
+                keep.append_buffer(&split.keep);
             }
             if hits.is_empty() {
                 continue;
             }
+            let keep = keep.finish();
+            let mut at = 0;
             let mut rows =
                 Box::pin(read::read(store, file, self.schema.clone(), partition_columns).await?);
             while let Some(batch) = rows.try_next().await? {
-                let kept = keys.without_incoming(&batch)?;
+                let n = batch.num_rows();
+                if at + n > keep.len() {
+                    return Err(changed(file));
+                }
+                let kept = filter_record_batch(&batch, &BooleanArray::new(keep.slice(at, n), None))
+                    .map_err(data("rewriting a data file"))?;
+                at += n;
                 outcome.copied += kept.num_rows() as u64;
                 writer.write(kept).await?;
+            }
+            if at != keep.len() {
+                return Err(changed(file));
             }
             matched.extend(hits);
             outcome.rewritten.push(file.clone());
@@ -137,10 +155,18 @@ impl MergeState {
         for (n, batch) in spooled.batches()?.enumerate() {
             writer.write(self.staged.dedup(n, &batch?)?).await?;
         }
-        outcome.updated = matched.len() as u64;
+        outcome.updated = matched.len();
         outcome.inserted = (keys.len() as u64).saturating_sub(outcome.updated);
         Ok(outcome)
     }
+}
+
+/// A data file whose two reads returned different row counts.
+fn changed(file: &LiveFile) -> DeltaError {
+    DeltaError::Internal(format!(
+        "data file {} returned different rows when read again",
+        file.remove.path
+    ))
 }
 
 /// Whether key column `column`'s statistics compare like its [`KeyValue`]s: integers

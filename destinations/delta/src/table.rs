@@ -21,6 +21,18 @@ pub(crate) const RUN_ID_KEY: &str = "pipe.runId";
 pub(crate) const RUN_SEQ_KEY: &str = "pipe.runSeq";
 pub(crate) const STATE_KEY: &str = "pipe.state";
 
+/// Make `s3://`, `gs://` and `az://`/`abfss://` URLs known to delta-rs. Its crates register
+/// themselves from static constructors, which a linker may drop from a binary that names
+/// nothing else in them; registering again only replaces the same factories.
+fn register_object_stores() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        deltalake::aws::register_handlers(None);
+        deltalake::gcp::register_handlers(None);
+        deltalake::azure::register_handlers(None);
+    });
+}
+
 /// A table location with its object store options.
 #[derive(Debug, Clone)]
 pub struct Location {
@@ -33,6 +45,7 @@ pub struct Location {
 impl Location {
     /// `path` as a table URL: object store URLs as given, local paths made absolute.
     pub fn new(path: &str, options: HashMap<String, String>) -> Result<Self, DeltaError> {
+        register_object_stores();
         let url = if path.contains("://") {
             Url::parse(path)
                 .map_err(|e| DeltaError::Config(format!("path = \"{path}\" is not a URL: {e}")))?

@@ -6,14 +6,18 @@
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
+use std::collections::HashSet;
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_row::{RowConverter, SortField};
+use arrow_schema::{DataType, SchemaRef};
 use delta_kernel::table_properties::DataSkippingNumIndexedCols;
 use deltalake::kernel::Add;
 use deltalake::logstore::ObjectStoreRef;
 use deltalake::operations::write::writer::{DeltaWriter, WriterConfig};
 use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use pipe_framework::parallel::RoundRobin;
 use tokio::sync::mpsc;
 
@@ -36,13 +40,62 @@ pub(crate) struct WriteOptions {
 }
 
 impl WriteOptions {
-    fn properties(&self) -> WriterProperties {
-        WriterProperties::builder()
+    /// Parquet properties; the columns in `plain` are written without dictionary encoding.
+    fn properties(&self, plain: &[String]) -> WriterProperties {
+        let mut builder = WriterProperties::builder()
             .set_compression(self.compression)
             .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
-            .set_created_by(format!("pipe {}", env!("CARGO_PKG_VERSION")))
-            .build()
+            .set_created_by(format!("pipe {}", env!("CARGO_PKG_VERSION")));
+        for column in plain {
+            builder =
+                builder.set_column_dictionary_enabled(ColumnPath::from(column.as_str()), false);
+        }
+        builder.build()
     }
+}
+
+/// Rows of the first batch looked at to pick the columns written without a dictionary.
+const SAMPLE_ROWS: usize = 64 * 1024;
+/// Below this many rows the first batch says too little; every column keeps its dictionary.
+const MIN_SAMPLE_ROWS: usize = 4096;
+/// Share of distinct values above which a column is written without a dictionary.
+const PLAIN_ABOVE: f64 = 0.9;
+
+/// The top-level columns of `sample` (the run's first batch) whose values are nearly all
+/// distinct. A Parquet writer hashes every value into the column's dictionary until the
+/// dictionary page is full (1 MiB), then falls back to plain encoding for the rest of the
+/// row group: for keys, timestamps, amounts and free text that hashing is wasted work (a
+/// fifth of a merge's CPU on the benchmark's orders). Nested, boolean and dictionary
+/// columns keep the default.
+fn high_cardinality_columns(sample: &RecordBatch) -> Vec<String> {
+    let rows = sample.num_rows().min(SAMPLE_ROWS);
+    if rows < MIN_SAMPLE_ROWS {
+        return Vec::new();
+    }
+    let schema = sample.schema();
+    schema
+        .fields()
+        .iter()
+        .zip(sample.columns())
+        .filter(|(field, _)| {
+            let t = field.data_type();
+            !t.is_nested() && !matches!(t, DataType::Boolean | DataType::Dictionary(_, _))
+        })
+        .filter(|(_, column)| {
+            distinct(&column.slice(0, rows)).is_some_and(|d| d as f64 > PLAIN_ABOVE * rows as f64)
+        })
+        .map(|(field, _)| field.name().clone())
+        .collect()
+}
+
+/// Distinct values of `column` (NULL counting as one).
+fn distinct(column: &ArrayRef) -> Option<usize> {
+    let converter = RowConverter::new(vec![SortField::new(column.data_type().clone())]).ok()?;
+    let rows = converter
+        .convert_columns(std::slice::from_ref(column))
+        .ok()?;
+    let values: HashSet<&[u8]> = rows.iter().map(|r| r.data()).collect();
+    Some(values.len())
 }
 
 /// Parse `compression`: `zstd`, `zstd(N)`, `snappy`, `lz4`, `gzip`, `none`.
@@ -71,9 +124,53 @@ pub(crate) fn parse_compression(text: &str) -> Result<Compression> {
     })
 }
 
-/// The run's data file writers: [`DeltaWriter`]s fed round-robin, each on its own task.
+/// The run's data file writers: [`DeltaWriter`]s fed round-robin, each on its own task,
+/// started by the first batch (which picks the columns written without a dictionary).
 #[derive(Debug)]
-pub(crate) struct ParallelWriter(RoundRobin<Vec<Add>>);
+pub(crate) struct ParallelWriter {
+    /// What the writers need, until they start.
+    setup: Option<Setup>,
+    /// The running writers.
+    running: Option<RoundRobin<Vec<Add>>>,
+}
+
+#[derive(Debug)]
+struct Setup {
+    store: ObjectStoreRef,
+    schema: SchemaRef,
+    partition_columns: Vec<String>,
+    indexed_columns: DataSkippingNumIndexedCols,
+    options: WriteOptions,
+}
+
+impl Setup {
+    fn start(self, first: &RecordBatch) -> RoundRobin<Vec<Add>> {
+        let plain = high_cardinality_columns(first);
+        if !plain.is_empty() {
+            tracing::debug!(columns = ?plain, "writing without dictionary encoding");
+        }
+        let properties = self.options.properties(&plain);
+        let Self {
+            store,
+            schema,
+            partition_columns,
+            indexed_columns,
+            options,
+        } = self;
+        RoundRobin::spawn(options.writers, |_, rx| {
+            let config = WriterConfig::new(
+                schema.clone(),
+                partition_columns.clone(),
+                Some(properties.clone()),
+                NonZeroU64::new(options.target_file_size),
+                Some(WRITE_BATCH_ROWS),
+                indexed_columns,
+                None,
+            );
+            drive(DeltaWriter::new(Arc::clone(&store), config), rx)
+        })
+    }
+}
 
 async fn drive(
     mut writer: DeltaWriter,
@@ -101,27 +198,70 @@ impl ParallelWriter {
         indexed_columns: DataSkippingNumIndexedCols,
         options: &WriteOptions,
     ) -> Self {
-        Self(RoundRobin::spawn(options.writers, |_, rx| {
-            let config = WriterConfig::new(
-                schema.clone(),
-                partition_columns.clone(),
-                Some(options.properties()),
-                NonZeroU64::new(options.target_file_size),
-                Some(WRITE_BATCH_ROWS),
+        Self {
+            setup: Some(Setup {
+                store,
+                schema,
+                partition_columns,
                 indexed_columns,
-                None,
-            );
-            drive(DeltaWriter::new(Arc::clone(&store), config), rx)
-        }))
+                options: options.clone(),
+            }),
+            running: None,
+        }
     }
 
     /// Hand one batch (of the table's schema) to the next writer.
     pub(crate) async fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        Ok(self.0.write(batch).await?)
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.running.is_none()
+            && let Some(setup) = self.setup.take()
+        {
+            self.running = Some(setup.start(&batch));
+        }
+        match &mut self.running {
+            Some(writers) => Ok(writers.write(batch).await?),
+            None => Err(DeltaError::Internal(
+                "the data file writers are gone".into(),
+            )),
+        }
     }
 
-    /// Finish every writer: all their files, or the first error.
+    /// Finish every writer: all their files, or the first error (none if no row came).
     pub(crate) async fn close(self) -> Result<Vec<Add>> {
-        Ok(self.0.close().await?.into_iter().flatten().collect())
+        match self.running {
+            Some(writers) => Ok(writers.close().await?.into_iter().flatten().collect()),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{BooleanArray, Int64Array, StringArray};
+
+    use super::*;
+
+    #[test]
+    fn nearly_distinct_columns_are_written_without_a_dictionary() {
+        let n = 10_000_i64;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(0..n)),
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("c{}", i % 7)),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("free text {i}")),
+            )),
+            Arc::new(BooleanArray::from_iter((0..n).map(|i| Some(i % 2 == 0)))),
+        ];
+        let names = ["id", "status", "comment", "flag"];
+        let batch = RecordBatch::try_from_iter(names.into_iter().zip(columns)).unwrap();
+        assert_eq!(high_cardinality_columns(&batch), ["id", "comment"]);
+        // too few rows to judge: every column keeps its dictionary
+        assert!(high_cardinality_columns(&batch.slice(0, 100)).is_empty());
     }
 }

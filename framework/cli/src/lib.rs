@@ -219,7 +219,8 @@ fn exit_code(e: &Error) -> ExitCode {
 fn init_logging(verbose: u8, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "error",
+        // delta-rs' kernel logs the errors it returns; they are printed once, as the error.
+        0 => "error,buoyant_kernel=off",
         1 => "info",
         _ => "debug",
     };

@@ -143,8 +143,14 @@ impl Error {
             });
             next = err.source();
         }
-        out.dedup();
-        out
+        // Libraries often wrap an error in one whose message repeats it: say it once.
+        let mut said: Vec<String> = Vec::with_capacity(out.len());
+        for message in out {
+            if !said.last().is_some_and(|m| m.contains(message.as_str())) {
+                said.push(message);
+            }
+        }
+        said
     }
 }
 
@@ -224,6 +230,21 @@ mod tests {
             vec!["reading source", "cannot open orders.csv", "no such file"]
         );
         assert_eq!(err.kind(), ErrorKind::User);
+    }
+
+    #[test]
+    fn a_cause_its_wrapper_already_says_is_said_once() {
+        let inner = std::io::Error::other("bucket lake does not exist");
+        let wrapper =
+            Error::external("Kernel error: bucket lake does not exist").with_source(inner);
+        let err = Error::external("reading the Delta log").with_source(wrapper);
+        assert_eq!(
+            err.chain(),
+            vec![
+                "reading the Delta log",
+                "Kernel error: bucket lake does not exist"
+            ]
+        );
     }
 
     #[test]

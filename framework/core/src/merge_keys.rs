@@ -4,11 +4,13 @@
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Date32Type, Decimal128Type, Int32Type, Int64Type, Time64MicrosecondType,
-    TimestampMicrosecondType,
+    Date32Type, Decimal128Type, Int8Type, Int16Type, Int32Type, Int64Type, Time64MicrosecondType,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type,
 };
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
-use arrow_row::{RowConverter, Rows, SortField};
+use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, BooleanArray, RecordBatch};
+use arrow_buffer::{BooleanBuffer, BooleanBufferBuilder};
+use arrow_row::{RowConverter, SortField};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use arrow_select::filter::filter_record_batch;
 use hashbrown::HashMap;
@@ -90,13 +92,55 @@ fn key_values(column: &ArrayRef) -> Option<Vec<KeyValue>> {
     }
 }
 
+/// Incoming keys → dense ids (0, 1, ... in order of first occurrence). A key of one integer
+/// column (integers, dates, timestamps) is hashed as the integer; any other key (several
+/// columns, strings, decimals, ...) as its arrow-row encoding.
+enum Ids {
+    Int(HashMap<Option<i64>, u32>),
+    Rows(RowConverter, HashMap<Box<[u8]>, u32>),
+}
+
+/// `column`'s values as integers, when it is one of the types [`Ids::Int`] keys on.
+fn int_keys(column: &ArrayRef) -> Option<Vec<Option<i64>>> {
+    fn widen<T>(column: &ArrayRef) -> Vec<Option<i64>>
+    where
+        T: ArrowPrimitiveType,
+        T::Native: Into<i64>,
+    {
+        column
+            .as_primitive::<T>()
+            .iter()
+            .map(|v| v.map(Into::into))
+            .collect()
+    }
+    Some(match column.data_type() {
+        DataType::Int8 => widen::<Int8Type>(column),
+        DataType::Int16 => widen::<Int16Type>(column),
+        DataType::Int32 => widen::<Int32Type>(column),
+        DataType::Int64 => widen::<Int64Type>(column),
+        DataType::UInt8 => widen::<UInt8Type>(column),
+        DataType::UInt16 => widen::<UInt16Type>(column),
+        DataType::UInt32 => widen::<UInt32Type>(column),
+        DataType::Date32 => widen::<Date32Type>(column),
+        DataType::Timestamp(TimeUnit::Second, _) => widen::<TimestampSecondType>(column),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => widen::<TimestampMillisecondType>(column),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => widen::<TimestampMicrosecondType>(column),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => widen::<TimestampNanosecondType>(column),
+        _ => return None,
+    })
+}
+
+fn is_int_key(data_type: &DataType) -> bool {
+    int_keys(&arrow_array::new_empty_array(data_type)).is_some()
+}
+
 /// A run's incoming keys.
 pub struct KeyIndex {
     /// Positions of the key columns in the write schema.
     pub columns: Vec<usize>,
-    converter: RowConverter,
-    /// Key → (batch, row) of its last occurrence.
-    last: HashMap<Box<[u8]>, (u32, u32)>,
+    ids: Ids,
+    /// Id → (batch, row) of the key's last occurrence.
+    last: Vec<(u32, u32)>,
     /// The first key column's values, sorted and distinct after [`KeyIndex::seal`]; `None`
     /// when its type cannot prune.
     first: Option<Vec<KeyValue>>,
@@ -108,31 +152,76 @@ impl std::fmt::Debug for KeyIndex {
         f.debug_struct("KeyIndex")
             .field("columns", &self.columns)
             .field("keys", &self.last.len())
+            .field("integer", &matches!(self.ids, Ids::Int(_)))
             .finish()
+    }
+}
+
+/// Which rows of a batch hold an incoming key.
+#[derive(Debug)]
+pub struct Split {
+    /// Ids of the incoming keys found, one per matching row.
+    pub hits: Vec<u32>,
+    /// True for the rows whose key is not incoming (what a rewrite keeps).
+    pub keep: BooleanBuffer,
+}
+
+/// The distinct incoming keys a merge found in the table (by id).
+#[derive(Debug, Default)]
+pub struct Matched {
+    bits: Vec<u64>,
+    count: u64,
+}
+
+impl Matched {
+    /// Record keys found.
+    pub fn extend(&mut self, ids: impl IntoIterator<Item = u32>) {
+        for id in ids {
+            let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
+            if word >= self.bits.len() {
+                self.bits.resize(word + 1, 0);
+            }
+            if let Some(w) = self.bits.get_mut(word)
+                && *w & bit == 0
+            {
+                *w |= bit;
+                self.count += 1;
+            }
+        }
+    }
+
+    /// Distinct keys found.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
     }
 }
 
 impl KeyIndex {
     pub fn new(schema: &SchemaRef, columns: Vec<usize>) -> Result<Self> {
-        let fields = columns
+        let types: Vec<DataType> = columns
             .iter()
-            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .map(|&i| schema.field(i).data_type().clone())
             .collect();
-        let converter = RowConverter::new(fields).map_err(data("setting up merge keys"))?;
+        let ids = match types.as_slice() {
+            [one] if is_int_key(one) => Ids::Int(HashMap::new()),
+            _ => {
+                let fields = types.into_iter().map(SortField::new).collect();
+                let converter = RowConverter::new(fields).map_err(data("setting up merge keys"))?;
+                Ids::Rows(converter, HashMap::new())
+            }
+        };
         Ok(Self {
             columns,
-            converter,
-            last: HashMap::new(),
+            ids,
+            last: Vec::new(),
             first: Some(Vec::new()),
             batches: 0,
         })
-    }
-
-    /// The key rows of `batch`'s key columns (found by position in `columns`).
-    pub fn rows(&self, key_columns: &[ArrayRef]) -> Result<Rows> {
-        self.converter
-            .convert_columns(key_columns)
-            .map_err(data("encoding merge keys"))
     }
 
     /// `batch`'s key columns (a batch of the write schema).
@@ -143,6 +232,31 @@ impl KeyIndex {
             .collect()
     }
 
+    /// Call `f(row, id)` for every row of `key_columns` (in key order), `id` being its key's
+    /// when the key is incoming.
+    fn each(&self, key_columns: &[ArrayRef], mut f: impl FnMut(usize, Option<u32>)) -> Result<()> {
+        match &self.ids {
+            Ids::Int(map) => {
+                let values = key_columns
+                    .first()
+                    .and_then(int_keys)
+                    .ok_or_else(|| Error::internal("merge key column of an unexpected type"))?;
+                for (r, v) in values.iter().enumerate() {
+                    f(r, map.get(v).copied());
+                }
+            }
+            Ids::Rows(converter, map) => {
+                let rows = converter
+                    .convert_columns(key_columns)
+                    .map_err(data("encoding merge keys"))?;
+                for (r, row) in rows.iter().enumerate() {
+                    f(r, map.get(row.as_ref()).copied());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Record the next incoming batch (batches count from 0, as they are spooled). A NULL
     /// key matches a NULL key, as in the other destinations.
     pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -151,11 +265,47 @@ impl KeyIndex {
             // Column bounds say nothing about NULLs: every file is a candidate.
             self.first = None;
         }
-        let rows = self.rows(&columns)?;
         let n = self.batches;
-        for (r, row) in rows.iter().enumerate() {
+        let last = &mut self.last;
+        let mut record = |id: Option<u32>, r: usize| -> u32 {
             let r = u32::try_from(r).unwrap_or(u32::MAX);
-            self.last.insert(row.as_ref().into(), (n, r));
+            match id {
+                Some(id) => {
+                    if let Some(slot) = last.get_mut(id as usize) {
+                        *slot = (n, r);
+                    }
+                    id
+                }
+                None => {
+                    last.push((n, r));
+                    u32::try_from(last.len() - 1).unwrap_or(u32::MAX)
+                }
+            }
+        };
+        match &mut self.ids {
+            Ids::Int(map) => {
+                let values = columns
+                    .first()
+                    .and_then(int_keys)
+                    .ok_or_else(|| Error::internal("merge key column of an unexpected type"))?;
+                for (r, v) in values.into_iter().enumerate() {
+                    let id = map.get(&v).copied();
+                    let id = record(id, r);
+                    map.entry(v).or_insert(id);
+                }
+            }
+            Ids::Rows(converter, map) => {
+                let rows = converter
+                    .convert_columns(&columns)
+                    .map_err(data("encoding merge keys"))?;
+                for (r, row) in rows.iter().enumerate() {
+                    let known = map.get(row.as_ref()).copied();
+                    let id = record(known, r);
+                    if known.is_none() {
+                        map.insert(row.as_ref().into(), id);
+                    }
+                }
+            }
         }
         if let Some(first) = &mut self.first {
             match columns.first().and_then(key_values) {
@@ -185,35 +335,37 @@ impl KeyIndex {
         self.last.is_empty()
     }
 
-    /// The incoming keys (encoded) among the rows of `key_columns` (in key order).
-    pub fn hits(&self, key_columns: &[ArrayRef]) -> Result<Vec<Box<[u8]>>> {
-        let rows = self.rows(key_columns)?;
-        Ok(rows
-            .iter()
-            .filter(|r| self.contains(r.as_ref()))
-            .map(|r| Box::<[u8]>::from(r.as_ref()))
-            .collect())
+    /// The ids of the incoming keys among the rows of `key_columns` (in key order).
+    pub fn hits(&self, key_columns: &[ArrayRef]) -> Result<Vec<u32>> {
+        let mut hits = Vec::new();
+        self.each(key_columns, |_, id| hits.extend(id))?;
+        Ok(hits)
+    }
+
+    /// Which rows of `key_columns` (in key order) hold an incoming key.
+    pub fn split(&self, key_columns: &[ArrayRef]) -> Result<Split> {
+        let rows = key_columns.first().map_or(0, |c| c.len());
+        let mut keep = BooleanBufferBuilder::new(rows);
+        keep.append_n(rows, true);
+        let mut hits = Vec::new();
+        self.each(key_columns, |r, id| {
+            if let Some(id) = id {
+                hits.push(id);
+                keep.set_bit(r, false);
+            }
+        })?;
+        Ok(Split {
+            hits,
+            keep: keep.finish(),
+        })
     }
 
     /// `batch` (of the schema the index was made for) without the rows whose key is
     /// incoming: what stays of a data file a merge rewrites.
     pub fn without_incoming(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let rows = self.rows(&self.key_columns(batch))?;
-        let keep: BooleanArray = rows
-            .iter()
-            .map(|r| Some(!self.contains(r.as_ref())))
-            .collect();
-        filter_record_batch(batch, &keep).map_err(data("rewriting a data file"))
-    }
-
-    /// Whether a key is incoming.
-    pub fn contains(&self, key: &[u8]) -> bool {
-        self.last.contains_key(key)
-    }
-
-    /// Whether row `row` of incoming batch `batch` is its key's last occurrence.
-    pub fn is_last(&self, key: &[u8], batch: u32, row: u32) -> bool {
-        self.last.get(key) == Some(&(batch, row))
+        let split = self.split(&self.key_columns(batch))?;
+        filter_record_batch(batch, &BooleanArray::new(split.keep, None))
+            .map_err(data("rewriting a data file"))
     }
 
     /// Whether a data file whose first key column lies in `[lower, upper]` can hold an
@@ -283,15 +435,13 @@ impl StagedMerge {
     /// Spooled batch number `n` without the rows a later row of the same key replaces.
     pub fn dedup(&self, n: usize, batch: &RecordBatch) -> Result<RecordBatch> {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
-        let rows = self.keys.rows(&self.keys.key_columns(batch))?;
-        let keep: BooleanArray = rows
-            .iter()
-            .enumerate()
-            .map(|(r, row)| {
-                let r = u32::try_from(r).unwrap_or(u32::MAX);
-                Some(self.keys.is_last(row.as_ref(), n, r))
-            })
-            .collect();
-        filter_record_batch(batch, &keep).map_err(data("deduplicating merge rows"))
+        let mut keep = BooleanBufferBuilder::new(batch.num_rows());
+        let last = &self.keys.last;
+        self.keys.each(&self.keys.key_columns(batch), |r, id| {
+            let r = u32::try_from(r).unwrap_or(u32::MAX);
+            keep.append(id.and_then(|id| last.get(id as usize)) == Some(&(n, r)));
+        })?;
+        filter_record_batch(batch, &BooleanArray::new(keep.finish(), None))
+            .map_err(data("deduplicating merge rows"))
     }
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 pub mod delta;
 pub mod iceberg;
 pub mod rows;
+pub mod s3;
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -42,10 +43,16 @@ pub fn py(script: &str, args: &[&str]) -> (bool, Value) {
 
 /// Like [`py`], with `cwd` as the working directory (relative paths in `args`).
 pub fn py_in(cwd: &Path, script: &str, args: &[&str]) -> (bool, Value) {
+    py_env(cwd, script, args, &[])
+}
+
+/// Like [`py_in`], with extra environment variables (object store credentials).
+pub fn py_env(cwd: &Path, script: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, Value) {
     let out = Command::new(python())
         .current_dir(cwd)
         .arg(root().join("tests/interop").join(script))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("python runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

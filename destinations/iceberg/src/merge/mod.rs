@@ -14,7 +14,7 @@ use iceberg::io::FileIO;
 use iceberg::spec::Schema;
 
 use iceberg::spec::{Datum, PrimitiveLiteral};
-use pipe_framework::merge_keys::{KeyValue, StagedMerge};
+use pipe_framework::merge_keys::{KeyValue, Matched, StagedMerge};
 
 use crate::commit::live::LiveFile;
 use crate::error::Result;
@@ -74,7 +74,7 @@ impl MergeState {
         let spooled = self.staged.finish()?;
         let keys = self.staged.keys();
         let mut rewritten = HashSet::new();
-        let mut matched: hashbrown::HashSet<Box<[u8]>> = hashbrown::HashSet::new();
+        let mut matched = Matched::default();
         let mut scanned = 0;
         let Some(&first_key) = key_field_ids.first() else {
             return Err(crate::error::IcebergError::Config(
@@ -95,7 +95,7 @@ impl MergeState {
         for (n, batch) in spooled.batches()?.enumerate() {
             writer.write(self.staged.dedup(n, &batch?)?).await?;
         }
-        let updated = matched.len() as u64;
+        let updated = matched.len();
         Ok(MergeOutcome {
             rewritten,
             updated,

@@ -108,14 +108,14 @@ fn conform(column: &ArrayRef, to: &Field, path: &str) -> Result<ArrayRef> {
     )))
 }
 
-/// The incoming keys (encoded) that data file `path` holds.
+/// The ids of the incoming keys that data file `path` holds.
 pub(super) async fn matching_keys(
     io: &FileIO,
     path: &str,
     key_field_ids: &[i32],
     keys: &KeyIndex,
     write_schema: &SchemaRef,
-) -> Result<Vec<Box<[u8]>>> {
+) -> Result<Vec<u32>> {
     let builder = open(io, path).await?;
     let file_schema = builder.schema().clone();
     // A key column the file predates holds NULLs (which match incoming NULL keys); read at

@@ -1,0 +1,206 @@
+//! The Delta destination on an object store: `s3://` tables on a local S3 server (moto's, see
+//! common/s3.rs) — modes, concurrent commits through S3's conditional PUT, table operations
+//! and bad locations — read back by python `deltalake` over the same S3 API.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+
+use common::delta::*;
+use common::s3::{BUCKET, S3};
+use common::{Project, py_env};
+use serde_json::Value;
+
+/// python deltalake's view of the S3 table at `url` (rows ordered by `id`).
+fn read_s3(p: &Project, s3: &S3, url: &str) -> Value {
+    let env = s3.env();
+    let (ok, v) = py_env(
+        p.path(),
+        "delta.py",
+        &["read", url, "--order", "id"],
+        &S3::env_refs(&env),
+    );
+    assert!(ok, "deltalake could not read {url}: {v}");
+    v
+}
+
+#[test]
+fn s3_tables_take_every_mode_and_operations_and_python_reads_them() {
+    let s3 = S3::start();
+    let env = s3.env();
+    let env = S3::env_refs(&env);
+    let p = Project::new();
+    let url = format!("s3://{BUCKET}/warehouse/orders");
+    let mut reference = BTreeMap::new();
+
+    let first: Vec<Row> = (1..=6).map(|i| Row::new(i, 0)).collect();
+    p.write("a.csv", &csv(&first));
+    let f = pipeline(
+        &p,
+        "s3_append",
+        "a.csv",
+        &url,
+        "mode = \"append\"\npartition_by = [\"region\"]",
+    );
+    p.pipe_env(&["run", &f], &env).assert_ok();
+    reference.extend(first.iter().map(|r| (r.id, r.clone())));
+    expect_rows(&read_s3(&p, &s3, &url), &reference, "append");
+
+    let f = pipeline(
+        &p,
+        "s3_merge",
+        "m.csv",
+        &url,
+        "mode = \"merge\"\nmerge_keys = [\"id\"]\npartition_by = [\"region\"]",
+    );
+    for run in 0..2u32 {
+        let base = 4 + i64::from(run) * 3;
+        let rows: Vec<Row> = (base..base + 5).map(|i| Row::new(i, 10 + run)).collect();
+        p.write("m.csv", &csv(&rows));
+        p.pipe_env(&["run", &f], &env).assert_ok();
+        reference.extend(rows.iter().map(|r| (r.id, r.clone())));
+        let v = read_s3(&p, &s3, &url);
+        expect_rows(&v, &reference, &format!("merge run {run}"));
+        assert_eq!(last(&v)["operation"], "MERGE");
+        assert_eq!(last(&v)["run_seq"], i64::from(run) + 1);
+    }
+
+    // table operations on the S3 URL
+    let history = p
+        .pipe_env(&["delta", "history", &url, "--json"], &env)
+        .assert_ok()
+        .json();
+    assert_eq!(history.as_array().unwrap().len(), 3, "{history}");
+    let at0 = p
+        .pipe_env(
+            &["delta", "inspect", &url, "--version", "0", "--json"],
+            &env,
+        )
+        .assert_ok()
+        .json();
+    assert_eq!(at0["rows"], 6, "{at0}");
+    let before: BTreeSet<String> = s3.keys("warehouse/orders/").into_iter().collect();
+    p.pipe_env(&["delta", "optimize", &url], &env).assert_ok();
+    let v = read_s3(&p, &s3, &url);
+    expect_rows(&v, &reference, "after optimize");
+    assert_eq!(last(&v)["operation"], "OPTIMIZE");
+    // vacuum lists the bucket: a dry run names the files the merges and optimize replaced
+    // and deletes nothing; the real one deletes exactly those
+    let vacuum = |dry: bool| {
+        let mut args = vec!["delta", "vacuum", url.as_str(), "--retain-hours", "0"];
+        args.extend(["--no-enforce-retention", "--json"]);
+        if dry {
+            args.push("--dry-run");
+        }
+        p.pipe_env(&args, &env).assert_ok().json()
+    };
+    let dry = vacuum(true);
+    let listed: BTreeSet<String> = dry["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    assert!(!listed.is_empty(), "{dry}");
+    let after: BTreeSet<String> = s3.keys("warehouse/orders/").into_iter().collect();
+    assert!(before.is_subset(&after), "a dry run deletes nothing: {dry}");
+    let done = vacuum(false);
+    assert_eq!(done["files"], dry["files"], "{done}");
+    let left: BTreeSet<String> = s3.keys("warehouse/orders/").into_iter().collect();
+    let live: BTreeSet<String> = read_s3(&p, &s3, &url)["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            f.as_str()
+                .unwrap()
+                .trim_start_matches("s3://lake/")
+                .to_string()
+        })
+        .collect();
+    let parquet = |keys: &BTreeSet<String>| keys.iter().filter(|k| k.ends_with(".parquet")).count();
+    assert_eq!(parquet(&left), parquet(&after) - listed.len(), "{left:?}");
+    assert!(live.iter().all(|f| left.contains(f)), "{live:?} / {left:?}");
+    expect_rows(&read_s3(&p, &s3, &url), &reference, "after vacuum");
+}
+
+#[test]
+fn concurrent_writers_on_s3_commit_through_conditional_puts_and_the_log_stays_linear() {
+    let s3 = S3::start();
+    let env = s3.env();
+    let env = S3::env_refs(&env);
+    let p = Project::new();
+    let url = format!("s3://{BUCKET}/t");
+    p.write("seed.csv", &csv(&[Row::new(0, 0)]));
+    let seed = pipeline(&p, "s3_seed", "seed.csv", &url, "");
+    p.pipe_env(&["run", &seed], &env).assert_ok();
+    let writers = 3;
+    for w in 0..writers {
+        let rows: Vec<Row> = (1 + w * 1000..=(w + 1) * 1000)
+            .map(|i| Row::new(i, 0))
+            .collect();
+        p.write(&format!("w{w}.csv"), &csv(&rows));
+    }
+    let children: Vec<_> = (0..writers)
+        .map(|w| {
+            let f = pipeline(&p, &format!("s3_conc{w}"), &format!("w{w}.csv"), &url, "");
+            p.command(&["run", &f], &env)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(out.status.success(), "{stderr}");
+    }
+    let v = read_s3(&p, &s3, &url);
+    assert_eq!(v["count"], 1 + writers * 1000);
+    let versions: Vec<i64> = v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, (0..=writers).collect::<Vec<_>>(), "linear log");
+}
+
+#[test]
+fn a_missing_bucket_or_an_unreachable_store_is_a_clear_error() {
+    let s3 = S3::start();
+    let env = s3.env();
+    let p = Project::new();
+    p.write("a.csv", &csv(&[Row::new(1, 0)]));
+
+    let f = pipeline(&p, "s3_nobucket", "a.csv", "s3://no-such-bucket/t", "");
+    p.pipe_env(&["run", &f], &S3::env_refs(&env))
+        .assert_failed()
+        .stderr_has("no-such-bucket");
+    assert!(s3.keys("").is_empty(), "nothing written anywhere");
+
+    // a closed port: the endpoint is named, and the run gives up instead of hanging
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{closed}");
+    let mut env = S3::env_refs(&env);
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL", &endpoint));
+    let f = pipeline(&p, "s3_down", "a.csv", &format!("s3://{BUCKET}/t"), "");
+    let started = std::time::Instant::now();
+    p.pipe_env(&["run", &f], &env)
+        .assert_failed()
+        .stderr_has(&format!("{BUCKET}/t"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(120),
+        "took {:?}",
+        started.elapsed()
+    );
+}
