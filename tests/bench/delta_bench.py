@@ -2,7 +2,7 @@
 """Parquet → Delta benchmark: pipe against python deltalake (delta-rs) in one script.
 
     delta_bench.py PIPE_BINARY [--rows 1000000 5000000] [--merge-rows 500000]
-                   [--work /var/tmp/pipe-bench] [--repeat 1]
+                   [--work /var/tmp/pipe-bench] [--repeat 3]
 
 For each row count, the generated orders (cached as Parquet, shared with iceberg_bench.py)
 are loaded
