@@ -247,36 +247,18 @@ fn concurrent_writers_commit_after_retrying_and_the_log_stays_linear() {
         p.write(&format!("w{w}.csv"), &csv(&rows));
     }
     // four pipelines, plus a second project running the same pipeline name: its txn races
-    let children: Vec<_> = (0..writers)
-        .map(|w| {
-            let f = pipeline(&p, &format!("dl_conc{w}"), &format!("w{w}.csv"), t, "");
-            p.command(&["run", &f], &[])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+    let files: Vec<String> = (0..writers)
+        .map(|w| pipeline(&p, &format!("dl_conc{w}"), &format!("w{w}.csv"), t, ""))
         .collect();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!stderr.contains("panicked"), "{stderr}");
-        assert!(out.status.success(), "{stderr}");
-    }
+    run_concurrently(&p, &files, &[]);
     let v = read(&p, t);
     assert_eq!(v["count"], 1 + writers * 5000);
     assert_eq!(
         ids(&v).into_iter().collect::<BTreeSet<_>>().len() as i64,
         1 + writers * 5000
     );
-    let versions: Vec<i64> = v["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["version"].as_i64().unwrap())
-        .collect();
     assert_eq!(
-        versions,
+        versions(&v),
         (0..=writers).collect::<Vec<_>>(),
         "the log is linear"
     );

@@ -1,5 +1,5 @@
 //! The Delta destination on an object store: `s3://` tables on a local S3 server (moto's, see
-//! common/s3.rs) — modes, concurrent commits through S3's conditional PUT, table operations
+//! common/s3.rs) — appends, merges, concurrent commits through S3's conditional PUT, table operations
 //! and bad locations — read back by python `deltalake` over the same S3 API.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test
@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
 
 use common::delta::*;
 use common::s3::{BUCKET, S3};
@@ -28,7 +27,7 @@ fn read_s3(p: &Project, s3: &S3, url: &str) -> Value {
 }
 
 #[test]
-fn s3_tables_take_every_mode_and_operations_and_python_reads_them() {
+fn s3_tables_take_appends_merges_and_table_operations_and_python_reads_them() {
     let s3 = S3::start();
     let env = s3.env();
     let env = S3::env_refs(&env);
@@ -144,31 +143,17 @@ fn concurrent_writers_on_s3_commit_through_conditional_puts_and_the_log_stays_li
             .collect();
         p.write(&format!("w{w}.csv"), &csv(&rows));
     }
-    let children: Vec<_> = (0..writers)
-        .map(|w| {
-            let f = pipeline(&p, &format!("s3_conc{w}"), &format!("w{w}.csv"), &url, "");
-            p.command(&["run", &f], &env)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+    let files: Vec<String> = (0..writers)
+        .map(|w| pipeline(&p, &format!("s3_conc{w}"), &format!("w{w}.csv"), &url, ""))
         .collect();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!stderr.contains("panicked"), "{stderr}");
-        assert!(out.status.success(), "{stderr}");
-    }
+    run_concurrently(&p, &files, &env);
     let v = read_s3(&p, &s3, &url);
     assert_eq!(v["count"], 1 + writers * 1000);
-    let versions: Vec<i64> = v["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["version"].as_i64().unwrap())
-        .collect();
-    assert_eq!(versions, (0..=writers).collect::<Vec<_>>(), "linear log");
+    assert_eq!(
+        versions(&v),
+        (0..=writers).collect::<Vec<_>>(),
+        "linear log"
+    );
 }
 
 #[test]

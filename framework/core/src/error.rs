@@ -143,10 +143,14 @@ impl Error {
             });
             next = err.source();
         }
-        // Libraries often wrap an error in one whose message repeats it: say it once.
+        // Libraries often wrap an error in one whose message repeats it: say it once (short
+        // causes, "EOF" or "403", are kept: a longer message may contain them by chance).
         let mut said: Vec<String> = Vec::with_capacity(out.len());
         for message in out {
-            if !said.last().is_some_and(|m| m.contains(message.as_str())) {
+            let repeated = said.last().is_some_and(|m| {
+                *m == message || (message.len() >= 16 && m.contains(message.as_str()))
+            });
+            if !repeated {
                 said.push(message);
             }
         }

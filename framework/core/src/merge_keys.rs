@@ -96,7 +96,8 @@ fn key_values(column: &ArrayRef) -> Option<Vec<KeyValue>> {
 /// column (integers, dates, timestamps) is hashed as the integer; any other key (several
 /// columns, strings, decimals, ...) as its arrow-row encoding.
 enum Ids {
-    Int(HashMap<Option<i64>, u32>),
+    /// The key column's type (lookups must be of the same type) and the keys.
+    Int(DataType, HashMap<Option<i64>, u32>),
     Rows(RowConverter, HashMap<Box<[u8]>, u32>),
 }
 
@@ -134,6 +135,21 @@ fn is_int_key(data_type: &DataType) -> bool {
     int_keys(&arrow_array::new_empty_array(data_type)).is_some()
 }
 
+/// The integer key column among `columns`, which must be of the key's type: integers of
+/// another type or unit would compare wrongly.
+fn int_column(data_type: &DataType, columns: &[ArrayRef]) -> Result<Vec<Option<i64>>> {
+    let column = columns
+        .first()
+        .ok_or_else(|| Error::internal("no merge key column"))?;
+    if column.data_type() != data_type {
+        return Err(Error::internal(format!(
+            "merge key column of type {} looked up among keys of type {data_type}",
+            column.data_type()
+        )));
+    }
+    int_keys(column).ok_or_else(|| Error::internal("merge key column of an unexpected type"))
+}
+
 /// A run's incoming keys.
 pub struct KeyIndex {
     /// Positions of the key columns in the write schema.
@@ -152,7 +168,7 @@ impl std::fmt::Debug for KeyIndex {
         f.debug_struct("KeyIndex")
             .field("columns", &self.columns)
             .field("keys", &self.last.len())
-            .field("integer", &matches!(self.ids, Ids::Int(_)))
+            .field("integer", &matches!(self.ids, Ids::Int(..)))
             .finish()
     }
 }
@@ -208,7 +224,7 @@ impl KeyIndex {
             .map(|&i| schema.field(i).data_type().clone())
             .collect();
         let ids = match types.as_slice() {
-            [one] if is_int_key(one) => Ids::Int(HashMap::new()),
+            [one] if is_int_key(one) => Ids::Int(one.clone(), HashMap::new()),
             _ => {
                 let fields = types.into_iter().map(SortField::new).collect();
                 let converter = RowConverter::new(fields).map_err(data("setting up merge keys"))?;
@@ -236,11 +252,8 @@ impl KeyIndex {
     /// when the key is incoming.
     fn each(&self, key_columns: &[ArrayRef], mut f: impl FnMut(usize, Option<u32>)) -> Result<()> {
         match &self.ids {
-            Ids::Int(map) => {
-                let values = key_columns
-                    .first()
-                    .and_then(int_keys)
-                    .ok_or_else(|| Error::internal("merge key column of an unexpected type"))?;
+            Ids::Int(data_type, map) => {
+                let values = int_column(data_type, key_columns)?;
                 for (r, v) in values.iter().enumerate() {
                     f(r, map.get(v).copied());
                 }
@@ -283,11 +296,8 @@ impl KeyIndex {
             }
         };
         match &mut self.ids {
-            Ids::Int(map) => {
-                let values = columns
-                    .first()
-                    .and_then(int_keys)
-                    .ok_or_else(|| Error::internal("merge key column of an unexpected type"))?;
+            Ids::Int(data_type, map) => {
+                let values = int_column(data_type, &columns)?;
                 for (r, v) in values.into_iter().enumerate() {
                     let id = map.get(&v).copied();
                     let id = record(id, r);

@@ -84,3 +84,34 @@ pub fn delta_json(p: &Project, args: &[&str]) -> Value {
     all.push("--json");
     p.pipe(&all).assert_ok().json()
 }
+
+/// Run the pipelines `files` at the same time (with `env`); each must succeed without a
+/// panic.
+pub fn run_concurrently(p: &Project, files: &[String], env: &[(&str, &str)]) {
+    let children: Vec<_> = files
+        .iter()
+        .map(|f| {
+            p.command(&["run", f], env)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(out.status.success(), "{stderr}");
+    }
+}
+
+/// The versions of a table's history, oldest first.
+pub fn versions(v: &Value) -> Vec<i64> {
+    v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["version"].as_i64().unwrap())
+        .collect()
+}

@@ -35,22 +35,29 @@ impl S3 {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        let log = tempfile::NamedTempFile::new().expect("a log file");
         let child = Command::new(&server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.reopen().expect("the log file"))
             .spawn()
             .expect("moto_server starts");
-        let s3 = Self {
+        let mut s3 = Self {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            // Ours must be the server listening (not one a parallel test started there).
+            let exited = s3.child.try_wait().expect("moto_server's status");
             assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen on {port}"
+                exited.is_none() && Instant::now() < deadline,
+                "moto_server did not serve on port {port} ({exited:?}); its log:\n{}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
             );
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         let made = Command::new(python())
