@@ -4,11 +4,13 @@ export CARGO_TARGET_DIR ?= /var/tmp/pipe-target
 export CARGO_BUILD_JOBS ?= 2
 PIPE_VENV ?= /var/tmp/pipe-venv
 export PIPE_PYTHON ?= $(PIPE_VENV)/bin/python
+PIPE_NODE ?= /var/tmp/pipe-node
+export PIPE_AZURITE ?= $(PIPE_NODE)/node_modules/.bin/azurite-blob
 
-.PHONY: check fmt-check clippy test arrow-check venv pg-setup bench run
+.PHONY: check fmt-check clippy test arrow-check venv node-tools pg-setup bench run
 
 ## check: formatting, lints, one-Arrow check, every test (needs the venv and PostgreSQL: set up if missing)
-check: venv pg-setup fmt-check clippy arrow-check test
+check: venv node-tools pg-setup fmt-check clippy arrow-check test
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -17,7 +19,7 @@ clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 ## test: unit, integration and end-to-end tests (the e2e ones read results back with python duckdb/pyarrow)
-test: venv
+test: venv node-tools
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
 	else \
@@ -29,6 +31,15 @@ arrow-check:
 	@majors=$$(cargo tree --workspace -e normal,build,dev --prefix none | grep -oE '^(arrow|arrow-[a-z]+|parquet) v[0-9]+' | awk '{print $$2}' | sort -u); \
 	if [ "$$(echo "$$majors" | wc -l)" -ne 1 ]; then echo "more than one arrow major: $$majors"; cargo tree -i arrow-array; exit 1; fi; \
 	echo "one arrow major: $$majors"
+
+## node-tools: Azurite (Azure Blob Storage's emulator) for the az:// Delta tests (installed once, reused)
+node-tools: $(PIPE_NODE)/.ready
+
+$(PIPE_NODE)/.ready: tests/node-tools.json
+	mkdir -p $(PIPE_NODE)
+	cp tests/node-tools.json $(PIPE_NODE)/package.json
+	cd $(PIPE_NODE) && npm install --silent --no-audit --no-fund
+	touch $@
 
 ## pg-setup: local PostgreSQL up, and the password-auth rule the wrong-password test needs
 pg-setup:

@@ -8,9 +8,10 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use common::azure::{Azurite, CONTAINER};
 use common::delta::*;
 use common::s3::{BUCKET, S3};
-use common::{Project, py_env};
+use common::{Project, env_refs, py_env};
 use serde_json::Value;
 
 /// python deltalake's view of the S3 table at `url` (rows ordered by `id`).
@@ -20,7 +21,7 @@ fn read_s3(p: &Project, s3: &S3, url: &str) -> Value {
         p.path(),
         "delta.py",
         &["read", url, "--order", "id"],
-        &S3::env_refs(&env),
+        &env_refs(&env),
     );
     assert!(ok, "deltalake could not read {url}: {v}");
     v
@@ -30,7 +31,7 @@ fn read_s3(p: &Project, s3: &S3, url: &str) -> Value {
 fn s3_tables_take_appends_merges_and_table_operations_and_python_reads_them() {
     let s3 = S3::start();
     let env = s3.env();
-    let env = S3::env_refs(&env);
+    let env = env_refs(&env);
     let p = Project::new();
     let url = format!("s3://{BUCKET}/warehouse/orders");
     let mut reference = BTreeMap::new();
@@ -130,7 +131,7 @@ fn s3_tables_take_appends_merges_and_table_operations_and_python_reads_them() {
 fn concurrent_writers_on_s3_commit_through_conditional_puts_and_the_log_stays_linear() {
     let s3 = S3::start();
     let env = s3.env();
-    let env = S3::env_refs(&env);
+    let env = env_refs(&env);
     let p = Project::new();
     let url = format!("s3://{BUCKET}/t");
     p.write("seed.csv", &csv(&[Row::new(0, 0)]));
@@ -164,7 +165,7 @@ fn a_missing_bucket_or_an_unreachable_store_is_a_clear_error() {
     p.write("a.csv", &csv(&[Row::new(1, 0)]));
 
     let f = pipeline(&p, "s3_nobucket", "a.csv", "s3://no-such-bucket/t", "");
-    p.pipe_env(&["run", &f], &S3::env_refs(&env))
+    p.pipe_env(&["run", &f], &env_refs(&env))
         .assert_failed()
         .stderr_has("no-such-bucket");
     assert!(s3.keys("").is_empty(), "nothing written anywhere");
@@ -175,7 +176,7 @@ fn a_missing_bucket_or_an_unreachable_store_is_a_clear_error() {
         .unwrap()
         .port();
     let endpoint = format!("http://127.0.0.1:{closed}");
-    let mut env = S3::env_refs(&env);
+    let mut env = env_refs(&env);
     env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
     env.push(("AWS_ENDPOINT_URL", &endpoint));
     let f = pipeline(&p, "s3_down", "a.csv", &format!("s3://{BUCKET}/t"), "");
@@ -188,4 +189,50 @@ fn a_missing_bucket_or_an_unreachable_store_is_a_clear_error() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn azure_tables_take_appends_and_merges_and_python_reads_them() {
+    let azurite = Azurite::start();
+    let env = azurite.env();
+    let env = env_refs(&env);
+    let p = Project::new();
+    let url = format!("az://{CONTAINER}/warehouse/orders");
+    let mut reference = BTreeMap::new();
+    let first: Vec<Row> = (1..=6).map(|i| Row::new(i, 0)).collect();
+    p.write("a.csv", &csv(&first));
+    let f = pipeline(
+        &p,
+        "az_append",
+        "a.csv",
+        &url,
+        "partition_by = [\"region\"]",
+    );
+    p.pipe_env(&["run", &f], &env).assert_ok();
+    reference.extend(first.iter().map(|r| (r.id, r.clone())));
+
+    let changed: Vec<Row> = (4..=9).map(|i| Row::new(i, 1)).collect();
+    p.write("m.csv", &csv(&changed));
+    let f = pipeline(
+        &p,
+        "az_merge",
+        "m.csv",
+        &url,
+        "mode = \"merge\"\nmerge_keys = [\"id\"]\npartition_by = [\"region\"]",
+    );
+    p.pipe_env(&["run", &f], &env).assert_ok();
+    // the same run again: a new run, the same rows, nothing changes but the version
+    p.pipe_env(&["run", &f], &env).assert_ok();
+    reference.extend(changed.iter().map(|r| (r.id, r.clone())));
+
+    let (ok, v) = py_env(p.path(), "delta.py", &["read", &url, "--order", "id"], &env);
+    assert!(ok, "deltalake could not read {url}: {v}");
+    expect_rows(&v, &reference, "append then two merges");
+    assert_eq!(versions(&v), [0, 1, 2]);
+    assert_eq!(last(&v)["operation"], "MERGE");
+    let history = p
+        .pipe_env(&["delta", "history", &url, "--json"], &env)
+        .assert_ok()
+        .json();
+    assert_eq!(history.as_array().unwrap().len(), 3, "{history}");
 }

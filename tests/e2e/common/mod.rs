@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+pub mod azure;
 pub mod delta;
 pub mod iceberg;
 pub mod rows;
@@ -44,6 +45,11 @@ pub fn py(script: &str, args: &[&str]) -> (bool, Value) {
 /// Like [`py`], with `cwd` as the working directory (relative paths in `args`).
 pub fn py_in(cwd: &Path, script: &str, args: &[&str]) -> (bool, Value) {
     py_env(cwd, script, args, &[])
+}
+
+/// Owned environment pairs (a test server's `env()`) as the `&str` pairs the helpers take.
+pub fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 /// Like [`py_in`], with extra environment variables (object store credentials).

@@ -89,11 +89,6 @@ impl S3 {
         ]
     }
 
-    /// [`S3::env`] as the `&str` pairs the helpers take.
-    pub fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-        env.iter().map(|(k, v)| (*k, v.as_str())).collect()
-    }
-
     /// Keys under `prefix` in the bucket, listed by python boto3.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let out = Command::new(python())
