@@ -3,12 +3,11 @@
 //! free port, holding one container; stopped when dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test
 
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use super::python;
+use super::server::Server;
 
 /// The container every emulator holds.
 pub const CONTAINER: &str = "lake";
@@ -19,9 +18,7 @@ const KEY: &str =
 
 /// A running emulator.
 pub struct Azurite {
-    child: Child,
-    /// `http://127.0.0.1:<port>`.
-    pub endpoint: String,
+    server: Server,
 }
 
 impl Azurite {
@@ -38,43 +35,25 @@ impl Azurite {
              an azurite-blob.",
             server.display()
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let log = tempfile::NamedTempFile::new().expect("a log file");
-        let child = Command::new(&server)
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-            .args([
-                "--inMemoryPersistence",
-                "--disableTelemetry",
-                "--skipApiVersionCheck",
-            ])
-            .stdout(log.reopen().expect("the log file"))
-            .stderr(log.reopen().expect("the log file"))
-            .spawn()
-            .expect("azurite-blob starts");
-        let mut azurite = Self {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+        let azurite = Self {
+            server: Server::start(&server, |port| {
+                let mut args: Vec<String> = vec!["--blobHost".into(), "127.0.0.1".into()];
+                args.extend(["--blobPort".into(), port.to_string()]);
+                args.extend(
+                    [
+                        "--inMemoryPersistence",
+                        "--disableTelemetry",
+                        "--skipApiVersionCheck",
+                    ]
+                    .map(String::from),
+                );
+                args
+            }),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let exited = azurite.child.try_wait().expect("azurite's status");
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "azurite-blob did not serve on port {port} ({exited:?}); its log:\n{}",
-                std::fs::read_to_string(log.path()).unwrap_or_default()
-            );
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
         let connection = format!(
             "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={KEY};\
              BlobEndpoint={}/devstoreaccount1;",
-            azurite.endpoint
+            azurite.server.endpoint()
         );
         let made = Command::new(python())
             .args([
@@ -98,14 +77,7 @@ impl Azurite {
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AZURE_STORAGE_USE_EMULATOR", "true".into()),
-            ("AZURITE_BLOB_STORAGE_URL", self.endpoint.clone()),
+            ("AZURITE_BLOB_STORAGE_URL", self.server.endpoint()),
         ]
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -12,6 +12,7 @@ pub mod delta;
 pub mod iceberg;
 pub mod rows;
 pub mod s3;
+pub mod server;
 
 /// The repository root.
 pub fn root() -> PathBuf {
