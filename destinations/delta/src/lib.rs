@@ -100,7 +100,7 @@ impl DeltaDestination {
                 .max(1)
                 .saturating_mul(1024 * 1024),
             row_group_rows: config.row_group_rows,
-            compression: write::parse_compression(&config.compression)?,
+            compression: pipe_framework::parquet_options::parse_compression(&config.compression)?,
             writers,
         };
         Ok(Self {

@@ -15,7 +15,7 @@ use delta_kernel::table_properties::DataSkippingNumIndexedCols;
 use deltalake::kernel::Add;
 use deltalake::logstore::ObjectStoreRef;
 use deltalake::operations::write::writer::{DeltaWriter, WriterConfig};
-use parquet::basic::{Compression, GzipLevel, ZstdLevel};
+use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use pipe_framework::parallel::RoundRobin;
@@ -96,32 +96,6 @@ fn distinct(column: &ArrayRef) -> Option<usize> {
         .ok()?;
     let values: HashSet<&[u8]> = rows.iter().map(|r| r.data()).collect();
     Some(values.len())
-}
-
-/// Parse `compression`: `zstd`, `zstd(N)`, `snappy`, `lz4`, `gzip`, `none`.
-pub(crate) fn parse_compression(text: &str) -> Result<Compression> {
-    let t = text.trim().to_ascii_lowercase();
-    let bad = || {
-        DeltaError::Config(format!(
-            "compression = \"{text}\": expected zstd, zstd(N) with N in 1..=22, snappy, lz4, \
-             gzip or none"
-        ))
-    };
-    Ok(match t.as_str() {
-        "zstd" => Compression::ZSTD(ZstdLevel::try_new(3).map_err(|_| bad())?),
-        "snappy" => Compression::SNAPPY,
-        "lz4" => Compression::LZ4_RAW,
-        "gzip" => Compression::GZIP(GzipLevel::default()),
-        "none" | "uncompressed" => Compression::UNCOMPRESSED,
-        _ => {
-            let level = t
-                .strip_prefix("zstd(")
-                .and_then(|r| r.strip_suffix(')'))
-                .and_then(|n| n.trim().parse::<i32>().ok())
-                .ok_or_else(bad)?;
-            Compression::ZSTD(ZstdLevel::try_new(level).map_err(|_| bad())?)
-        }
-    })
 }
 
 /// The run's data file writers: [`DeltaWriter`]s fed round-robin, each on its own task,

@@ -80,7 +80,7 @@ impl IcebergDestination {
                 .unwrap_or(usize::MAX / (1024 * 1024))
                 .saturating_mul(1024 * 1024),
             row_group_rows: config.row_group_rows,
-            compression: write::parse_compression(&config.compression)?,
+            compression: pipe_framework::parquet_options::parse_compression(&config.compression)?,
         };
         let writers = match config.writers {
             Some(0) => {

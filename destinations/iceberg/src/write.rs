@@ -17,10 +17,10 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::writer::partitioning::unpartitioned_writer::UnpartitionedWriter;
-use parquet::basic::{Compression, GzipLevel, ZstdLevel};
+use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::error::{IcebergError, Result, ice};
+use crate::error::{Result, ice};
 
 /// Every file location this run handed out (data files, manifests, manifest lists).
 #[derive(Debug, Clone, Default)]
@@ -77,39 +77,6 @@ pub(crate) struct WriteOptions {
     pub row_group_rows: usize,
     /// Parquet compression.
     pub compression: Compression,
-}
-
-/// Parse the `compression` setting.
-pub(crate) fn parse_compression(text: &str) -> Result<Compression> {
-    let t = text.trim().to_ascii_lowercase();
-    let level = |name: &str| -> Option<i32> {
-        t.strip_prefix(name)?
-            .strip_prefix('(')?
-            .strip_suffix(')')?
-            .trim()
-            .parse()
-            .ok()
-    };
-    let bad = || {
-        IcebergError::Config(format!(
-            "compression `{text}`: expected zstd, zstd(1..22), snappy, lz4, gzip, gzip(0..9) or none"
-        ))
-    };
-    Ok(match t.as_str() {
-        "zstd" => Compression::ZSTD(ZstdLevel::try_new(3).map_err(|_| bad())?),
-        "snappy" => Compression::SNAPPY,
-        "lz4" => Compression::LZ4_RAW,
-        "gzip" => Compression::GZIP(GzipLevel::default()),
-        "none" | "uncompressed" => Compression::UNCOMPRESSED,
-        _ if t.starts_with("zstd(") => Compression::ZSTD(
-            ZstdLevel::try_new(level("zstd").ok_or_else(bad)?).map_err(|_| bad())?,
-        ),
-        _ if t.starts_with("gzip(") => {
-            let l = u32::try_from(level("gzip").ok_or_else(bad)?).map_err(|_| bad())?;
-            Compression::GZIP(GzipLevel::try_new(l).map_err(|_| bad())?)
-        }
-        _ => return Err(bad()),
-    })
 }
 
 type Builder = DataFileWriterBuilder<ParquetWriterBuilder, Recording, DefaultFileNameGenerator>;

@@ -16,6 +16,7 @@ pub mod evolution;
 pub mod merge_keys;
 pub mod null;
 pub mod parallel;
+pub mod parquet_options;
 pub mod pipeline;
 pub mod quarantine;
 pub mod registry;
