@@ -86,31 +86,12 @@ fn time_travel_restore_optimize_and_vacuum() {
         ],
     );
     assert_eq!(kept["files"].as_array().unwrap().len(), 0, "{kept}");
-    let dry = delta_json(
-        &p,
-        &[
-            "vacuum",
-            path,
-            "--retain-hours",
-            "0",
-            "--no-enforce-retention",
-            "--dry-run",
-        ],
-    );
+    let dry = vacuum_now(&p, path, true, &[]);
     // the three appended files are no longer referenced (restore removed one, optimize two)
     assert_eq!(dry["files"].as_array().unwrap().len(), 3, "{dry}");
     let disk_before = parquet_files(&p, t);
     assert_eq!(disk_before.len(), 4);
-    let done = delta_json(
-        &p,
-        &[
-            "vacuum",
-            path,
-            "--retain-hours",
-            "0",
-            "--no-enforce-retention",
-        ],
-    );
+    let done = vacuum_now(&p, path, false, &[]);
     assert_eq!(done["files"], dry["files"]);
     let live: BTreeSet<String> = read(&p, t)["files"]
         .as_array()

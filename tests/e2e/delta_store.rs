@@ -89,15 +89,7 @@ fn s3_tables_take_appends_merges_and_table_operations_and_python_reads_them() {
     assert_eq!(last(&v)["operation"], "OPTIMIZE");
     // vacuum lists the bucket: a dry run names the files the merges and optimize replaced
     // and deletes nothing; the real one deletes exactly those
-    let vacuum = |dry: bool| {
-        let mut args = vec!["delta", "vacuum", url.as_str(), "--retain-hours", "0"];
-        args.extend(["--no-enforce-retention", "--json"]);
-        if dry {
-            args.push("--dry-run");
-        }
-        p.pipe_env(&args, &env).assert_ok().json()
-    };
-    let dry = vacuum(true);
+    let dry = vacuum_now(&p, &url, true, &env);
     let listed: BTreeSet<String> = dry["files"]
         .as_array()
         .unwrap()
@@ -107,7 +99,7 @@ fn s3_tables_take_appends_merges_and_table_operations_and_python_reads_them() {
     assert!(!listed.is_empty(), "{dry}");
     let after: BTreeSet<String> = s3.keys("warehouse/orders/").into_iter().collect();
     assert!(before.is_subset(&after), "a dry run deletes nothing: {dry}");
-    let done = vacuum(false);
+    let done = vacuum_now(&p, &url, false, &env);
     assert_eq!(done["files"], dry["files"], "{done}");
     let left: BTreeSet<String> = s3.keys("warehouse/orders/").into_iter().collect();
     let live: BTreeSet<String> = read_s3(&p, &s3, &url)["files"]

@@ -21,7 +21,7 @@ use parquet::schema::types::ColumnPath;
 use pipe_framework::parallel::RoundRobin;
 use tokio::sync::mpsc;
 
-use crate::error::{DeltaError, Result, delta};
+use crate::error::{Result, delta};
 
 /// Rows handed to the Parquet writer at a time (the granularity of the file size check).
 const WRITE_BATCH_ROWS: usize = 64 * 1024;
@@ -102,9 +102,9 @@ fn distinct(column: &ArrayRef) -> Option<usize> {
 /// started by the first batch (which picks the columns written without a dictionary).
 #[derive(Debug)]
 pub(crate) struct ParallelWriter {
-    /// What the writers need, until they start.
-    setup: Option<Setup>,
-    /// The running writers.
+    /// What the writers need to start.
+    setup: Setup,
+    /// The writers, once the first batch came.
     running: Option<RoundRobin<Vec<Add>>>,
 }
 
@@ -118,30 +118,23 @@ struct Setup {
 }
 
 impl Setup {
-    fn start(self, first: &RecordBatch) -> RoundRobin<Vec<Add>> {
+    fn start(&self, first: &RecordBatch) -> RoundRobin<Vec<Add>> {
         let plain = high_cardinality_columns(first);
         if !plain.is_empty() {
             tracing::debug!(columns = ?plain, "writing without dictionary encoding");
         }
         let properties = self.options.properties(&plain);
-        let Self {
-            store,
-            schema,
-            partition_columns,
-            indexed_columns,
-            options,
-        } = self;
-        RoundRobin::spawn(options.writers, |_, rx| {
+        RoundRobin::spawn(self.options.writers, |_, rx| {
             let config = WriterConfig::new(
-                schema.clone(),
-                partition_columns.clone(),
+                self.schema.clone(),
+                self.partition_columns.clone(),
                 Some(properties.clone()),
-                NonZeroU64::new(options.target_file_size),
+                NonZeroU64::new(self.options.target_file_size),
                 Some(WRITE_BATCH_ROWS),
-                indexed_columns,
+                self.indexed_columns,
                 None,
             );
-            drive(DeltaWriter::new(Arc::clone(&store), config), rx)
+            drive(DeltaWriter::new(Arc::clone(&self.store), config), rx)
         })
     }
 }
@@ -173,13 +166,13 @@ impl ParallelWriter {
         options: &WriteOptions,
     ) -> Self {
         Self {
-            setup: Some(Setup {
+            setup: Setup {
                 store,
                 schema,
                 partition_columns,
                 indexed_columns,
                 options: options.clone(),
-            }),
+            },
             running: None,
         }
     }
@@ -189,17 +182,9 @@ impl ParallelWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        if self.running.is_none()
-            && let Some(setup) = self.setup.take()
-        {
-            self.running = Some(setup.start(&batch));
-        }
-        match &mut self.running {
-            Some(writers) => Ok(writers.write(batch).await?),
-            None => Err(DeltaError::Internal(
-                "the data file writers are gone".into(),
-            )),
-        }
+        let setup = &self.setup;
+        let writers = self.running.get_or_insert_with(|| setup.start(&batch));
+        Ok(writers.write(batch).await?)
     }
 
     /// Finish every writer: all their files, or the first error (none if no row came).

@@ -14,6 +14,7 @@ use arrow_row::{RowConverter, SortField};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use arrow_select::filter::filter_record_batch;
 use hashbrown::HashMap;
+use hashbrown::hash_map::Entry;
 
 use crate::error::{Error, Result};
 use crate::spool::{BatchSpool, Spooled};
@@ -299,9 +300,14 @@ impl KeyIndex {
             Ids::Int(data_type, map) => {
                 let values = int_column(data_type, &columns)?;
                 for (r, v) in values.into_iter().enumerate() {
-                    let id = map.get(&v).copied();
-                    let id = record(id, r);
-                    map.entry(v).or_insert(id);
+                    match map.entry(v) {
+                        Entry::Occupied(e) => {
+                            record(Some(*e.get()), r);
+                        }
+                        Entry::Vacant(e) => {
+                            e.insert(record(None, r));
+                        }
+                    }
                 }
             }
             Ids::Rows(converter, map) => {

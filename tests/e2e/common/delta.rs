@@ -85,6 +85,17 @@ pub fn delta_json(p: &Project, args: &[&str]) -> Value {
     p.pipe(&all).assert_ok().json()
 }
 
+/// `pipe delta vacuum <path> --retain-hours 0 --no-enforce-retention --json` (with
+/// `--dry-run` when `dry`), parsed: every unreferenced data file goes.
+pub fn vacuum_now(p: &Project, path: &str, dry: bool, env: &[(&str, &str)]) -> Value {
+    let mut args = vec!["delta", "vacuum", path, "--retain-hours", "0"];
+    args.extend(["--no-enforce-retention", "--json"]);
+    if dry {
+        args.push("--dry-run");
+    }
+    p.pipe_env(&args, env).assert_ok().json()
+}
+
 /// Run the pipelines `files` at the same time (with `env`); each must succeed without a
 /// panic.
 pub fn run_concurrently(p: &Project, files: &[String], env: &[(&str, &str)]) {
