@@ -117,8 +117,10 @@ pub trait ContractFiles {
 pub struct Disk;
 
 impl ContractFiles for Disk {
+    /// A regular file of at most 10 MiB ([`pipe_framework::config::read_text`]): a contract
+    /// path naming a device or a huge file is refused before it is read.
     fn read(&self, path: &Path) -> std::io::Result<String> {
-        std::fs::read_to_string(path)
+        pipe_framework::config::read_text(path)
     }
 }
 

@@ -40,7 +40,7 @@ pub(crate) enum Target {
 }
 
 /// What the run changes, and how it is recorded.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Change {
     /// New data files.
     pub adds: Vec<Add>,
@@ -135,8 +135,36 @@ fn properties(run: &RunInfo, metrics: serde_json::Map<String, Value>) -> CommitP
         .with_max_retries(run.retries)
 }
 
-/// Commit `change` to `target`; returns the new table version.
-pub(crate) async fn commit(target: Target, change: Change, run: &RunInfo) -> Result<u64> {
+impl Target {
+    /// Whether committing `change` here only adds files to an existing table whose schema
+    /// it does not change: then it can be planned again on a newer version.
+    pub(crate) fn appends_only(&self, change: &Change) -> bool {
+        matches!(self, Target::Existing { evolved: None, .. })
+            && change.removes.is_empty()
+            && matches!(change.operation, Operation::Append)
+    }
+
+    /// The table version the run is planned on (`None`: no table yet).
+    pub(crate) fn version(&self) -> Option<u64> {
+        match self {
+            Target::Existing { table, .. } => table.version(),
+            Target::New { .. } => None,
+        }
+    }
+}
+
+/// A version in the log.
+#[derive(Debug)]
+pub(crate) struct Committed {
+    /// The table version the commit created.
+    pub version: u64,
+    /// A failure after the version was written (a checkpoint, the log cleanup): the version
+    /// is committed; the user should hear of it.
+    pub warning: Option<String>,
+}
+
+/// Commit `change` to `target`.
+pub(crate) async fn commit(target: Target, change: Change, run: &RunInfo) -> Result<Committed> {
     let props = properties(run, change.metrics);
     match target {
         Target::New {
@@ -159,9 +187,13 @@ pub(crate) async fn commit(target: Target, change: Change, run: &RunInfo) -> Res
                 .with_commit_properties(props)
                 .await
                 .map_err(delta("creating the Delta table"))?;
-            created
+            let version = created
                 .version()
-                .ok_or_else(|| DeltaError::Internal("the new table has no version".into()))
+                .ok_or_else(|| DeltaError::Internal("the new table has no version".into()))?;
+            Ok(Committed {
+                version,
+                warning: None,
+            })
         }
         Target::Existing { table, evolved } => {
             let snapshot = table.snapshot().map_err(delta("reading the table state"))?;
@@ -192,10 +224,17 @@ pub(crate) async fn commit(target: Target, change: Change, run: &RunInfo) -> Res
             // The version is in the log now: a failing post-commit hook (checkpoint, log
             // cleanup) must not make the run look failed, or its files would be deleted.
             let version = committed.version;
-            if let Err(e) = committed.await {
-                warn!(version, error = %e, "post-commit hook failed; the version is committed");
-            }
-            Ok(version)
+            let warning = match committed.await {
+                Ok(_) => None,
+                Err(e) => {
+                    warn!(version, error = %e, "post-commit hook failed; the version is committed");
+                    Some(format!(
+                        "version {version} is committed, but a post-commit step (checkpoint, \
+                         log cleanup) failed: {e}"
+                    ))
+                }
+            };
+            Ok(Committed { version, warning })
         }
     }
 }

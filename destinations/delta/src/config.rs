@@ -33,15 +33,24 @@ pub struct DeltaConfig {
     pub storage_options: BTreeMap<String, String>,
     /// Target size of each data file in MB before the writer rolls to a new file
     /// (default 128).
-    #[serde(default = "default_target_file_size_mb")]
+    #[serde(
+        default = "default_target_file_size_mb",
+        deserialize_with = "pipe_framework::config::within::<_, _, 1, 65_536>"
+    )]
     pub target_file_size_mb: u64,
     /// Rows per Parquet row group (default 262144): bounds the memory each open data file
     /// buffers.
-    #[serde(default = "default_row_group_rows")]
+    #[serde(
+        default = "default_row_group_rows",
+        deserialize_with = "pipe_framework::config::within::<_, _, 1, 67_108_864>"
+    )]
     pub row_group_rows: usize,
     /// Data files written at the same time, each by its own task (default: one per core, at
     /// most 4).
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "pipe_framework::config::within_opt::<_, _, 1, 64>"
+    )]
     pub writers: Option<usize>,
     /// Parquet compression: `zstd` (default, level 3), `zstd(N)`, `snappy`, `lz4`, `gzip` or
     /// `none`.
@@ -50,7 +59,10 @@ pub struct DeltaConfig {
     /// How many times a commit that lost a race with another writer is checked against the
     /// winner and tried again (default 10). Appends never conflict with appends; a merge or
     /// replace that read files another writer changed fails instead.
-    #[serde(default = "default_commit_retries")]
+    #[serde(
+        default = "default_commit_retries",
+        deserialize_with = "pipe_framework::config::within::<_, _, 0, 100>"
+    )]
     pub commit_retries: usize,
     /// Table maintenance run after a successful commit.
     #[serde(default)]
@@ -63,14 +75,20 @@ pub struct DeltaConfig {
 pub struct MaintenanceConfig {
     /// Compact small files (`pipe delta optimize`) after every N-th committed run of this
     /// pipeline (counted by its transaction version). Unset: never.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "pipe_framework::config::within_opt::<_, _, 1, 1_000_000>"
+    )]
     pub optimize_every_runs: Option<u64>,
     /// Z-order the compaction by these columns instead of bin-packing.
     #[serde(default)]
     pub zorder_by: Vec<String>,
     /// After the optimize, vacuum files unreferenced for longer than this many hours
     /// (at least 168, Delta's default retention). Unset: no vacuum.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "pipe_framework::config::within_opt::<_, _, 0, 876_000>"
+    )]
     pub vacuum_retain_hours: Option<u64>,
 }
 

@@ -17,6 +17,7 @@ mod predicate;
 mod read;
 mod schema;
 mod sink;
+mod stats;
 mod store;
 mod table;
 mod write;
@@ -26,8 +27,8 @@ use std::sync::Arc;
 
 use arrow_schema::DataType;
 use async_trait::async_trait;
-use delta_kernel::table_properties::DataSkippingNumIndexedCols;
-use pipe_framework::evolution::{SchemaChange, TypeRules, plan_evolution};
+use delta_kernel::table_properties::{DataSkippingNumIndexedCols, TableProperties};
+use pipe_framework::evolution::{SchemaChange, TypeRules, fill_null_types, plan_evolution};
 use pipe_framework::{
     BuildContext, Destination, DestinationFactory, Error, PrepareRequest, Result, RunContext, Sink,
     State, TableInfo, WriteMode,
@@ -43,6 +44,7 @@ use merge::MergeState;
 use ops::Maintenance;
 use predicate::Predicate;
 use sink::SinkParts;
+use stats::StatsSpec;
 use store::{RecordingStore, Written};
 use write::{ParallelWriter, WriteOptions};
 
@@ -75,9 +77,6 @@ pub struct DeltaDestination {
     config: DeltaConfig,
     location: Location,
     options: WriteOptions,
-    /// Run id → the pipeline's run sequence when that run read its committed state: a run
-    /// whose sequence moved on before its prepare would load from a stale cursor.
-    seen: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 impl DeltaDestination {
@@ -107,7 +106,6 @@ impl DeltaDestination {
             config,
             location,
             options,
-            seen: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -119,10 +117,9 @@ impl DeltaDestination {
                  \"{mode}\")"
             )));
         }
-        let source = schema::storable_schema(&req.source_schema)?;
-        let (target, arrow, partition_columns, seq, indexed) = match self.location.open().await? {
-            None => self.plan_new(&source, mode)?,
-            Some(table) => self.plan_existing(table, &source, &req).await?,
+        let (target, arrow, partition_columns, seq, stats) = match self.location.open().await? {
+            None => self.plan_new(&schema::storable_schema(&req.source_schema)?, mode)?,
+            Some(table) => self.plan_existing(table, &req).await?,
         };
         let merge_keys = if mode == WriteMode::Merge {
             if req.write.merge_keys.is_empty() {
@@ -147,13 +144,7 @@ impl DeltaDestination {
             handle.object_store(None),
             written.clone(),
         ));
-        let writer = ParallelWriter::new(
-            store.clone(),
-            arrow.clone(),
-            partition_columns.clone(),
-            indexed,
-            &self.options,
-        );
+        let writer = ParallelWriter::new(store.clone(), arrow.clone(), stats, &self.options);
         let merge = if mode == WriteMode::Merge {
             Some(MergeState::new(arrow.clone(), merge_keys.clone())?)
         } else {
@@ -224,15 +215,17 @@ impl DeltaDestination {
             partition_columns: partition_columns.clone(),
             properties: self.config.properties.clone().into_iter().collect(),
         };
-        let indexed = DataSkippingNumIndexedCols::NumColumns(DEFAULT_INDEXED_COLUMNS);
-        Ok((target, arrow, partition_columns, 1, indexed))
+        let stats = stats_spec(
+            &TableProperties::from(self.config.properties.iter()),
+            &partition_columns,
+        );
+        Ok((target, arrow, partition_columns, 1, stats))
     }
 
     /// An existing table: evolve its schema under the policy, continue its run sequence.
     async fn plan_existing(
         &self,
         table: deltalake::DeltaTable,
-        source: &arrow_schema::Schema,
         req: &PrepareRequest,
     ) -> error::Result<Planned> {
         let snapshot = table
@@ -250,6 +243,8 @@ impl DeltaDestination {
             )));
         }
         let current = schema::to_arrow(snapshot.schema().as_ref())?;
+        let source = schema::storable_schema(&fill_null_types(&req.source_schema, &current))?;
+        let source = &source;
         let same = |a: &DataType, b: &DataType| schema::same_delta_type(a, b);
         let rules = TypeRules {
             same_type: &same,
@@ -277,52 +272,37 @@ impl DeltaDestination {
         };
         let properties = snapshot.snapshot().table_properties();
         refuse_append_only(properties.append_only == Some(true), req.write.mode)?;
-        let indexed = properties.data_skipping_num_indexed_cols.unwrap_or(
-            DataSkippingNumIndexedCols::NumColumns(DEFAULT_INDEXED_COLUMNS),
-        );
         let partition_columns = snapshot.metadata().partition_columns().to_vec();
+        let stats = stats_spec(properties, &partition_columns);
         let committed = table::committed_seq(&table, &req.ctx.pipeline)
             .await?
             .unwrap_or(0);
-        self.refuse_stale_state(&req.ctx, committed)?;
         let seq = committed + 1;
         let target = Target::Existing {
             table: Box::new(table),
             evolved,
         };
-        Ok((target, arrow, partition_columns, seq, indexed))
-    }
-}
-
-impl DeltaDestination {
-    /// Fail (retryably) when another run of the pipeline committed between this run reading
-    /// its state and planning its commit: its cursor would be stale.
-    fn refuse_stale_state(&self, ctx: &RunContext, committed: i64) -> error::Result<()> {
-        let seen = self
-            .seen
-            .lock()
-            .ok()
-            .and_then(|mut m| m.remove(&ctx.run_id));
-        match seen {
-            Some(seen) if seen != committed => Err(DeltaError::Conflict(format!(
-                "another run of pipeline `{}` committed (run {committed}) after this run read \
-                 its state (run {seen}); nothing was written",
-                ctx.pipeline
-            ))),
-            _ => Ok(()),
-        }
+        Ok((target, arrow, partition_columns, seq, stats))
     }
 }
 
 /// What planning a run decides: where it commits, the table's Arrow schema, partition
-/// columns, the run's sequence number and how many columns get statistics.
-type Planned = (
-    Target,
-    arrow_schema::SchemaRef,
-    Vec<String>,
-    i64,
-    DataSkippingNumIndexedCols,
-);
+/// columns, the run's sequence number and which columns get statistics.
+type Planned = (Target, arrow_schema::SchemaRef, Vec<String>, i64, StatsSpec);
+
+/// Which columns get statistics, as the table's properties say.
+fn stats_spec(properties: &TableProperties, partition_columns: &[String]) -> StatsSpec {
+    StatsSpec {
+        indexed: properties.data_skipping_num_indexed_cols.unwrap_or(
+            DataSkippingNumIndexedCols::NumColumns(DEFAULT_INDEXED_COLUMNS),
+        ),
+        columns: properties
+            .data_skipping_stats_columns
+            .as_ref()
+            .map(|names| names.iter().map(ToString::to_string).collect()),
+        partition_columns: partition_columns.to_vec(),
+    }
+}
 
 fn refuse_append_only(append_only: bool, mode: WriteMode) -> error::Result<()> {
     if append_only && mode != WriteMode::Append {
@@ -368,13 +348,7 @@ impl Destination for DeltaDestination {
 
     async fn committed_state(&self, ctx: &RunContext) -> Result<Option<State>> {
         Ok(Some(match self.location.open().await? {
-            Some(table) => {
-                let (state, seq) = table::committed_state(&table, &ctx.pipeline).await?;
-                if let Ok(mut seen) = self.seen.lock() {
-                    seen.insert(ctx.run_id.clone(), seq);
-                }
-                state
-            }
+            Some(table) => table::committed_state(&table, &ctx.pipeline).await?.0,
             None => State::new(),
         }))
     }

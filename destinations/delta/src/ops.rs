@@ -307,12 +307,13 @@ pub(crate) struct Maintenance {
 impl Maintenance {
     /// After run `seq` committed: optimize (and vacuum) when it is due. Failures are logged,
     /// not returned: the run's data is already committed.
-    pub(crate) async fn after_commit(&self, seq: i64) {
+    pub(crate) async fn after_commit(&self, seq: i64) -> Vec<String> {
+        let mut warnings = Vec::new();
         let Some(every) = self.config.optimize_every_runs.filter(|n| *n > 0) else {
-            return;
+            return warnings;
         };
         if u64::try_from(seq).map_or(true, |s| s % every != 0) {
-            return;
+            return warnings;
         }
         match optimize(
             &self.location,
@@ -327,13 +328,20 @@ impl Maintenance {
                 removed = r.files_removed,
                 "maintenance: optimized"
             ),
-            Err(e) => warn!(error = %e, "maintenance: optimize failed (the run is committed)"),
+            Err(e) => {
+                warn!(error = %e, "maintenance: optimize failed (the run is committed)");
+                warnings.push(format!("maintenance: optimize failed: {e}"));
+            }
         }
         if let Some(hours) = self.config.vacuum_retain_hours {
             match vacuum(&self.location, hours, false, true).await {
                 Ok(r) => info!(deleted = r.files.len(), "maintenance: vacuumed"),
-                Err(e) => warn!(error = %e, "maintenance: vacuum failed (the run is committed)"),
+                Err(e) => {
+                    warn!(error = %e, "maintenance: vacuum failed (the run is committed)");
+                    warnings.push(format!("maintenance: vacuum failed: {e}"));
+                }
             }
         }
+        warnings
     }
 }

@@ -21,6 +21,7 @@ use crate::read::{self, LiveFile};
 use crate::store::Written;
 use crate::table::{self, Location};
 use crate::write::ParallelWriter;
+use pipe_framework::committed::state_to_commit;
 
 /// The parts of a sink decided in the metadata stage.
 #[derive(Debug)]
@@ -51,6 +52,19 @@ pub(crate) struct SinkParts {
     pub location: Location,
 }
 
+impl DeltaSink {
+    /// A failed run: delete every file it wrote; the error to report.
+    async fn discard(&mut self, e: DeltaError) -> Error {
+        let deleted = self
+            .parts
+            .written
+            .delete_all(self.parts.store.as_ref())
+            .await;
+        warn!(deleted, "commit failed; deleted this run's files");
+        e.into()
+    }
+}
+
 /// The Delta [`Sink`].
 #[derive(Debug)]
 pub struct DeltaSink {
@@ -74,7 +88,9 @@ impl DeltaSink {
             report: CommitReport::default(),
         }
     }
-    async fn stage_and_commit(&mut self, req: &CommitRequest) -> Result<u64> {
+    /// Everything before the commit: the removals, the rewritten and new files (with their
+    /// statistics) and the run's identity and state. Nothing is in the log yet.
+    async fn stage_all(&mut self, req: &CommitRequest) -> Result<(Target, Change, RunInfo)> {
         let mut writer = self
             .writer
             .take()
@@ -95,8 +111,18 @@ impl DeltaSink {
         }
         metrics.insert("numAddedFiles".into(), json!(adds.len()));
         metrics.insert("numRemovedFiles".into(), json!(removes.len()));
-        let mut state = (*req.ctx.committed).clone();
-        state.extend(req.state.clone());
+        let target = self
+            .target
+            .take()
+            .ok_or_else(|| DeltaError::Internal("the run was committed twice".into()))?;
+        // The pipeline's state as the table holds it at the version this run commits on.
+        let current = match &target {
+            Target::Existing { table, .. } => {
+                table::committed_state(table, &req.ctx.pipeline).await?.0
+            }
+            Target::New { .. } => pipe_framework::State::new(),
+        };
+        let state = state_to_commit(&req.ctx, &current, &req.state)?;
         let run = RunInfo {
             pipeline: req.ctx.pipeline.clone(),
             run_id: req.ctx.run_id.clone(),
@@ -104,17 +130,13 @@ impl DeltaSink {
             state,
             retries: self.parts.retries,
         };
-        let target = self
-            .target
-            .take()
-            .ok_or_else(|| DeltaError::Internal("the run was committed twice".into()))?;
         let change = Change {
             adds,
             removes,
             operation,
             metrics,
         };
-        commit(target, change, &run).await
+        Ok((target, change, run))
     }
 
     /// The removals of `replace` and `merge` (whose rewritten and incoming rows go to
@@ -168,24 +190,42 @@ impl DeltaSink {
         })
     }
 
-    /// After a failed commit: whether this run's version is in the log anyway (a commit whose
-    /// response was lost, a post-commit step of a table's first version that failed). Then
-    /// its files are referenced and must stay.
-    async fn committed_anyway(&self, req: &CommitRequest) -> Option<u64> {
-        let table = self.parts.location.open().await.ok()??;
-        let seq = table::committed_seq(&table, &req.ctx.pipeline)
-            .await
-            .ok()??;
-        if seq < self.parts.seq {
-            return None;
-        }
-        let info = table::find_run(&table, &req.ctx.pipeline, self.parts.seq)
-            .await
-            .ok()??;
-        let ours =
-            info.info.get(table::RUN_ID_KEY).and_then(Value::as_str) == Some(&req.ctx.run_id);
-        ours.then(|| table.version()).flatten()
+    /// After losing a commit race with an append: the table at its newest version, with
+    /// `run` given the pipeline's next run sequence and its state merged as it is now.
+    async fn replan(&mut self, req: &CommitRequest, run: &mut RunInfo) -> Result<Target> {
+        let table = self.parts.location.open_existing().await?;
+        let (current, seq) = table::committed_state(&table, &req.ctx.pipeline).await?;
+        run.state = state_to_commit(&req.ctx, &current, &req.state)?;
+        run.seq = seq + 1;
+        self.parts.seq = run.seq;
+        Ok(Target::Existing {
+            table: Box::new(table),
+            evolved: None,
+        })
     }
+
+    /// After a failed commit: whether this run's version is in the log anyway (a commit whose
+    /// response was lost, a post-commit step of a table's first version that failed). The
+    /// log's commit files after `base` are read as they are (not through delta-rs, whose
+    /// reading may be what failed): the one whose `commitInfo` names this run is its version.
+    async fn committed_anyway(&self, req: &CommitRequest, base: Option<u64>) -> Outcome {
+        match table::find_commit(self.parts.store.as_ref(), base, &req.ctx.run_id).await {
+            Ok(Some(version)) => Outcome::Committed(version),
+            Ok(None) => Outcome::NotCommitted,
+            Err(e) => Outcome::Unknown(e.to_string()),
+        }
+    }
+}
+
+/// Whether a commit that reported an error is in the log.
+#[derive(Debug)]
+enum Outcome {
+    /// It is, at this version: its files are the table's now.
+    Committed(u64),
+    /// It is not: its files can go.
+    NotCommitted,
+    /// The log could not be read to tell.
+    Unknown(String),
 }
 
 /// The table's live data files (none for a new table).
@@ -338,36 +378,67 @@ impl Sink for DeltaSink {
         mut self: Box<Self>,
         req: CommitRequest,
     ) -> pipe_framework::Result<CommitReport> {
-        let committed = match self.stage_and_commit(&req).await {
-            Ok(version) => Ok(version),
-            Err(e) => match self.committed_anyway(&req).await {
-                Some(version) => {
-                    warn!(error = %e, version, "the commit reported an error, but this run's version is in the log");
-                    Ok(version)
-                }
-                None => Err(e),
-            },
+        let staged = self.stage_all(&req).await;
+        let (mut target, change, mut run) = match staged {
+            Ok(staged) => staged,
+            Err(e) => return Err(self.discard(e).await),
         };
-        match committed {
-            Ok(version) => {
-                self.parts.written.forget_all();
-                info!(version, seq = self.parts.seq, "Delta version committed");
-                self.parts.maintenance.after_commit(self.parts.seq).await;
-                Ok(CommitReport {
-                    commit_id: Some(version.to_string()),
-                    ..std::mem::take(&mut self.report)
-                })
+        let mut replans = 0;
+        let (version, warning) = loop {
+            let base = target.version();
+            let replannable = target.appends_only(&change);
+            let e = match commit(target, change.clone(), &run).await {
+                Ok(committed) => break (committed.version, committed.warning),
+                Err(e) => e,
+            };
+            // Another writer committed first. An append (a backfill window, say) adds files
+            // that nothing else refers to: it is planned again on the new version, with the
+            // pipeline's run sequence and state as they are now, instead of failing.
+            if matches!(e, DeltaError::Conflict(_)) && replannable && replans < self.parts.retries {
+                replans += 1;
+                match self.replan(&req, &mut run).await {
+                    Ok(fresh) => {
+                        warn!(
+                            attempt = replans,
+                            seq = run.seq,
+                            "another writer committed first; committing again on the new version"
+                        );
+                        target = fresh;
+                        continue;
+                    }
+                    Err(replan) => return Err(self.discard(replan).await),
+                }
             }
-            Err(e) => {
-                let deleted = self
-                    .parts
-                    .written
-                    .delete_all(self.parts.store.as_ref())
-                    .await;
-                warn!(deleted, "commit failed; deleted this run's files");
-                Err(e.into())
-            }
-        }
+            break match self.committed_anyway(&req, base).await {
+                Outcome::Committed(version) => {
+                    warn!(error = %e, version, "the commit reported an error, but this run's version is in the log");
+                    let warning = format!(
+                        "version {version} is committed, but delta-rs failed after writing it: {e}"
+                    );
+                    (version, Some(warning))
+                }
+                Outcome::NotCommitted => return Err(self.discard(e).await),
+                Outcome::Unknown(why) => {
+                    warn!(error = %e, %why, "the commit's outcome is unknown; keeping this run's files");
+                    let e = Error::from(e).context(format!(
+                        "the commit to {} failed and the log could not be read to tell \
+                         whether it landed ({why}); this run's files were kept: run `pipe \
+                         status` or `pipe delta history` before running again",
+                        self.parts.location.url
+                    ));
+                    return Err(e.commit_unknown());
+                }
+            };
+        };
+        self.parts.written.forget_all();
+        info!(version, seq = self.parts.seq, "Delta version committed");
+        let mut report = std::mem::take(&mut self.report);
+        report.commit_id = Some(version.to_string());
+        report.warnings.extend(warning);
+        report
+            .warnings
+            .extend(self.parts.maintenance.after_commit(self.parts.seq).await);
+        Ok(report)
     }
 
     async fn abort(mut self: Box<Self>) -> pipe_framework::Result<()> {

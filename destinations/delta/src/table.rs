@@ -179,3 +179,57 @@ pub(crate) async fn find_run(
         limit = limit.saturating_mul(4);
     }
 }
+
+/// The version of the commit in `store`'s log (the table root) after version `after` whose
+/// `commitInfo` names run `run_id`, read from the commit files as they are. `after = None`:
+/// from version 0.
+pub(crate) async fn find_commit(
+    store: &dyn object_store::ObjectStore,
+    after: Option<u64>,
+    run_id: &str,
+) -> std::result::Result<Option<u64>, object_store::Error> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    use object_store::path::Path;
+    let prefix = Path::from("_delta_log");
+    let offset = after.map(|v| Path::from(format!("_delta_log/{v:020}.json")));
+    let listed: Vec<object_store::ObjectMeta> = match &offset {
+        Some(offset) => {
+            store
+                .list_with_offset(Some(&prefix), offset)
+                .try_collect()
+                .await?
+        }
+        None => store.list(Some(&prefix)).try_collect().await?,
+    };
+    let mut versions: Vec<(u64, Path)> = listed
+        .into_iter()
+        .filter_map(|meta| {
+            let name = meta.location.filename()?;
+            let digits = name.strip_suffix(".json")?;
+            (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse::<u64>().ok())
+                .flatten()
+                .filter(|v| after.is_none_or(|a| *v > a))
+                .map(|v| (v, meta.location))
+        })
+        .collect();
+    versions.sort();
+    for (version, path) in versions {
+        let bytes = store.get(&path).await?.bytes().await?;
+        let text = String::from_utf8_lossy(&bytes);
+        let ours = text.lines().any(|line| {
+            line.contains("commitInfo")
+                && serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| {
+                    v.get("commitInfo")
+                        .and_then(|c| c.get(RUN_ID_KEY))
+                        .and_then(serde_json::Value::as_str)
+                        == Some(run_id)
+                })
+        });
+        if ours {
+            return Ok(Some(version));
+        }
+    }
+    Ok(None)
+}

@@ -1,7 +1,8 @@
 //! Data files: Parquet written by delta-rs' [`DeltaWriter`] (split by partition values,
-//! rolled at the target size, column stats collected into the `add` actions), several writers
-//! fed round-robin, each on its own task: Parquet encoding and compression are the expensive
-//! part of a load, and one writer keeps one core busy.
+//! rolled at the target size), several writers fed round-robin, each on its own task: Parquet
+//! encoding and compression are the expensive part of a load, and one writer keeps one core
+//! busy. Column statistics are ours, written from each file's footer when the writers close
+//! (see `stats.rs`).
 
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use pipe_framework::parallel::RoundRobin;
 use tokio::sync::mpsc;
 
 use crate::error::{Result, delta};
+use crate::stats::{self, StatsSpec};
 
 /// Rows handed to the Parquet writer at a time (the granularity of the file size check).
 const WRITE_BATCH_ROWS: usize = 64 * 1024;
@@ -106,14 +108,15 @@ pub(crate) struct ParallelWriter {
     setup: Setup,
     /// The writers, once the first batch came.
     running: Option<RoundRobin<Vec<Add>>>,
+    /// Top-level float columns a NaN was written into (no bounds for them).
+    nan_columns: HashSet<String>,
 }
 
 #[derive(Debug)]
 struct Setup {
     store: ObjectStoreRef,
     schema: SchemaRef,
-    partition_columns: Vec<String>,
-    indexed_columns: DataSkippingNumIndexedCols,
+    stats: StatsSpec,
     options: WriteOptions,
 }
 
@@ -125,14 +128,15 @@ impl Setup {
         }
         let properties = self.options.properties(&plain);
         RoundRobin::spawn(self.options.writers, |_, rx| {
+            // No statistics from delta-rs (an empty column list): ours replace them.
             let config = WriterConfig::new(
                 self.schema.clone(),
-                self.partition_columns.clone(),
+                self.stats.partition_columns.clone(),
                 Some(properties.clone()),
                 NonZeroU64::new(self.options.target_file_size),
                 Some(WRITE_BATCH_ROWS),
-                self.indexed_columns,
-                None,
+                DataSkippingNumIndexedCols::NumColumns(0),
+                Some(Vec::new()),
             );
             drive(DeltaWriter::new(Arc::clone(&self.store), config), rx)
         })
@@ -161,19 +165,18 @@ impl ParallelWriter {
     pub(crate) fn new(
         store: ObjectStoreRef,
         schema: SchemaRef,
-        partition_columns: Vec<String>,
-        indexed_columns: DataSkippingNumIndexedCols,
+        stats: StatsSpec,
         options: &WriteOptions,
     ) -> Self {
         Self {
             setup: Setup {
                 store,
                 schema,
-                partition_columns,
-                indexed_columns,
+                stats,
                 options: options.clone(),
             },
             running: None,
+            nan_columns: HashSet::new(),
         }
     }
 
@@ -182,17 +185,27 @@ impl ParallelWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        stats::nan_columns(&batch, &mut self.nan_columns);
         let setup = &self.setup;
         let writers = self.running.get_or_insert_with(|| setup.start(&batch));
         Ok(writers.write(batch).await?)
     }
 
-    /// Finish every writer: all their files, or the first error (none if no row came).
+    /// Finish every writer: all their files with exact statistics, or the first error (none
+    /// if no row came).
     pub(crate) async fn close(self) -> Result<Vec<Add>> {
-        match self.running {
-            Some(writers) => Ok(writers.close().await?.into_iter().flatten().collect()),
-            None => Ok(Vec::new()),
-        }
+        let Some(writers) = self.running else {
+            return Ok(Vec::new());
+        };
+        let mut adds: Vec<Add> = writers.close().await?.into_iter().flatten().collect();
+        stats::restate(
+            &self.setup.store,
+            &mut adds,
+            &self.setup.stats,
+            &self.nan_columns,
+        )
+        .await?;
+        Ok(adds)
     }
 }
 

@@ -2,10 +2,11 @@
 //! and commit — all in the run's one transaction.
 
 use duckdb::Connection;
+use pipe_framework::committed::state_to_commit;
 use pipe_framework::{CommitReport, CommitRequest, WriteMode};
 use tracing::info;
 
-use crate::error::{Result, sql_err};
+use crate::error::{DuckError, Result, sql_err};
 use crate::quarantine;
 use crate::table;
 use crate::types::{ident, literal};
@@ -15,6 +16,9 @@ use crate::worker::{Job, Prepared};
 /// The merge staging table (a temp table: private to the connection, gone on disconnect).
 pub(crate) const STAGE_TABLE: &str = "__pipe_stage";
 const DEDUP_TABLE: &str = "__pipe_dedup";
+const MATCHED_TABLE: &str = "__pipe_matched";
+/// Column of [`MATCHED_TABLE`]: whether some table row with the key differs.
+const CHANGED_COLUMN: &str = "__pipe_changed";
 
 /// The run ledger, committed in the same transaction as the data: after a crash, the table
 /// and the ledger always agree.
@@ -29,9 +33,10 @@ const LEDGER_DDL: &str = "CREATE SCHEMA IF NOT EXISTS _pipe; \
         value VARCHAR NOT NULL, run_id VARCHAR NOT NULL, committed_at TIMESTAMP WITH TIME ZONE, \
         seq BIGINT NOT NULL)";
 
-/// The committed state of `pipeline` into `table`: per key, the value of the last run that
-/// committed it (empty if none). Runs that changed other keys (a backfill window, say) never
-/// hide a key's value.
+/// The committed state of `pipeline` into `table` (its [`crate::table::TableName::key`]): per
+/// key, the value of the last run that committed it (empty if none). Runs that changed other
+/// keys (a backfill window, say) never hide a key's value. Table names compare
+/// case-insensitively, as DuckDB's identifiers do.
 pub(crate) fn committed_state(
     conn: &Connection,
     pipeline: &str,
@@ -47,7 +52,7 @@ pub(crate) fn committed_state(
         return Ok(pipe_framework::State::new());
     }
     let sql = format!(
-        "SELECT key, value FROM _pipe.state WHERE pipeline = {} AND table_name = {} \
+        "SELECT key, value FROM _pipe.state WHERE pipeline = {} AND lower(table_name) = {} \
          QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq DESC, run_id DESC) = 1",
         literal(pipeline),
         literal(table)
@@ -78,6 +83,11 @@ pub(crate) fn finish(
     request: &CommitRequest,
 ) -> Result<CommitReport> {
     let mode = job.request.write.mode;
+    // The pipeline's state as the database holds it now (this transaction holds the
+    // database's write lock, so no other run commits meanwhile): another run of the
+    // pipeline may have committed since this one read its state.
+    let current = committed_state(conn, &request.ctx.pipeline, &job.table.key())?;
+    state_to_commit(&request.ctx, &current, &request.state).map_err(DuckError::Framework)?;
     let mut report = CommitReport {
         rows_deleted: prepared.deleted,
         ..CommitReport::default()
@@ -96,7 +106,7 @@ pub(crate) fn finish(
         "INSERT INTO _pipe.runs VALUES ({}, {}, {}, {}, to_timestamp({}), now(), {}, {}, {}, {}, {})",
         literal(&request.ctx.pipeline),
         literal(&request.ctx.run_id),
-        literal(&job.table.to_string()),
+        literal(&job.table.key()),
         literal(mode.as_str()),
         request.ctx.started_at.timestamp_micros() as f64 / 1e6,
         request.rows_read,
@@ -112,9 +122,10 @@ pub(crate) fn finish(
     for (key, value) in &request.state {
         let row = format!(
             "INSERT INTO _pipe.state SELECT {0}, {1}, {2}, {3}, {4}, now(), \
-             coalesce(max(seq), 0) + 1 FROM _pipe.state WHERE pipeline = {0} AND table_name = {1}",
+             coalesce(max(seq), 0) + 1 FROM _pipe.state WHERE pipeline = {0} \
+             AND lower(table_name) = {1}",
             literal(&request.ctx.pipeline),
-            literal(&job.table.to_string()),
+            literal(&job.table.key()),
             literal(key),
             literal(value),
             literal(&request.ctx.run_id),
@@ -130,7 +141,10 @@ pub(crate) fn finish(
 }
 
 /// Upsert the staged rows on the merge keys. Duplicate keys within the run: the last staged
-/// row wins. Rows whose values all equal the existing row are left untouched.
+/// row wins. Rows whose values all equal the existing row (bit for bit: `-0.0` is not `0.0`)
+/// are left untouched; changed rows are deleted and inserted again, since DuckDB's UPDATE,
+/// MERGE and `IS DISTINCT FROM` treat `0.0` and `-0.0` as equal and would keep the old sign.
+/// Table columns the source lacks keep their values.
 fn merge(
     conn: &Connection,
     job: &Job,
@@ -139,82 +153,151 @@ fn merge(
 ) -> Result<()> {
     let target = &prepared.target;
     let keys = table::resolve_columns(target, &job.request.write.merge_keys, "the table")?;
-    let source_cols: Vec<String> = job
-        .request
-        .source_schema
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let all: Vec<String> = target.fields().iter().map(|f| f.name().clone()).collect();
-    // Only columns the source has are updated; table-only columns keep their values.
-    let updatable: Vec<&String> = all
-        .iter()
-        .filter(|c| !keys.contains(c) && source_cols.iter().any(|s| s.eq_ignore_ascii_case(c)))
-        .collect();
+    let source = &job.request.source_schema;
+    let in_source = |c: &str| {
+        source
+            .fields()
+            .iter()
+            .any(|s| s.name().eq_ignore_ascii_case(c))
+    };
     let key_list = keys.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
     let on = keys
         .iter()
         .map(|k| format!("t.{0} IS NOT DISTINCT FROM s.{0}", ident(k)))
         .collect::<Vec<_>>()
         .join(" AND ");
-    let dedup = format!(
-        "CREATE OR REPLACE TEMP TABLE {DEDUP_TABLE} AS SELECT * EXCLUDE ({SEQ_COLUMN}) FROM {STAGE_TABLE} \
-         QUALIFY row_number() OVER (PARTITION BY {key_list} ORDER BY {SEQ_COLUMN} DESC) = 1"
-    );
-    conn.execute_batch(&dedup)
-        .map_err(|e| sql_err("deduplicating staged rows", e))?;
+    let table = job.table.sql();
+    // One row per key, the last staged; its sequence number identifies it.
+    run(
+        conn,
+        &format!(
+            "CREATE OR REPLACE TEMP TABLE {DEDUP_TABLE} AS SELECT * FROM {STAGE_TABLE} \
+             QUALIFY row_number() OVER (PARTITION BY {key_list} ORDER BY {SEQ_COLUMN} DESC) = 1"
+        ),
+        "deduplicating staged rows",
+    )?;
+    // Incoming keys that match table rows: whether any matching row differs, and the values
+    // of the columns only the table has (kept when the row is rewritten).
+    let differs = target
+        .fields()
+        .iter()
+        .filter(|f| !keys.contains(f.name()) && in_source(f.name()))
+        .map(|f| differs(f))
+        .collect::<Vec<_>>();
+    let changed = if differs.is_empty() {
+        "false".to_string()
+    } else {
+        differs.join(" OR ")
+    };
+    let kept: Vec<&str> = target
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|c| !in_source(c))
+        .collect();
+    let kept_values: String = kept
+        .iter()
+        .map(|c| format!(", any_value(t.{0}) AS {0}", ident(c)))
+        .collect();
+    run(
+        conn,
+        &format!(
+            "CREATE OR REPLACE TEMP TABLE {MATCHED_TABLE} AS SELECT s.{SEQ_COLUMN}, \
+             bool_or({changed}) AS {CHANGED_COLUMN}{kept_values} FROM {DEDUP_TABLE} s \
+             JOIN {table} t ON ({on}) GROUP BY s.{SEQ_COLUMN}"
+        ),
+        "matching staged rows with the table",
+    )?;
     let distinct = count(
         conn,
         &format!("SELECT count(*) FROM {DEDUP_TABLE}"),
         "counting staged rows",
     )?;
-    report.rows_inserted = count(
+    let matched = count(
+        conn,
+        &format!("SELECT count(*) FROM {MATCHED_TABLE}"),
+        "counting matched keys",
+    )?;
+    report.rows_updated = count(
+        conn,
+        &format!("SELECT count(*) FROM {MATCHED_TABLE} WHERE {CHANGED_COLUMN}"),
+        "counting changed rows",
+    )?;
+    report.rows_inserted = distinct.saturating_sub(matched);
+    report.rows_unchanged = matched.saturating_sub(report.rows_updated);
+    if report.rows_updated > 0 {
+        run(
+            conn,
+            &format!(
+                "DELETE FROM {table} t USING {DEDUP_TABLE} s, {MATCHED_TABLE} m \
+                 WHERE m.{CHANGED_COLUMN} AND m.{SEQ_COLUMN} = s.{SEQ_COLUMN} AND {on}"
+            ),
+            "removing the changed rows' old versions",
+        )?;
+    }
+    let columns = target
+        .fields()
+        .iter()
+        .map(|f| ident(f.name()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let values = target
+        .fields()
+        .iter()
+        .map(|f| {
+            let side = if in_source(f.name()) { "s" } else { "m" };
+            format!("{side}.{}", ident(f.name()))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    run(
         conn,
         &format!(
-            "SELECT count(*) FROM {DEDUP_TABLE} s WHERE NOT EXISTS (SELECT 1 FROM {} t WHERE {on})",
-            job.table.sql()
+            "INSERT INTO {table} ({columns}) SELECT {values} FROM {DEDUP_TABLE} s \
+             LEFT JOIN {MATCHED_TABLE} m ON m.{SEQ_COLUMN} = s.{SEQ_COLUMN} \
+             WHERE m.{SEQ_COLUMN} IS NULL OR m.{CHANGED_COLUMN}"
         ),
-        "counting new keys",
+        "writing new and changed rows",
     )?;
-    let changed = if updatable.is_empty() {
-        "false".to_string()
+    run(
+        conn,
+        &format!("DROP TABLE {STAGE_TABLE}; DROP TABLE {DEDUP_TABLE}; DROP TABLE {MATCHED_TABLE}"),
+        "dropping the staging tables",
+    )
+}
+
+/// SQL: whether column `field` of the table row `t` differs from the incoming row `s`, bit
+/// for bit: floats compare their sign too (`0.0` vs `-0.0`), and nested values holding floats
+/// compare as text. NaN equals NaN.
+fn differs(field: &arrow_schema::Field) -> String {
+    let c = ident(field.name());
+    let dt = field.data_type();
+    if dt.is_floating() {
+        format!(
+            "(t.{c} IS DISTINCT FROM s.{c} OR (t.{c} = 0 AND signbit(t.{c}) <> signbit(s.{c})))"
+        )
+    } else if dt.is_nested() && holds_float(dt) {
+        format!("(CAST(t.{c} AS VARCHAR) IS DISTINCT FROM CAST(s.{c} AS VARCHAR))")
     } else {
-        updatable
-            .iter()
-            .map(|c| format!("t.{0} IS DISTINCT FROM s.{0}", ident(c)))
-            .collect::<Vec<_>>()
-            .join(" OR ")
-    };
-    let set = updatable
-        .iter()
-        .map(|c| format!("{0} = s.{0}", ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let columns = all.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-    let values = all
-        .iter()
-        .map(|c| format!("s.{}", ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let update = if updatable.is_empty() {
-        String::new()
-    } else {
-        format!("WHEN MATCHED AND ({changed}) THEN UPDATE SET {set} ")
-    };
-    let sql = format!(
-        "MERGE INTO {} AS t USING {DEDUP_TABLE} AS s ON ({on}) {update}\
-         WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})",
-        job.table.sql()
-    );
-    let affected = conn
-        .execute(&sql, [])
-        .map_err(|e| sql_err("merging staged rows", e))? as u64;
-    report.rows_updated = affected.saturating_sub(report.rows_inserted);
-    report.rows_unchanged = distinct.saturating_sub(affected);
-    conn.execute_batch(&format!(
-        "DROP TABLE {STAGE_TABLE}; DROP TABLE {DEDUP_TABLE}"
-    ))
-    .map_err(|e| sql_err("dropping the staging tables", e))?;
-    Ok(())
+        format!("t.{c} IS DISTINCT FROM s.{c}")
+    }
+}
+
+fn holds_float(dt: &arrow_schema::DataType) -> bool {
+    use arrow_schema::DataType as D;
+    match dt {
+        D::Float16 | D::Float32 | D::Float64 => true,
+        D::List(f)
+        | D::LargeList(f)
+        | D::FixedSizeList(f, _)
+        | D::ListView(f)
+        | D::LargeListView(f)
+        | D::Map(f, _) => holds_float(f.data_type()),
+        D::Struct(fields) => fields.iter().any(|f| holds_float(f.data_type())),
+        _ => false,
+    }
+}
+
+fn run(conn: &Connection, sql: &str, what: &str) -> Result<()> {
+    conn.execute_batch(sql).map_err(|e| sql_err(what, e))
 }

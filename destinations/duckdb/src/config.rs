@@ -19,10 +19,16 @@ pub struct DuckDbConfig {
     /// DuckDB's memory limit in MB (default 256). Bounds the buffer pool, so memory stays flat
     /// however large the table: written blocks are evicted and staged data beyond it spills to
     /// `<path>.tmp`. Raise it for large merges.
-    #[serde(default = "default_memory_limit_mb")]
+    #[serde(
+        default = "default_memory_limit_mb",
+        deserialize_with = "pipe_framework::config::within::<_, _, 16, 16_777_216>"
+    )]
     pub memory_limit_mb: u64,
     /// Threads DuckDB may use (default: one per core).
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "pipe_framework::config::within_opt::<_, _, 1, 1024>"
+    )]
     pub threads: Option<u32>,
     /// Other DuckDB settings for the run's connection, e.g.
     /// `{ disabled_compression_methods = "fsst", checkpoint_threshold = "1GB" }` (see

@@ -6,6 +6,12 @@
 //! that writes to a file connects through the same instance — separate connections, separate
 //! transactions, one instance — which lives as long as some run uses it, so the file is not
 //! held open (and locked against other processes) between runs.
+//!
+//! Writes are serialized: a run holds the instance's write lock from its `BEGIN` to its
+//! `COMMIT` or `ROLLBACK`. Concurrent appends from several connections of one instance (a
+//! parallel backfill) have tripped DuckDB's storage assertions and left string segments
+//! unreadable; one writer at a time cannot, and it makes the committed state a run reads
+//! inside its transaction the newest (see `commit.rs`). Readers never wait.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +28,8 @@ use crate::worker::{ConnectionOptions, open};
 /// A shared database instance.
 pub(crate) struct Database {
     root: Mutex<Connection>,
+    /// Held by the run that is writing (see the module docs).
+    writer: Mutex<()>,
     path: PathBuf,
 }
 
@@ -65,10 +73,17 @@ impl Database {
         let root = open(&path.to_path_buf(), options, false)?;
         let db = Arc::new(Database {
             root: Mutex::new(root),
+            writer: Mutex::new(()),
             path: path.to_path_buf(),
         });
         open_dbs.insert(key(path), Arc::downgrade(&db));
         Ok(db)
+    }
+
+    /// Wait until no other run of this process writes to the database, and hold it until the
+    /// guard drops (after this run's COMMIT or ROLLBACK).
+    pub(crate) fn write_lock(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A new connection (its own transactions) to this instance.

@@ -140,7 +140,7 @@ impl Destination for DuckDbDestination {
             return Ok(Some(State::new()));
         }
         let options = self.connection_options();
-        let (pipeline, table) = (ctx.pipeline.clone(), self.table.to_string());
+        let (pipeline, table) = (ctx.pipeline.clone(), self.table.key());
         tokio::task::spawn_blocking(move || {
             let read = database::read_connection(&path, &options)?;
             commit::committed_state(&read.conn, &pipeline, &table)

@@ -10,6 +10,9 @@ use tracing::info;
 use crate::error::{DuckError, Result, sql_err};
 use crate::types::{duck_field_type, duck_type, ident, literal, same_type};
 
+/// The schema of pipe's own tables (`_pipe.runs`, `_pipe.state`).
+pub(crate) const INTERNAL_SCHEMA: &str = "_pipe";
+
 /// `schema.table`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TableName {
@@ -30,11 +33,28 @@ impl TableName {
                 "`table` must be `schema.table` or `table`, got {s:?}"
             )));
         }
+        // pipe's own tables: the run ledger and the committed state of every pipeline, and
+        // the merge's temp tables. Writing them would lose other pipelines' cursors.
+        if schema.eq_ignore_ascii_case(INTERNAL_SCHEMA)
+            || table.to_ascii_lowercase().starts_with("__pipe_")
+        {
+            return Err(Error::user(format!(
+                "`table` {s:?} is one of pipe's own tables (schema `{INTERNAL_SCHEMA}` holds \
+                 every pipeline's ledger and committed state; `__pipe_*` are its staging \
+                 tables): choose another name"
+            )));
+        }
         Ok(Self {
             catalog: String::new(),
             schema: schema.to_string(),
             table: table.to_string(),
         })
+    }
+
+    /// The table's identity in pipe's ledger and state: `schema.table` in lower case, since
+    /// DuckDB's identifiers are case-insensitive (`sales.Orders` is `sales.orders`).
+    pub(crate) fn key(&self) -> String {
+        format!("{}.{}", self.schema, self.table).to_lowercase()
     }
 
     /// `"catalog"."schema"`: fully qualified, since a schema may share the database's name.

@@ -159,6 +159,8 @@ fn run(
             return Ok(());
         }
     };
+    // One writer per database at a time, from BEGIN to COMMIT/ROLLBACK (see database.rs).
+    let _writing = _db.write_lock();
     let setup = conn
         .query_row("SELECT current_database()", [], |r| r.get::<_, String>(0))
         .map_err(|e| sql_err("reading the database name", e))

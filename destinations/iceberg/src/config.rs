@@ -33,15 +33,24 @@ pub struct IcebergConfig {
     pub replace_partitions: bool,
     /// Target size of each data file in MB before the writer rolls to a new file
     /// (default 512).
-    #[serde(default = "default_target_file_size_mb")]
+    #[serde(
+        default = "default_target_file_size_mb",
+        deserialize_with = "pipe_framework::config::within::<_, _, 1, 65_536>"
+    )]
     pub target_file_size_mb: u64,
     /// Rows per Parquet row group (default 262144): bounds the memory each open data file
     /// buffers.
-    #[serde(default = "default_row_group_rows")]
+    #[serde(
+        default = "default_row_group_rows",
+        deserialize_with = "pipe_framework::config::within::<_, _, 1, 67_108_864>"
+    )]
     pub row_group_rows: usize,
     /// Data files written at the same time, each by its own task (default: one per core, at
     /// most 4). Each run writes at least this many files when it has that many batches.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "pipe_framework::config::within_opt::<_, _, 1, 64>"
+    )]
     pub writers: Option<usize>,
     /// Parquet compression: `zstd` (default, level 3), `zstd(N)`, `snappy`, `lz4`, `gzip` or
     /// `none`.
@@ -52,7 +61,10 @@ pub struct IcebergConfig {
     pub properties: BTreeMap<String, String>,
     /// How many times a commit that lost a race with another writer is restaged on the new
     /// table state and tried again (default 4).
-    #[serde(default = "default_commit_retries")]
+    #[serde(
+        default = "default_commit_retries",
+        deserialize_with = "pipe_framework::config::within::<_, _, 0, 100>"
+    )]
     pub commit_retries: u32,
 }
 

@@ -105,7 +105,9 @@ impl From<IcebergError> for Error {
                 Error::new(kind, what).with_source(*source)
             }
             IcebergError::Catalog { what, source } => Error::external(what).with_source(source),
-            e @ IcebergError::CommitUnknown { .. } => Error::external(e.to_string()),
+            e @ IcebergError::CommitUnknown { .. } => {
+                Error::external(e.to_string()).commit_unknown()
+            }
             IcebergError::Data { what, source } => Error::external(what).with_source(source),
         }
     }

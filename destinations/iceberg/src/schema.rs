@@ -221,7 +221,7 @@ pub(crate) fn evolve(
     policy: SchemaEvolution,
 ) -> Result<Option<Schema>> {
     let table = write_schema(current)?;
-    let source = table_arrow_schema(source)?;
+    let source = table_arrow_schema(&pipe_framework::evolution::fill_null_types(source, &table))?;
     let rules = TypeRules {
         same_type: &same_type,
         case_insensitive_names: false,

@@ -18,8 +18,9 @@ use crate::commit::{Change, Committed, Removal, commit_once, live};
 use crate::error::{IcebergError, Result};
 use crate::merge::MergeState;
 use crate::parallel::ParallelWriter;
-use crate::table::{PIPELINE_KEY, Planned, RUN_KEY, STATE_PREFIX};
+use crate::table::{PIPELINE_KEY, Planned, RUN_KEY, STATE_PREFIX, committed_state};
 use crate::write::WrittenFiles;
+use pipe_framework::committed::state_to_commit;
 
 /// How the sink commits.
 #[derive(Debug, Clone)]
@@ -146,22 +147,11 @@ impl IcebergSink {
         if self.options.mode == WriteMode::Replace && self.options.replace_partitions {
             removal = Removal::Partitions(added.iter().map(|f| f.partition().clone()).collect());
         }
-        let mut state = req.ctx.committed.as_ref().clone();
-        state.extend(req.state.clone());
-        let mut properties = vec![
-            (PIPELINE_KEY.to_string(), req.ctx.pipeline.clone()),
-            (RUN_KEY.to_string(), req.ctx.run_id.clone()),
-        ];
-        properties.extend(
-            state
-                .into_iter()
-                .map(|(k, v)| (format!("{STATE_PREFIX}{k}"), v)),
-        );
-        let change = Change {
+        let mut change = Change {
             added,
             removal,
             schema: evolved.clone(),
-            properties,
+            properties: Vec::new(),
         };
         let mut base = match base.take() {
             Some(b) => b,
@@ -189,6 +179,10 @@ impl IcebergSink {
         );
         let mut attempt = 0;
         loop {
+            // The pipeline's state as the table holds it now: another run of the pipeline (a
+            // sibling backfill window, a run on another host) may have committed since this
+            // run read it.
+            change.properties = summary_properties(req, &base)?;
             if let Some(done) = commit_once(self.target.as_ref(), &base, &change).await? {
                 return Ok(done);
             }
@@ -217,6 +211,23 @@ impl IcebergSink {
             .await?;
         }
     }
+}
+
+/// The `pipe.*` summary properties of this run's snapshot on `base`: who wrote it and the
+/// pipeline's whole state after it ([`state_to_commit`]).
+fn summary_properties(req: &CommitRequest, base: &Loaded) -> Result<Vec<(String, String)>> {
+    let current = committed_state(&base.metadata, &req.ctx.pipeline);
+    let state = state_to_commit(&req.ctx, &current, &req.state)?;
+    let mut properties = vec![
+        (PIPELINE_KEY.to_string(), req.ctx.pipeline.clone()),
+        (RUN_KEY.to_string(), req.ctx.run_id.clone()),
+    ];
+    properties.extend(
+        state
+            .into_iter()
+            .map(|(k, v)| (format!("{STATE_PREFIX}{k}"), v)),
+    );
+    Ok(properties)
 }
 
 /// Whether a change staged on an older state still applies to `base`.

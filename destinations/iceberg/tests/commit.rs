@@ -62,7 +62,11 @@ async fn prepare(d: &IcebergDestination, pipeline: &str, mode: WriteMode) -> Box
     d.prepare(PrepareRequest {
         ctx: RunContext::new(pipeline),
         source_schema: schema(),
-        write: WriteSpec { mode, merge_keys },
+        write: WriteSpec {
+            mode,
+            merge_keys,
+            allow_empty: false,
+        },
         evolution: SchemaEvolution::Evolve,
     })
     .await

@@ -180,7 +180,7 @@ enum ContractCommand {
 }
 
 /// Run the `pipe` command line with `registry`; returns the process exit code
-/// (0 success, 1 failure, 130 interrupted).
+/// (0 success, 1 failure, 3 commit outcome unknown, 130 interrupted).
 pub fn main_with(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
@@ -218,11 +218,18 @@ fn exit_code(e: &Error) -> ExitCode {
 
 fn init_logging(verbose: u8, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
+    // Libraries' debug logs can print what they were configured with (object store
+    // credentials among it): `-vv` turns on pipe's own debug logs only; a `PIPE_LOG` filter
+    // reaches the libraries for whoever asks explicitly.
     let default = match verbose {
         // delta-rs' kernel logs the errors it returns; they are printed once, as the error.
         0 => "error,buoyant_kernel=off",
         1 => "info",
-        _ => "debug",
+        _ => {
+            "info,pipe_framework=debug,pipe_cli=debug,pipe_quality=debug,\
+              pipe_source_file=debug,pipe_source_postgres=debug,pipe_destination_duckdb=debug,\
+              pipe_destination_iceberg=debug,pipe_destination_delta=debug"
+        }
     };
     let filter = EnvFilter::try_from_env("PIPE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
@@ -368,6 +375,7 @@ async fn run(
             output::print_error(&e);
             Ok(match result.summary.status {
                 RunStatus::Cancelled => ExitCode::from(130),
+                RunStatus::Unknown => ExitCode::from(3),
                 _ => ExitCode::FAILURE,
             })
         }
@@ -400,6 +408,10 @@ async fn validate(
         .check()
         .await
         .map_err(|e| e.context(format!("checking {}", pipeline.destination.describe())))?;
+    // A run needs its state store (the lease and the ledger): reach it now.
+    pipe_framework::state::StateStore::check(&pipeline.state)
+        .await
+        .map_err(|e| e.context("checking the state store"))?;
     output::print_validation(&pipeline, &schema, json);
     Ok(ExitCode::SUCCESS)
 }

@@ -143,6 +143,7 @@ async fn run_window(session: &Session, window: Window, cancel: &CancellationToke
                 RunStatus::Succeeded => "committed",
                 RunStatus::Failed => "failed",
                 RunStatus::Cancelled => "cancelled",
+                RunStatus::Unknown => "unknown",
             }
             .into(),
             rows: r.summary.rows_written,

@@ -121,10 +121,13 @@ pub(crate) fn print_json<T: serde::Serialize>(value: &T) {
 }
 
 pub(crate) fn print_summary(s: &RunSummary) {
+    let nothing = s.commit.as_ref().is_some_and(|c| c.nothing_to_commit);
     let verdict = match s.status {
+        RunStatus::Succeeded if nothing => "nothing to commit (no rows, no state change)",
         RunStatus::Succeeded => "committed",
         RunStatus::Failed => "FAILED, nothing committed",
         RunStatus::Cancelled => "CANCELLED, nothing committed",
+        RunStatus::Unknown => "COMMIT OUTCOME UNKNOWN, files kept; the next run reconciles",
     };
     out!(
         "{}: {verdict} ({} → {}, mode {})",
@@ -148,13 +151,24 @@ pub(crate) fn print_summary(s: &RunSummary) {
         group(s.rows_per_second as u64)
     );
     if let Some(c) = &s.commit {
+        let discarded = if c.rows_discarded > 0 {
+            format!(", discarded {}", group(c.rows_discarded))
+        } else {
+            String::new()
+        };
         out!(
-            "  inserted {}, updated {}, unchanged {}, deleted {}",
+            "  inserted {}, updated {}, unchanged {}, deleted {}{discarded}",
             group(c.rows_inserted),
             group(c.rows_updated),
             group(c.rows_unchanged),
             group(c.rows_deleted)
         );
+        for warning in &c.warnings {
+            out!("  warning: {warning}");
+        }
+    }
+    for warning in &s.warnings {
+        out!("  warning: {warning}");
     }
     for stage in &s.stages {
         let rules = stage.detail.get("rules").and_then(|r| r.as_array());

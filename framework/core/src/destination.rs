@@ -17,6 +17,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// How a run's rows land in the destination table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -64,13 +68,16 @@ pub enum SchemaEvolution {
     DiscardColumns,
 }
 
-/// The write settings common to every destination (`mode`, `merge_keys`).
+/// The write settings common to every destination (`mode`, `merge_keys`, `allow_empty`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct WriteSpec {
     /// How rows land.
     pub mode: WriteMode,
     /// Key columns for [`WriteMode::Merge`]; empty otherwise.
     pub merge_keys: Vec<String>,
+    /// `replace` may leave the table empty (a run that read no rows). Off by default: an
+    /// empty export must not wipe a table by accident.
+    pub allow_empty: bool,
 }
 
 /// Everything the metadata stage needs to prepare the table.
@@ -237,7 +244,19 @@ pub struct CommitReport {
     /// Rows written to the quarantine table.
     #[serde(skip_serializing_if = "is_zero")]
     pub rows_quarantined: u64,
+    /// Rows the destination received and dropped on purpose (the `null` destination).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rows_discarded: u64,
     /// The destination's id of the commit (snapshot id, table version, ...), if it has one.
+    /// `None` when there was nothing to commit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit_id: Option<String>,
+    /// The run had no rows and no state to commit, so the destination was left untouched (no
+    /// empty version or snapshot); the run is still recorded in the ledger.
+    #[serde(skip_serializing_if = "is_false")]
+    pub nothing_to_commit: bool,
+    /// Problems after the commit landed (a failed checkpoint or maintenance step): the data
+    /// is committed; these are for the user to know.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }

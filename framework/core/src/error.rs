@@ -39,6 +39,8 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     retryable: bool,
+    /// The commit may or may not have landed (see [`Error::commit_unknown`]).
+    commit_unknown: bool,
     source: Option<BoxError>,
 }
 
@@ -52,6 +54,7 @@ impl Error {
             kind,
             message: message.into(),
             retryable: false,
+            commit_unknown: false,
             source: None,
         }
     }
@@ -90,6 +93,22 @@ impl Error {
         self
     }
 
+    /// Mark an error of a commit whose outcome cannot be told: the destination may have
+    /// taken it (a lost response, a crash of the catalog mid-commit). The run's files are
+    /// kept, the run is reported as "commit outcome unknown", and it is never retried
+    /// automatically: the next run reconciles with what the destination says.
+    #[must_use]
+    pub fn commit_unknown(mut self) -> Self {
+        self.commit_unknown = true;
+        self.retryable = false;
+        self
+    }
+
+    /// Whether this error (or one it wraps) is a commit of unknown outcome.
+    pub fn is_commit_unknown(&self) -> bool {
+        self.commit_unknown
+    }
+
     /// Wrap this error in an outer one with the same kind and a message saying what was
     /// being done, e.g. `reading pipelines/data/orders.csv`.
     #[must_use]
@@ -98,6 +117,7 @@ impl Error {
             kind: self.kind,
             message: message.into(),
             retryable: self.retryable,
+            commit_unknown: self.commit_unknown,
             source: Some(Box::new(self)),
         }
     }
@@ -131,7 +151,8 @@ impl Error {
         None
     }
 
-    /// This message followed by every cause, outermost first.
+    /// This message followed by every cause, outermost first. Passwords in URLs are
+    /// redacted ([`crate::secret::redact`]): this is what users, logs and the ledger see.
     pub fn chain(&self) -> Vec<String> {
         let mut out = vec![self.message.clone()];
         let mut next: Option<&(dyn std::error::Error + 'static)> =
@@ -143,6 +164,10 @@ impl Error {
             });
             next = err.source();
         }
+        let out: Vec<String> = out
+            .into_iter()
+            .map(|m| crate::secret::redact(&m).into_owned())
+            .collect();
         // Libraries often wrap an error in one whose message repeats it: say it once (short
         // causes, "EOF" or "403", are kept: a longer message may contain them by chance).
         let mut said: Vec<String> = Vec::with_capacity(out.len());
@@ -166,7 +191,7 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&crate::secret::redact(&self.message))
     }
 }
 

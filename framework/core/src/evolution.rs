@@ -150,6 +150,34 @@ pub fn plan_evolution(
     })
 }
 
+/// `source` with each column of type `Null` (a CSV of only a header, a column of only NULLs)
+/// given the type of the table column it fills, where the table has it: such a column says
+/// nothing about types, and must not be mistaken for a type change. Names match exactly,
+/// else case-insensitively.
+pub fn fill_null_types(source: &Schema, table: &Schema) -> Schema {
+    let fields: Vec<FieldRef> = source
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.data_type() != &DataType::Null {
+                return f.clone();
+            }
+            let found = table.field_with_name(f.name()).ok().or_else(|| {
+                table
+                    .fields()
+                    .iter()
+                    .find(|t| t.name().eq_ignore_ascii_case(f.name()))
+                    .map(AsRef::as_ref)
+            });
+            match found {
+                Some(t) => Arc::new(f.as_ref().clone().with_data_type(t.data_type().clone())),
+                None => f.clone(),
+            }
+        })
+        .collect();
+    Schema::new_with_metadata(fields, source.metadata().clone())
+}
+
 fn policy_name(policy: SchemaEvolution) -> &'static str {
     match policy {
         SchemaEvolution::Evolve => "evolve",
@@ -256,6 +284,12 @@ impl Aligner {
     /// Convert one batch. Casts are checked: a value that does not fit is an error naming the
     /// column, never a silent NULL.
     pub fn align(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let aligned = self.convert(batch)?;
+        check_times_of_day(&aligned)?;
+        Ok(aligned)
+    }
+
+    fn convert(&self, batch: RecordBatch) -> Result<RecordBatch> {
         if self.identity {
             return Ok(RecordBatch::try_new(
                 self.target.clone(),
@@ -296,6 +330,64 @@ impl Aligner {
             &opts,
         )?)
     }
+}
+
+/// Arrow's times of day must lie in `[00:00, 24:00)`; a source can still hand over one that
+/// does not (PostgreSQL's `24:00:00`, a foreign Parquet file), which destinations reject deep
+/// in their writers without naming the column. Refuse it here, naming column and value.
+fn check_times_of_day(batch: &RecordBatch) -> Result<()> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{
+        Time32MillisecondType, Time32SecondType, Time64MicrosecondType, Time64NanosecondType,
+    };
+    use arrow_schema::TimeUnit;
+    fn first_bad<T: Into<i64> + Copy>(
+        values: impl Iterator<Item = Option<T>>,
+        per_day: i64,
+    ) -> Option<i64> {
+        values
+            .flatten()
+            .map(Into::into)
+            .find(|v| !(0..per_day).contains(v))
+    }
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let (bad, unit) = match field.data_type() {
+            DataType::Time32(TimeUnit::Second) => (
+                first_bad(column.as_primitive::<Time32SecondType>().iter(), 86_400),
+                "s",
+            ),
+            DataType::Time32(_) => (
+                first_bad(
+                    column.as_primitive::<Time32MillisecondType>().iter(),
+                    86_400_000,
+                ),
+                "ms",
+            ),
+            DataType::Time64(TimeUnit::Microsecond) => (
+                first_bad(
+                    column.as_primitive::<Time64MicrosecondType>().iter(),
+                    86_400_000_000,
+                ),
+                "µs",
+            ),
+            DataType::Time64(_) => (
+                first_bad(
+                    column.as_primitive::<Time64NanosecondType>().iter(),
+                    86_400_000_000_000,
+                ),
+                "ns",
+            ),
+            _ => continue,
+        };
+        if let Some(value) = bad {
+            return Err(Error::user(format!(
+                "column `{}`: the time of day {value} {unit} is outside 00:00:00–23:59:59.999999 \
+                 (24:00:00 and later have no Arrow, Parquet or Iceberg equivalent)",
+                field.name()
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

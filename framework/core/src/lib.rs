@@ -8,6 +8,7 @@
 
 pub mod backfill;
 pub mod channel;
+pub mod committed;
 pub mod config;
 pub mod context;
 pub mod destination;

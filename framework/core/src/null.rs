@@ -83,9 +83,9 @@ impl Sink for NullSink {
     }
 
     async fn commit(self: Box<Self>, req: CommitRequest) -> Result<CommitReport> {
+        // Nothing lands anywhere: the rows are discarded, none inserted.
         Ok(CommitReport {
-            rows_inserted: self.rows,
-            rows_quarantined: req.quarantine.map_or(0, |q| q.rows),
+            rows_discarded: self.rows + req.quarantine.map_or(0, |q| q.rows),
             ..Default::default()
         })
     }

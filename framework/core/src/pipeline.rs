@@ -29,18 +29,27 @@ pub struct MetadataConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Batches that may wait between two stages (default 4). With the source's batch size,
-    /// this bounds the memory of a run.
-    #[serde(default = "default_channel_capacity")]
+    /// Batches that may wait between two stages (default 4; 1 to 1024). With the source's
+    /// batch size, this bounds the memory of a run.
+    #[serde(
+        default = "default_channel_capacity",
+        deserialize_with = "crate::config::within::<_, _, 1, 1024>"
+    )]
     pub channel_capacity: usize,
     /// How many times a run that failed on a transient external error (connection reset,
     /// server shutting down, serialization failure) is retried (default 2). A failed run
-    /// commits nothing, so a retry starts clean. User errors are never retried.
-    #[serde(default = "default_retries")]
+    /// commits nothing, so a retry starts clean. User errors are never retried. At most 100.
+    #[serde(
+        default = "default_retries",
+        deserialize_with = "crate::config::within::<_, _, 0, 100>"
+    )]
     pub retries: usize,
-    /// The first retry's delay in milliseconds (default 1000); each next one doubles, with
-    /// jitter, up to 60 s.
-    #[serde(default = "default_retry_backoff_ms")]
+    /// The first retry's delay in milliseconds (default 1000; at most 3600000); each next one
+    /// doubles, with jitter, up to 60 s.
+    #[serde(
+        default = "default_retry_backoff_ms",
+        deserialize_with = "crate::config::within::<_, _, 0, 3_600_000>"
+    )]
     pub retry_backoff_ms: u64,
 }
 
@@ -195,21 +204,14 @@ impl Pipeline {
                 header.name
             )));
         }
-        if let Some(schedule) = &header.schedule
-            && let Err(e) = cron::Schedule::from_str(&schedule.cron)
-        {
-            return Err(Error::user(format!(
-                "{}: `schedule.cron` {:?} is not a cron expression with seconds \
-                 (sec min hour day-of-month month day-of-week): {e}",
-                file.path().display(),
-                schedule.cron
-            )));
-        }
-        if header.runtime.channel_capacity == 0 {
-            return Err(Error::user(format!(
-                "{}: `runtime.channel_capacity` must be at least 1",
-                file.path().display()
-            )));
+        if let Some(schedule) = &header.schedule {
+            check_cron(&schedule.cron).map_err(|message| {
+                Error::user(format!(
+                    "{}: `schedule.cron` {:?} {message}",
+                    file.path().display(),
+                    schedule.cron
+                ))
+            })?;
         }
         let ctx = BuildContext {
             pipeline_file: file.path().to_path_buf(),
@@ -272,6 +274,21 @@ impl Pipeline {
     }
 }
 
+/// Whether `expr` is a cron expression that fires at least once (`0 0 0 30 2 *`, the 30th of
+/// February, parses but never runs).
+pub fn check_cron(expr: &str) -> std::result::Result<cron::Schedule, String> {
+    let schedule = cron::Schedule::from_str(expr).map_err(|e| {
+        format!(
+            "is not a cron expression with seconds (sec min hour day-of-month month \
+             day-of-week [year]): {e}"
+        )
+    })?;
+    if schedule.upcoming(chrono::Utc).next().is_none() {
+        return Err("never fires (no such date from now on); the pipeline would never run".into());
+    }
+    Ok(schedule)
+}
+
 /// Levenshtein distance, for "did you mean" hints.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -320,6 +337,9 @@ fn write_spec(section: &mut Section<'_>, kind: &str, modes: &[WriteMode]) -> Res
                     format!("{why}; supported: {}", names.join(", ")),
                 )
             })?;
+    }
+    if let Some(allow) = section.take("allow_empty") {
+        spec.allow_empty = allow.deserialize::<bool>()?;
     }
     let keys_section = section.take("merge_keys");
     let keys_span = keys_section.as_ref().map(Section::span);

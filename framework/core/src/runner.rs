@@ -195,6 +195,7 @@ impl Session {
             RunStatus::Succeeded => LedgerStatus::Committed,
             RunStatus::Failed => LedgerStatus::Failed,
             RunStatus::Cancelled => LedgerStatus::Cancelled,
+            RunStatus::Unknown => LedgerStatus::Unknown,
         };
         let error = result.error.as_ref().map(|e| e.chain().join(": "));
         // The data is committed (or not) whatever happens to the store now: failing to record

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::channel::{BatchReceiver, BatchSender, batch_channel};
 use crate::context::{RunContext, State};
-use crate::destination::{CommitReport, CommitRequest, PrepareRequest, Sink};
+use crate::destination::{CommitReport, CommitRequest, PrepareRequest, Sink, WriteMode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::evolution::Aligner;
 use crate::pipeline::Pipeline;
@@ -66,6 +66,7 @@ pub async fn run(pipeline: Pipeline, ctx: RunContext, progress: Arc<RunProgress>
     let rows_read = progress.rows_read();
     let (status, error) = match outcome {
         Ok(()) => (RunStatus::Succeeded, None),
+        Err(e) if e.is_commit_unknown() => (RunStatus::Unknown, Some(e)),
         Err(e) if e.kind() == ErrorKind::Cancelled => (RunStatus::Cancelled, Some(e)),
         Err(e) => (RunStatus::Failed, Some(e)),
     };
@@ -93,11 +94,16 @@ pub async fn run(pipeline: Pipeline, ctx: RunContext, progress: Arc<RunProgress>
         commit,
         stages: collected.stages,
         error: error.as_ref().map(ErrorSummary::from),
+        warnings: std::mem::take(&mut collected.source.warnings),
     };
     match &error {
         None => info!(
             pipeline = %summary.pipeline, run_id = %summary.run_id, rows = summary.rows_read,
             seconds = summary.seconds, "run committed"
+        ),
+        Some(e) if summary.status == RunStatus::Unknown => warn!(
+            pipeline = %summary.pipeline, run_id = %summary.run_id, error = ?e,
+            "the commit's outcome is unknown; its files were kept"
         ),
         Some(e) => warn!(
             pipeline = %summary.pipeline, run_id = %summary.run_id, error = ?e,
@@ -117,16 +123,117 @@ async fn run_stages(
     progress: &Arc<RunProgress>,
     collected: &mut Collected,
 ) -> Result<()> {
+    let runtime = pipeline.runtime.clone();
+    let write = pipeline.write.clone();
+    let destination = pipeline.destination.clone();
+    let opened = open(pipeline, ctx).await?;
+    let ctx = &opened.ctx;
+    let sink = stream(
+        opened.parts,
+        ctx,
+        progress,
+        runtime.channel_capacity,
+        collected,
+    )
+    .await?;
+    // The commit is the point of no return: an interrupt that arrives before it aborts the
+    // run; one that arrives during it lets the (atomic) commit finish.
+    if ctx.cancel.is_cancelled() {
+        abort(sink).await;
+        return Err(Error::cancelled("the run was cancelled before its commit"));
+    }
+    // What this run changes in the committed state: the source's new position, or for a
+    // backfill window only the record that the window is done.
+    let mut state = match &ctx.window {
+        Some(window) => State::from([(window.state_key(), ctx.run_id.clone())]),
+        None => changed(&collected.source.state, &ctx.committed),
+    };
+    let quarantined = collected.quarantine.as_ref().map_or(0, |q| q.rows);
+    let rows = progress.rows_written();
+    if rows == 0 && quarantined == 0 {
+        if write.mode == WriteMode::Replace && !write.allow_empty {
+            abort(sink).await;
+            return Err(Error::user(format!(
+                "the run has no rows: mode = \"replace\" would leave {} empty, so nothing was \
+                 committed; if an empty table is what you want, set `allow_empty = true` in \
+                 [destination]",
+                destination.describe()
+            )));
+        }
+        if write.mode != WriteMode::Replace && state.is_empty() {
+            // Nothing to add and no state to move: no empty version or snapshot. The run is
+            // still recorded (by the runner's ledger).
+            abort(sink).await;
+            info!(
+                stage = "load",
+                "no rows and no state change: nothing to commit"
+            );
+            collected.commit = Some(CommitReport {
+                nothing_to_commit: true,
+                ..CommitReport::default()
+            });
+            return Ok(());
+        }
+    }
+    // Which run committed last, committed with it: lets the runner reconcile its ledger
+    // after a crash between the destination's commit and the ledger update.
+    state.insert(LAST_RUN_KEY.to_string(), ctx.run_id.clone());
+    let request = CommitRequest {
+        ctx: ctx.clone(),
+        rows_read: progress.rows_read(),
+        state: state.clone(),
+        quarantine: collected.quarantine.take(),
+    };
+    let report = sink
+        .commit(request)
+        .await
+        .map_err(|e| e.context(format!("committing to {}", destination.describe())))?;
+    for warning in &report.warnings {
+        warn!(stage = "load", %warning, "committed with a warning");
+    }
+    info!(stage = "load", inserted = report.rows_inserted, updated = report.rows_updated,
+          commit_id = ?report.commit_id, "committed");
+    collected.commit = Some(report);
+    collected.state = state;
+    Ok(())
+}
+
+/// The keys of `reported` whose value differs from the committed one.
+fn changed(reported: &State, committed: &State) -> State {
+    reported
+        .iter()
+        .filter(|(k, v)| committed.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// A run after its metadata stage: the prepared sink and everything the data path needs.
+struct Opened {
+    /// The run's context, with the committed state read from the destination.
+    ctx: RunContext,
+    parts: Parts,
+}
+
+/// The components [`stream`] connects.
+struct Parts {
+    source: Arc<dyn crate::source::Source>,
+    source_schema: arrow_schema::SchemaRef,
+    stages: Vec<Box<dyn Stage>>,
+    aligner: Aligner,
+    sink: Box<dyn Sink>,
+}
+
+/// Read the committed state, open the source, prepare the destination (the metadata stage)
+/// and bind the stages to the table's schema. Nothing moves yet.
+async fn open(pipeline: Pipeline, ctx: &RunContext) -> Result<Opened> {
     let Pipeline {
         source,
         mut stages,
         destination,
         write,
         metadata,
-        runtime,
         ..
     } = pipeline;
-
     check_modes(source.as_ref(), &write, ctx)?;
     // The committed state (cursor positions) comes from the destination, where it was
     // committed atomically with the data: it can never disagree with what was loaded.
@@ -136,49 +243,81 @@ async fn run_stages(
     if let Some(state) = cancellable(&ctx, destination.committed_state(&ctx)).await? {
         ctx.committed = Arc::new(state);
     }
-    let ctx = &ctx;
-    let source_schema = cancellable(ctx, source.schema())
+    let source_schema = cancellable(&ctx, source.schema())
         .await
-        .map_err(|e| e.context("opening the source"))?;
+        .map_err(|e| e.context(format!("opening {}", source.describe())))?;
     info!(
         stage = "extract",
         columns = source_schema.fields().len(),
         "source opened"
     );
-
     let request = PrepareRequest {
         ctx: ctx.clone(),
         source_schema: source_schema.clone(),
         write,
         evolution: metadata.schema_evolution,
     };
-    let sink = cancellable(ctx, destination.prepare(request))
+    let sink = cancellable(&ctx, destination.prepare(request))
         .await
-        .map_err(|e| e.context(format!("preparing {}", destination.describe())))?;
+        .map_err(|e| {
+            e.context(format!(
+                "preparing {} for the columns of {}",
+                destination.describe(),
+                source.describe()
+            ))
+        })?;
     let target = sink.schema();
     info!(
         stage = "metadata",
         columns = target.fields().len(),
         "destination prepared"
     );
-    let prepared = Aligner::new(&source_schema, target.clone()).and_then(|aligner| {
-        for stage in &mut stages {
-            stage
-                .bind(&target, ctx)
-                .map_err(|e| e.context(format!("setting up the {} stage", stage.name())))?;
-        }
-        check_quarantine(&stages, destination.as_ref())?;
-        Ok(aligner)
-    });
-    let aligner = match prepared {
-        Ok(a) => a,
+    let prepared = Aligner::new(&source_schema, target.clone())
+        .map_err(|e| e.context(format!("matching the columns of {}", source.describe())))
+        .and_then(|aligner| {
+            for stage in &mut stages {
+                stage
+                    .bind(&target, &ctx)
+                    .map_err(|e| e.context(format!("setting up the {} stage", stage.name())))?;
+            }
+            check_quarantine(&stages, destination.as_ref())?;
+            Ok(aligner)
+        });
+    match prepared {
+        Ok(aligner) => Ok(Opened {
+            ctx,
+            parts: Parts {
+                source,
+                source_schema,
+                stages,
+                aligner,
+                sink,
+            },
+        }),
         Err(e) => {
             abort(sink).await;
-            return Err(e);
+            Err(e)
         }
-    };
+    }
+}
 
-    let capacity = runtime.channel_capacity;
+/// Run every stage as a task over bounded channels until the data is staged in the sink;
+/// the first failure cancels the others and aborts the sink.
+async fn stream(
+    parts: Parts,
+    ctx: &RunContext,
+    progress: &Arc<RunProgress>,
+    capacity: usize,
+    collected: &mut Collected,
+) -> Result<Box<dyn Sink>> {
+    let Parts {
+        source,
+        source_schema,
+        stages,
+        aligner,
+        sink,
+    } = parts;
+    let target = sink.schema();
     let mut tasks: JoinSet<Result<TaskOutput>> = JoinSet::new();
     let (source_tx, source_rx) = batch_channel(source_schema, capacity);
     {
@@ -213,7 +352,12 @@ async fn run_stages(
     let mut errors: Vec<Error> = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(Ok(TaskOutput::Source(report))) => collected.source = report,
+            Ok(Ok(TaskOutput::Source(report))) => {
+                for warning in &report.warnings {
+                    warn!(stage = "extract", %warning, "source warning");
+                }
+                collected.source = report;
+            }
             Ok(Ok(TaskOutput::Stage(report, quarantine))) => {
                 collected.stages.push(report);
                 if quarantine.is_some() {
@@ -238,37 +382,7 @@ async fn run_stages(
         }
         return Err(error);
     }
-    let sink = sink.ok_or_else(|| Error::internal("the load stage ended without its sink"))?;
-    // The commit is the point of no return: an interrupt that arrives before it aborts the
-    // run; one that arrives during it lets the (atomic) commit finish.
-    if ctx.cancel.is_cancelled() {
-        abort(sink).await;
-        return Err(Error::cancelled("the run was cancelled before its commit"));
-    }
-    // What this run changes in the committed state: the source's new position, or for a
-    // backfill window only the record that the window is done.
-    let mut state = match &ctx.window {
-        Some(window) => State::from([(window.state_key(), ctx.run_id.clone())]),
-        None => collected.source.state.clone(),
-    };
-    // Which run committed last, committed with it: lets the runner reconcile its ledger
-    // after a crash between the destination's commit and the ledger update.
-    state.insert(LAST_RUN_KEY.to_string(), ctx.run_id.clone());
-    let request = CommitRequest {
-        ctx: ctx.clone(),
-        rows_read: progress.rows_read(),
-        state: state.clone(),
-        quarantine: collected.quarantine.take(),
-    };
-    let report = sink
-        .commit(request)
-        .await
-        .map_err(|e| e.context(format!("committing to {}", destination.describe())))?;
-    info!(stage = "load", inserted = report.rows_inserted, updated = report.rows_updated,
-          commit_id = ?report.commit_id, "committed");
-    collected.commit = Some(report);
-    collected.state = state;
-    Ok(())
+    sink.ok_or_else(|| Error::internal("the load stage ended without its sink"))
 }
 
 /// Refuse combinations that would lose or duplicate rows before anything runs.
@@ -277,7 +391,6 @@ fn check_modes(
     write: &crate::destination::WriteSpec,
     ctx: &RunContext,
 ) -> Result<()> {
-    use crate::destination::WriteMode;
     if ctx.window.is_some() && !source.supports_windows() {
         return Err(Error::user(
             "this source cannot read a window of its cursor, so it cannot be backfilled",

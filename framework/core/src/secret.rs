@@ -39,9 +39,51 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// `text` with the password of every URL in it (`scheme://user:PASSWORD@host`) replaced by
+/// `***`. Error messages and the run ledger pass through this, so a credential that reached
+/// a message (a path like `https://user:pw@host/file.csv`, a driver's error quoting its URL)
+/// is never shown or stored.
+pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("://") || !text.contains('@') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let start = at + 3;
+        out.push_str(&rest[..start]);
+        let authority_end = rest[start..]
+            .find(['/', '"', '\'', ' ', '?', '#', ')', '>', '\n'])
+            .map_or(rest.len(), |i| start + i);
+        let authority = &rest[start..authority_end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..=colon]);
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &rest[authority_end..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_passwords_are_redacted_anywhere_in_a_message() {
+        assert_eq!(
+            redact("GET https://u:hunter2@h/x.csv failed; see postgres://etl:pw@db/s"),
+            "GET https://u:***@h/x.csv failed; see postgres://etl:***@db/s"
+        );
+        assert_eq!(redact("s3://bucket/a@b.csv"), "s3://bucket/a@b.csv");
+        assert_eq!(redact("no urls here"), "no urls here");
+        assert_eq!(redact("postgres://etl@db/s"), "postgres://etl@db/s");
+    }
 
     #[test]
     fn never_prints_the_value() {

@@ -16,6 +16,12 @@ use crate::error::Result;
 /// can create or evolve the destination table), then [`Source::read`] once.
 #[async_trait]
 pub trait Source: Send + Sync + Debug {
+    /// What this source reads, for messages: `file data/orders.csv`, `postgres table
+    /// public.orders`. Must not print secrets.
+    fn describe(&self) -> String {
+        "the source".to_string()
+    }
+
     /// The schema of every batch [`Source::read`] will send. Opens files / asks the service,
     /// but moves no data.
     async fn schema(&self) -> Result<SchemaRef>;
@@ -55,4 +61,8 @@ pub struct SourceReport {
     /// previously committed state.
     #[serde(skip_serializing_if = "State::is_empty")]
     pub state: State,
+    /// What the user should know about the read that did not stop it (rows a cursor can
+    /// never reach, say); printed with the run summary.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }

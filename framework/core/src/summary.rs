@@ -51,6 +51,9 @@ pub enum RunStatus {
     Failed,
     /// Interrupted; nothing committed.
     Cancelled,
+    /// The commit failed in a way that leaves its outcome unknown (the destination may have
+    /// taken it); the run's files were kept. The next run reconciles.
+    Unknown,
 }
 
 /// A failed run's error, as the summary reports it.
@@ -108,4 +111,8 @@ pub struct RunSummary {
     /// Why the run failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorSummary>,
+    /// Things the user should know that did not stop the run (from the source; the
+    /// commit's own are in `commit.warnings`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }

@@ -28,7 +28,10 @@ pub struct FileSourceConfig {
 
     /// Rows per record batch (default 16384). Memory in flight is about
     /// `batch_rows × row size × (runtime.channel_capacity + 2)` per stage.
-    #[serde(default = "default_batch_rows")]
+    #[serde(
+        default = "default_batch_rows",
+        deserialize_with = "pipe_framework::config::within::<_, _, 1, 1_048_576>"
+    )]
     pub batch_rows: usize,
 
     /// The full schema, in file column order, instead of inference: `[{ name = "id", type =
@@ -47,7 +50,10 @@ pub struct FileSourceConfig {
     pub csv: CsvOptions,
 
     /// Rows (CSV) or lines (NDJSON) of the first file read to infer the schema (default 1000).
-    #[serde(default = "default_infer_rows")]
+    #[serde(
+        default = "default_infer_rows",
+        deserialize_with = "pipe_framework::config::within::<_, _, 1, 10_000_000>"
+    )]
     pub infer_rows: usize,
 }
 
@@ -85,9 +91,18 @@ pub struct CsvOptions {
     /// Lines starting with this character are skipped (default: none).
     #[serde(default)]
     pub comment: Option<String>,
-    /// Field values read as NULL (default `[""]`: an empty field is NULL).
+    /// Field values read as NULL when they appear unquoted (default `[""]`: an empty field is
+    /// NULL). A quoted field is always its text: `""` is an empty string, `"NA"` the text NA.
     #[serde(default = "default_null_values")]
     pub null_values: Vec<String>,
+    /// The longest record (one row, all its fields) in MiB (default 64; 1 to 2048). A longer
+    /// one is an error naming its line: a quote that never closes or a missing line end
+    /// cannot exhaust memory.
+    #[serde(
+        default = "default_max_record_mb",
+        deserialize_with = "pipe_framework::config::within::<_, _, 1, 2048>"
+    )]
+    pub max_record_mb: u64,
 }
 
 impl Default for CsvOptions {
@@ -99,6 +114,7 @@ impl Default for CsvOptions {
             escape: None,
             comment: None,
             null_values: default_null_values(),
+            max_record_mb: default_max_record_mb(),
         }
     }
 }
@@ -145,6 +161,10 @@ fn default_infer_rows() -> usize {
 
 fn default_quote() -> String {
     "\"".to_string()
+}
+
+fn default_max_record_mb() -> u64 {
+    64
 }
 
 fn default_null_values() -> Vec<String> {

@@ -177,7 +177,8 @@ async fn resolve_url(original: &str, url: Url) -> Result<Vec<FileRef>, FileError
         url: original.to_string(),
         source,
     };
-    let base = format!("{}://{}", url.scheme(), url.authority());
+    let base = pipe_framework::secret::redact(&format!("{}://{}", url.scheme(), url.authority()))
+        .into_owned();
     let display = |p: &ObjectPath| format!("{base}/{p}");
     let mut metas = Vec::new();
     if has_glob(&path) {

@@ -256,7 +256,16 @@ fn read_file(plan: &Plan, file: &FileRef, batch_rows: usize, out: &BatchSender) 
                 .as_ref()
                 .ok_or_else(|| Error::internal("csv dialect"))?;
             let stream = open_stream(file, plan.compression)?;
-            dialect.read(stream, &plan.schema, batch_rows, &file.display, &mut emit)?;
+            // Files of an inferred schema must share the first file's header.
+            let check_header = !plan.selects;
+            dialect.read(
+                stream,
+                &plan.schema,
+                batch_rows,
+                &file.display,
+                check_header,
+                &mut emit,
+            )?;
         }
         Format::Ndjson => {
             let stream = open_stream(file, plan.compression)?;
@@ -323,6 +332,10 @@ fn check_columns(native: &Schema, plan: &Plan, file: &FileRef) -> Result<(), Fil
 
 #[async_trait]
 impl Source for FileSource {
+    fn describe(&self) -> String {
+        format!("file {}", pipe_framework::secret::redact(&self.config.path))
+    }
+
     async fn schema(&self) -> Result<SchemaRef> {
         Ok(self.plan().await?.schema.clone())
     }

@@ -25,13 +25,19 @@ pub struct PostgresConfig {
     #[serde(default, rename = "where")]
     pub filter: Option<String>,
     /// Rows per Arrow batch (default 16384).
-    #[serde(default = "default_batch_rows")]
+    #[serde(
+        default = "default_batch_rows",
+        deserialize_with = "pipe_framework::config::within::<_, _, 1, 1_048_576>"
+    )]
     pub batch_rows: usize,
     /// Connections reading in parallel (default 1). They share one exported snapshot, so the
     /// result is one consistent point in time. The work is split on `partition_column`, else
     /// on a single-column integer primary key, else on physical `ctid` page ranges (tables
     /// only).
-    #[serde(default = "one")]
+    #[serde(
+        default = "one",
+        deserialize_with = "pipe_framework::config::within::<_, _, 1, 64>"
+    )]
     pub parallelism: usize,
     /// An integer column to split parallel reads on (required for a parallel `query`).
     #[serde(default)]
@@ -56,6 +62,12 @@ pub struct PostgresConfig {
     /// requires mode = "merge", which deduplicates them.
     #[serde(default)]
     pub lookback: Option<String>,
+    /// Rows whose `cursor` is NULL: an incremental read (`cursor >= v`) never reaches them.
+    /// `warn` (default) counts them on each incremental run (one `count(*)` in the read's
+    /// snapshot) and warns in the run summary; `error` fails the run while there are any;
+    /// `ignore` skips the count.
+    #[serde(default)]
+    pub null_cursor: NullCursor,
     /// What to do with a column type pipe cannot map: `error` (default) or `text` (read it as
     /// PostgreSQL's text form).
     #[serde(default)]
@@ -66,8 +78,24 @@ pub struct PostgresConfig {
     #[serde(default = "default_unconstrained")]
     pub unconstrained_numeric: String,
     /// Connect timeout in seconds (default 10).
-    #[serde(default = "default_connect_timeout")]
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "pipe_framework::config::within::<_, _, 1, 3600>"
+    )]
     pub connect_timeout_secs: u64,
+}
+
+/// Handling of rows whose cursor is NULL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NullCursor {
+    /// Count them and warn.
+    #[default]
+    Warn,
+    /// Fail the run while there are any.
+    Error,
+    /// Do not count them.
+    Ignore,
 }
 
 /// Handling of column types without an Arrow mapping.

@@ -59,6 +59,16 @@ fn passwords_of(url: &str) -> Vec<String> {
 
 impl Endpoint {
     pub(crate) fn parse(url: &Secret, timeout_secs: u64) -> Result<Self, PgError> {
+        let scheme = url
+            .expose()
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
+            return Err(PgError::Config(format!(
+                "`url` must be a PostgreSQL URL (`postgres://` or `postgresql://`), not `{}://…`",
+                scheme.unwrap_or_default()
+            )));
+        }
         let passwords = passwords_of(url.expose());
         let options = PgConnectOptions::from_str(url.expose())
             .map_err(|e| {
@@ -132,5 +142,18 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(passwords_of("postgres://etl:p@ss@db/sales"), vec!["p@ss"]);
+    }
+
+    #[test]
+    fn other_databases_urls_are_refused() {
+        for url in ["mysql://u:pw@h/db", "sqlite://x.db", "db.example:5432"] {
+            let err = Endpoint::parse(&Secret::new(url), 5).expect_err(url);
+            assert!(
+                err.to_string().contains("must be a PostgreSQL URL"),
+                "{err}"
+            );
+            assert!(!err.to_string().contains("pw"), "{err}");
+        }
+        assert!(Endpoint::parse(&Secret::new("postgresql://u@h/db"), 5).is_ok());
     }
 }

@@ -27,6 +27,8 @@ const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 const PG_EPOCH_DAYS: i32 = 10_957;
 /// A batch is flushed once its values reach this size (well below i32 offsets' 2 GiB).
 const MAX_BATCH_BYTES: usize = 256 << 20;
+/// Microseconds in a day: a time of day is below it.
+const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Microseconds from 1970-01-01 to 2000-01-01.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
@@ -161,7 +163,23 @@ impl Column {
                 }
                 b.append_value(days.checked_add(PG_EPOCH_DAYS).ok_or("date out of range")?);
             }
-            Self::Time(b) => b.append_value(be_i64(exact(d, 8, "time")?)),
+            Self::Time(b) => {
+                let micros = be_i64(exact(d, 8, "time")?);
+                // PostgreSQL allows 24:00:00; an Arrow time of day ends before it.
+                if !(0..MICROS_PER_DAY).contains(&micros) {
+                    return Err(format!(
+                        "the time {} has no Arrow equivalent (a time of day ends before \
+                         24:00:00); read the column through a `query` that maps it, e.g. \
+                         `LEAST(col, '23:59:59.999999')`",
+                        if micros == MICROS_PER_DAY {
+                            "24:00:00".to_string()
+                        } else {
+                            format!("of {micros} µs")
+                        }
+                    ));
+                }
+                b.append_value(micros);
+            }
             Self::Timestamp(b) => {
                 let micros = be_i64(exact(d, 8, "timestamp")?);
                 if micros == i64::MAX || micros == i64::MIN {

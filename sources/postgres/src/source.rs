@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::catalog::literal;
-use crate::config::PostgresConfig;
+use crate::config::{NullCursor, PostgresConfig};
 use crate::connect::Endpoint;
 use crate::decode::CopyDecoder;
 use crate::error::PgError;
@@ -151,8 +151,54 @@ async fn send(batch: RecordBatch, tracker: &mut Option<Tracker>, out: &BatchSend
     out.send(batch).await
 }
 
+impl PostgresSource {
+    /// Under `null_cursor = "warn"`/`"error"`: rows whose cursor is NULL (in the read's
+    /// snapshot, under the configured `where`), as a warning, or an error.
+    async fn null_cursors(
+        &self,
+        conn: &mut PgConnection,
+        plan: &Plan,
+        cursor: &str,
+    ) -> Result<Option<String>> {
+        if self.config.null_cursor == NullCursor::Ignore {
+            return Ok(None);
+        }
+        let mut conditions = vec![format!("{} IS NULL", crate::catalog::ident(cursor))];
+        if let Some(w) = &self.config.filter {
+            conditions.push(format!("({w}\n)"));
+        }
+        let sql = format!(
+            "SELECT count(*) {} WHERE {}",
+            plan.from,
+            conditions.join(" AND ")
+        );
+        let n: i64 = sqlx::query_scalar(&sql)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| self.endpoint.err("counting rows with a NULL cursor", e))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let message = format!(
+            "{n} rows have a NULL `{cursor}`: incremental runs (`{cursor} >= …`) never read \
+             them; fill the column, or set null_cursor = \"ignore\" to stop counting"
+        );
+        if self.config.null_cursor == NullCursor::Error {
+            return Err(PgError::Config(message).into());
+        }
+        Ok(Some(message))
+    }
+}
+
 #[async_trait]
 impl Source for PostgresSource {
+    fn describe(&self) -> String {
+        match (&self.config.table, &self.config.query) {
+            (Some(table), _) => format!("postgres table {table} ({})", self.endpoint.target()),
+            _ => format!("postgres query ({})", self.endpoint.target()),
+        }
+    }
+
     async fn schema(&self) -> Result<SchemaRef> {
         Ok(self.plan().await?.schema.clone())
     }
@@ -170,6 +216,15 @@ impl Source for PostgresSource {
     }
 
     async fn read(&self, ctx: &RunContext, out: BatchSender) -> Result<SourceReport> {
+        // Every error names the table (or query) and the server it came from.
+        self.read_all(ctx, out)
+            .await
+            .map_err(|e| e.context(format!("reading {}", self.describe())))
+    }
+}
+
+impl PostgresSource {
+    async fn read_all(&self, ctx: &RunContext, out: BatchSender) -> Result<SourceReport> {
         let plan = self.plan().await?;
         let window = ctx.window.as_ref();
         let key = self.config.cursor.as_deref().map(state_key);
@@ -230,6 +285,14 @@ impl Source for PostgresSource {
             None
         };
         let partitions = plan::partitions(&mut conn, ep, &self.config, &plan, &shared).await?;
+        // `cursor >= v` never reaches a NULL cursor: say how many rows that leaves behind.
+        let excludes_nulls = previous.is_some() || self.config.initial_value.is_some();
+        let null_warning = match (&self.config.cursor, window) {
+            (Some(cursor), None) if excludes_nulls => {
+                self.null_cursors(&mut conn, &plan, cursor).await?
+            }
+            _ => None,
+        };
         info!(partitions = partitions.len(), cursor = ?previous.as_ref().map(|p| &p.value), window = ?window, "postgres read");
 
         // Every other partition on its own connection, in the same snapshot. The exporting
@@ -295,6 +358,7 @@ impl Source for PostgresSource {
         }
 
         let mut report = SourceReport::default();
+        report.warnings.extend(null_warning);
         let mut merged: Option<Tracker> = None;
         for part in parts {
             report.bytes_read += part.bytes;

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 pub mod azure;
 pub mod delta;
+pub mod dest;
 pub mod iceberg;
 pub mod rows;
 pub mod s3;

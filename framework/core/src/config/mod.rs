@@ -7,9 +7,12 @@
 //! framework for `[metadata]`, a connector's factory for `[source]` and `[destination]`.
 
 mod interpolate;
+mod mask;
+mod range;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -17,6 +20,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::error::{Error, Result};
 
 pub use interpolate::interpolate;
+pub use range::{within, within_opt};
 /// A config value with its byte span in the file (for errors found after deserializing).
 pub use toml::Spanned;
 /// A TOML date, time or datetime value (`min = 2024-01-01`).
@@ -70,10 +74,47 @@ impl From<ConfigError> for Error {
     }
 }
 
+/// The largest configuration file (pipeline, contract, JSON Schema) pipe reads: 10 MiB.
+pub const MAX_CONFIG_BYTES: u64 = 10 * 1024 * 1024;
+
+/// The text of a configuration file (a pipeline, a contract, a JSON Schema): a regular file of
+/// at most [`MAX_CONFIG_BYTES`]. Devices (`/dev/zero`), pipes and directories are refused
+/// before they are opened, so an endless or blocking input cannot hang or exhaust the run.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error as IoError, ErrorKind as IoKind, Read};
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(IoError::new(
+            IoKind::InvalidInput,
+            "not a regular file (a directory, device or pipe); configuration must be a file",
+        ));
+    }
+    let too_big = |n: u64| {
+        IoError::new(
+            IoKind::InvalidData,
+            format!(
+                "the file has {n} bytes; configuration files are limited to {MAX_CONFIG_BYTES} bytes"
+            ),
+        )
+    };
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| IoError::new(IoKind::InvalidData, format!("not UTF-8 text: {e}")))
+}
+
 impl ConfigFile {
-    /// Read a configuration file.
+    /// Read a configuration file (see [`read_text`]).
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = read_text(path).map_err(|e| {
             Error::from(e).context(format!("cannot read configuration file {}", path.display()))
         })?;
         Ok(Self::new(path, text))
@@ -105,12 +146,13 @@ impl ConfigFile {
         })?;
         let span = root.span();
         let mut value = Spanned::new(span, DeValue::Table(root.into_inner()));
-        interpolate(&mut value, &mut |name| std::env::var(name).ok())
+        let whole = interpolate(&mut value, &mut |name| std::env::var(name).ok())
             .map_err(|(span, msg)| self.error_at(span, "", msg))?;
         Ok(Section {
             file: self,
             key: String::new(),
             value,
+            env_values: Arc::new(whole),
         })
     }
 
@@ -131,7 +173,7 @@ impl ConfigFile {
             .map_or(self.text.len(), |i| start + i);
         let line_no = self.text[..start].matches('\n').count() + 1;
         let column = self.text[line_start..start].chars().count() + 1;
-        let line_text = self.text[line_start..line_end].trim_end_matches('\r');
+        let line_text = mask::secrets(self.text[line_start..line_end].trim_end_matches('\r'));
         let mut end = span.end.clamp(start, line_end);
         while !self.text.is_char_boundary(end) {
             end += 1;
@@ -154,6 +196,27 @@ impl ConfigFile {
     }
 }
 
+/// Replace the string value at `span` under `value` with the number or boolean it spells:
+/// `Some(true)` if converted, `Some(false)` if it spells neither, `None` if not found.
+fn convert_at(value: &mut Spanned<DeValue<'_>>, span: &Range<usize>) -> Option<bool> {
+    if value.span() == *span
+        && let DeValue::String(s) = value.get_ref()
+    {
+        return Some(match interpolate::typed(s) {
+            Some(typed) => {
+                *value.get_mut() = typed;
+                true
+            }
+            None => false,
+        });
+    }
+    match value.get_mut() {
+        DeValue::Array(items) => items.iter_mut().find_map(|i| convert_at(i, span)),
+        DeValue::Table(table) => table.iter_mut().find_map(|(_, v)| convert_at(v, span)),
+        _ => None,
+    }
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).trim().to_string()
 }
@@ -164,6 +227,9 @@ pub struct Section<'a> {
     file: &'a ConfigFile,
     key: String,
     value: Spanned<DeValue<'a>>,
+    /// Spans of the string values that were exactly one `${…}` reference: converted to a
+    /// number or boolean when their key wants one.
+    env_values: Arc<Vec<Range<usize>>>,
 }
 
 impl<'a> Section<'a> {
@@ -211,6 +277,7 @@ impl<'a> Section<'a> {
             file: self.file,
             key: self.child_key(name),
             value,
+            env_values: self.env_values.clone(),
         })
     }
 
@@ -239,21 +306,44 @@ impl<'a> Section<'a> {
 
     /// Deserialize into `T` (a `deny_unknown_fields` config struct). Errors name the exact
     /// key and point at it in the file.
+    ///
+    /// A string that was exactly one `${VAR}` reference, under a key that wants a number or a
+    /// boolean, is converted to one (`parallelism = "${PG_PARALLELISM:-4}"`); one that does not
+    /// spell one is an error at the reference.
     pub fn deserialize<T: DeserializeOwned>(self) -> Result<T> {
         let span = self.value.span();
-        let de = ValueDeserializer::from(self.value);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut value = self.value;
+        loop {
+            let de = ValueDeserializer::from(value.clone());
+            let e = match serde_path_to_error::deserialize(de) {
+                Ok(config) => return Ok(config),
+                Err(e) => e,
+            };
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let message = first_line(inner.message());
             let key = match (self.key.is_empty(), path.as_str()) {
                 (_, ".") => self.key.clone(),
                 (true, p) => p.to_string(),
                 (false, p) => format!("{}.{p}", self.key),
             };
-            self.file
-                .error_at(inner.span().unwrap_or(span), &key, message)
-        })
+            let at = inner.span().unwrap_or(span.clone());
+            let message = first_line(inner.message());
+            if message.starts_with("invalid type: string") && self.env_values.contains(&at) {
+                match convert_at(&mut value, &at) {
+                    Some(true) => continue,
+                    Some(false) => {
+                        return Err(self.file.error_at(
+                            at,
+                            &key,
+                            "this environment reference resolved to text, but the key wants \
+                             a number or a boolean",
+                        ));
+                    }
+                    None => {}
+                }
+            }
+            return Err(self.file.error_at(at, &key, message));
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use crate::secret::Secret;
 pub use lease::Lease;
 
 /// `[state]`: where the state store lives.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
     /// SQLite file of the embedded store (default `.pipe/state.db`, relative to the working
@@ -35,14 +35,33 @@ pub struct StateConfig {
     #[serde(default)]
     pub url: Option<Secret>,
     /// Seconds a lease lasts without renewal (default 60): how long a pipeline stays locked
-    /// after its runner died on another host. A dead runner on the same host is detected at
-    /// once.
-    #[serde(default = "default_lease_secs")]
+    /// after its runner died on another host (1 to 86400). A dead runner on the same host is
+    /// detected at once.
+    #[serde(
+        default = "default_lease_secs",
+        deserialize_with = "crate::config::within::<_, _, 1, MAX_LEASE_SECS>"
+    )]
     pub lease_secs: u64,
 }
 
 fn default_lease_secs() -> u64 {
     60
+}
+
+/// The longest lease: a day. Longer would keep a pipeline locked for that long after its
+/// runner died on another host.
+pub const MAX_LEASE_SECS: u64 = 86_400;
+
+impl Default for StateConfig {
+    /// What a pipeline without a `[state]` section gets: the embedded store and a 60 s lease
+    /// (the serde defaults; a derived `Default` would give a lease of 0 s).
+    fn default() -> Self {
+        Self {
+            path: None,
+            url: None,
+            lease_secs: default_lease_secs(),
+        }
+    }
 }
 
 /// How a run ended, as the ledger records it.
@@ -59,6 +78,9 @@ pub enum LedgerStatus {
     Cancelled,
     /// Its process died while running; nothing committed (the destination is atomic).
     Abandoned,
+    /// Its commit failed in a way that leaves the outcome unknown (files kept); marked
+    /// committed at the next start if the destination has it.
+    Unknown,
 }
 
 impl LedgerStatus {
@@ -69,6 +91,7 @@ impl LedgerStatus {
             LedgerStatus::Failed => "failed",
             LedgerStatus::Cancelled => "cancelled",
             LedgerStatus::Abandoned => "abandoned",
+            LedgerStatus::Unknown => "unknown",
         }
     }
 }
@@ -88,7 +111,7 @@ pub struct LedgerEntry {
     /// RFC 3339, once finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
-    /// running / committed / failed / cancelled / abandoned.
+    /// running / committed / failed / cancelled / abandoned / unknown.
     pub status: String,
     /// Rows the source produced.
     pub rows_read: i64,
@@ -136,6 +159,38 @@ fn store_err(location: &str, what: &str, e: sqlx::Error) -> Error {
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339()
+}
+
+/// Whether `path` (which does not exist) could be created: its nearest existing ancestor is a
+/// directory this process may write to. Creates nothing.
+fn probe_creatable(path: &Path) -> Result<()> {
+    let mut ancestor = path.parent();
+    while let Some(dir) = ancestor {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(meta) = std::fs::metadata(dir) {
+            if !meta.is_dir() {
+                return Err(Error::user(format!(
+                    "state store {}: {} is not a directory",
+                    path.display(),
+                    dir.display()
+                )));
+            }
+            if meta.permissions().readonly() {
+                return Err(Error::external(format!(
+                    "state store {}: {} is read-only",
+                    path.display(),
+                    dir.display()
+                )));
+            }
+            return Ok(());
+        }
+        ancestor = dir.parent();
+    }
+    Ok(())
 }
 
 /// This host's name, for leases and the ledger.
@@ -215,8 +270,41 @@ impl StateStore {
         Ok(Self {
             pool,
             location,
-            lease_secs: config.lease_secs.max(1),
+            lease_secs: config.lease_secs.clamp(1, MAX_LEASE_SECS),
         })
+    }
+
+    /// Check the store `config` names can be used, creating nothing (`pipe validate`): a
+    /// PostgreSQL store answers; an embedded one is a readable SQLite file, or can be created
+    /// in an existing writable directory.
+    pub async fn check(config: &StateConfig) -> Result<()> {
+        install_default_drivers();
+        let (url, location) = match &config.url {
+            Some(url) => (url.expose().to_string(), "the state store".to_string()),
+            None => {
+                let path = config
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(".pipe/state.db"));
+                if !path.exists() {
+                    return probe_creatable(&path);
+                }
+                (
+                    format!("sqlite://{}?mode=ro", path.display()),
+                    path.display().to_string(),
+                )
+            }
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(&url)
+            .await
+            .map_err(|e| store_err(&location, "connecting", e))?;
+        let probe = sqlx::query("SELECT 1").execute(&pool).await;
+        pool.close().await;
+        probe.map_err(|e| store_err(&location, "querying", e))?;
+        Ok(())
     }
 
     /// Open the embedded store at `path` (tests, tools).
@@ -326,7 +414,7 @@ impl StateStore {
     pub async fn mark_committed(&self, run_id: &str) -> Result<()> {
         sqlx::query(
             "UPDATE pipe_runs SET status = 'committed', error = NULL WHERE run_id = $1 \
-             AND status IN ('running', 'abandoned')",
+             AND status IN ('running', 'abandoned', 'unknown')",
         )
         .bind(run_id)
         .execute(&self.pool)

@@ -1,0 +1,120 @@
+//! One description per table destination, so a test case runs against every one: the
+//! `[destination]` keys, and how its independent reader sees the table.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test
+
+use serde_json::Value;
+
+use super::{Project, py_in};
+
+/// A destination under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    DuckDb,
+    Delta,
+    Iceberg,
+}
+
+impl Dest {
+    pub const ALL: [Dest; 3] = [Dest::DuckDb, Dest::Delta, Dest::Iceberg];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dest::DuckDb => "duckdb",
+            Dest::Delta => "delta",
+            Dest::Iceberg => "iceberg",
+        }
+    }
+
+    /// The `[destination]` keys (without `mode`) for table `table`.
+    pub fn toml(self, table: &str) -> String {
+        match self {
+            Dest::DuckDb => {
+                format!("type = \"duckdb\"\npath = \"db/pipe.duckdb\"\ntable = \"main.{table}\"")
+            }
+            Dest::Delta => format!("type = \"delta\"\npath = \"lake/{table}\""),
+            Dest::Iceberg => format!(
+                "type = \"iceberg\"\ncatalog = {{ type = \"sql\", uri = \"sqlite://cat/catalog.db\", \
+                 warehouse = \"wh\" }}\ntable = \"ns.{table}\""
+            ),
+        }
+    }
+
+    /// The reader arguments of tests/interop/edge.py for `table`.
+    pub fn reader(self, table: &str) -> Vec<String> {
+        match self {
+            Dest::DuckDb => vec![
+                "duckdb".into(),
+                "db/pipe.duckdb".into(),
+                format!("main.{table}"),
+            ],
+            Dest::Delta => vec!["delta".into(), format!("lake/{table}")],
+            Dest::Iceberg => vec![
+                "iceberg".into(),
+                "cat/catalog.db".into(),
+                "wh".into(),
+                format!("ns.{table}"),
+            ],
+        }
+    }
+
+    /// The table's rows as the destination's independent reader returns them (edge.py's
+    /// canonical form: sorted by id, temporal values as integers, floats by repr).
+    pub fn rows(self, p: &Project, table: &str) -> Value {
+        let mut args = vec!["read".to_string()];
+        args.extend(self.reader(table));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, v) = py_in(p.path(), "edge.py", &args);
+        assert!(ok, "{} reader failed on {table}: {v}", self.name());
+        v
+    }
+
+    /// How many commits the table has: DuckDB ledger rows, Delta versions, Iceberg snapshots
+    /// (each read independently).
+    pub fn commits(self, p: &Project, table: &str) -> usize {
+        match self {
+            Dest::DuckDb => {
+                let rows = super::query(
+                    &p.path().join("db/pipe.duckdb"),
+                    &format!("SELECT count(*) FROM _pipe.runs WHERE table_name = 'main.{table}'"),
+                );
+                rows[0][0].as_deref().unwrap().parse().unwrap()
+            }
+            Dest::Delta => {
+                let (ok, v) = py_in(p.path(), "delta.py", &["read", &format!("lake/{table}")]);
+                assert!(ok, "{v}");
+                v["history"].as_array().unwrap().len()
+            }
+            Dest::Iceberg => {
+                let (ok, v) = py_in(
+                    p.path(),
+                    "ice.py",
+                    &["read", "cat/catalog.db", "wh", &format!("ns.{table}")],
+                );
+                assert!(ok, "{v}");
+                v["snapshots"].as_array().unwrap().len()
+            }
+        }
+    }
+
+    /// A pipeline `name` loading `source` (a `[source]` body) into `table` with `mode` and
+    /// extra destination keys; returns its file name.
+    pub fn pipeline(
+        self,
+        p: &Project,
+        name: &str,
+        source: &str,
+        table: &str,
+        mode: &str,
+        extra: &str,
+    ) -> String {
+        let file = format!("{name}.toml");
+        p.write(
+            &file,
+            &format!(
+                "name = \"{name}\"\n[source]\n{source}\n[destination]\n{}\nmode = \"{mode}\"\n{extra}\n",
+                self.toml(table)
+            ),
+        );
+        file
+    }
+}
