@@ -77,6 +77,7 @@ impl Planner {
     }
 
     fn plan(&self, expr: Expr, df: &DFSchema) -> Result<Predicate, String> {
+        refuse_huge_strings(&expr)?;
         let err = |e: datafusion::error::DataFusionError| clean(&e.to_string());
         let context = SimplifyContext::default()
             .with_schema(Arc::new(df.clone()))
@@ -111,11 +112,22 @@ impl Predicate {
     /// True where a row breaks the rule: the expression is false (NULL passes, as in SQL
     /// `CHECK`).
     pub(crate) fn violations(&self, batch: &RecordBatch) -> Result<BooleanArray, String> {
-        let value = self
-            .0
-            .evaluate(batch)
-            .and_then(|v| v.into_array(batch.num_rows()))
-            .map_err(|e| clean(&e.to_string()))?;
+        // A kernel that overflows Arrow's offsets panics: that is this rule's error, not a
+        // crash of the run.
+        let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.0
+                .evaluate(batch)
+                .and_then(|v| v.into_array(batch.num_rows()))
+        }))
+        .map_err(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a kernel panicked");
+            format!("evaluating the expression failed: {why}")
+        })?;
+        let value = evaluated.map_err(|e| clean(&e.to_string()))?;
         let result = value
             .as_any()
             .downcast_ref::<BooleanArray>()
@@ -127,6 +139,41 @@ impl Predicate {
         };
         Ok(BooleanArray::new(broken, None))
     }
+}
+
+/// The longest string a rule may build per value (`repeat`, `lpad`, `rpad` with a literal
+/// length): larger ones would need gigabytes per batch and overflow Arrow's 2 GiB offsets.
+const MAX_BUILT_STRING: i64 = 16 * 1024 * 1024;
+
+/// Refuse, before any data moves, string functions whose literal length argument would build
+/// values larger than [`MAX_BUILT_STRING`] (`length(repeat(name, 2000000000)) > 0`).
+fn refuse_huge_strings(expr: &Expr) -> Result<(), String> {
+    use datafusion::common::ScalarValue;
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut problem = None;
+    let _ = expr.apply(|e| {
+        if let Expr::ScalarFunction(f) = e {
+            let name = f.name();
+            if matches!(name, "repeat" | "lpad" | "rpad")
+                && let Some(Expr::Literal(value, _)) = f.args.get(1)
+            {
+                let n = match value {
+                    ScalarValue::Int64(Some(n)) => Some(*n),
+                    ScalarValue::Int32(Some(n)) => Some(i64::from(*n)),
+                    _ => None,
+                };
+                if let Some(n) = n.filter(|n| *n > MAX_BUILT_STRING) {
+                    problem = Some(format!(
+                        "{name}(…, {n}) would build strings of up to {n} characters per row; \
+                         rules may build at most {MAX_BUILT_STRING} per value"
+                    ));
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    problem.map_or(Ok(()), Err)
 }
 
 /// A column reference by exact name (no SQL identifier folding).

@@ -228,3 +228,32 @@ fn azure_tables_take_appends_and_merges_and_python_reads_them() {
         .json();
     assert_eq!(history.as_array().unwrap().len(), 3, "{history}");
 }
+
+/// At `-vv`, with credentials in `storage_options`, no key id or secret reaches the logs.
+#[test]
+fn debug_logs_never_print_object_store_credentials() {
+    let s3 = S3::start();
+    let env: Vec<(&'static str, String)> = s3
+        .env()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS_KEY_ID") && !k.starts_with("AWS_SECRET"))
+        .collect();
+    let env = env_refs(&env);
+    let p = Project::new();
+    let url = format!("s3://{BUCKET}/warehouse/secret");
+    p.write("a.csv", &csv(&[Row::new(1, 0)]));
+    let f = pipeline(
+        &p,
+        "s3_secret",
+        "a.csv",
+        &url,
+        "mode = \"append\"\nstorage_options = { aws_access_key_id = \"AKIAPIPEKEYID0001\", \
+         aws_secret_access_key = \"pipe-secret-value-0001\" }",
+    );
+    let run = p.pipe_env(&["-vv", "run", &f], &env).assert_ok();
+    for secret in ["AKIAPIPEKEYID0001", "pipe-secret-value-0001"] {
+        assert!(!run.stderr.contains(secret), "{secret} in the logs:\n{}", run.stderr);
+        assert!(!run.stdout.contains(secret));
+    }
+    assert!(run.stderr.contains("DEBUG"), "-vv logs at debug level:\n{}", run.stderr);
+}

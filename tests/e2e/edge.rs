@@ -366,3 +366,69 @@ fn numbers_and_booleans_from_the_environment() {
         .stderr_has("env.toml:5:")
         .stderr_has("must be between 1 and 1048576");
 }
+
+/// Postgres values at the edges — BC dates and timestamps, the last microsecond of year 9999,
+/// times of day — load exactly into every destination (Delta, which has no time type, reads
+/// without it); a `24:00:00` is refused naming the table and the column.
+#[test]
+fn postgres_bc_and_extreme_values_load_exactly_or_name_table_and_column() {
+    use common::{PgObjects, pg_url, psql, unique};
+    let mut pg = PgObjects::new();
+    let t = unique("pipe_edges");
+    pg.create(
+        &format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY, t time, ts timestamp, tstz timestamptz, d date); \
+             INSERT INTO {t} VALUES \
+             (1, '00:00', '0044-03-15 12:00:00 BC', '4713-01-01 00:00:00+00 BC', '4713-01-01 BC'), \
+             (2, '23:59:59.999999', '9999-12-31 23:59:59.999999', '9999-12-31 23:59:59.999999+00', '9999-12-31'), \
+             (3, NULL, '0001-01-01 00:00:00', '1969-12-31 23:59:59.999999+00', '0001-01-01')"
+        ),
+        &format!("DROP TABLE IF EXISTS {t}"),
+    );
+    let micros = |col: &str| -> Vec<i64> {
+        psql(&format!(
+            "SELECT (extract(epoch FROM {col}) * 1000000)::bigint FROM {t} ORDER BY id"
+        ))
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+    };
+    let days: Vec<i64> = psql(&format!("SELECT d - date '1970-01-01' FROM {t} ORDER BY id"))
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let (ts, tstz) = (micros("ts"), micros("tstz"));
+    for dest in Dest::ALL {
+        let p = Project::new();
+        let columns = if dest == Dest::Delta {
+            "columns = [\"id\", \"ts\", \"tstz\", \"d\"]"
+        } else {
+            ""
+        };
+        let source = format!(
+            "type = \"postgres\"\nurl = \"{}\"\ntable = \"{t}\"\n{columns}",
+            pg_url()
+        );
+        let f = dest.pipeline(&p, "pgedge", &source, "pgedge", "replace", "");
+        p.pipe(&["run", &f]).assert_ok();
+        let rows = dest.rows(&p, "pgedge");
+        let col = |name: &str| -> Vec<i64> {
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r[name].as_i64().unwrap())
+                .collect()
+        };
+        assert_eq!(col("ts"), ts, "{}", dest.name());
+        assert_eq!(col("tstz"), tstz, "{}", dest.name());
+        assert_eq!(col("d"), days, "{}", dest.name());
+    }
+    psql(&format!("UPDATE {t} SET t = '24:00:00' WHERE id = 3"));
+    let p = Project::new();
+    let source = format!("type = \"postgres\"\nurl = \"{}\"\ntable = \"{t}\"", pg_url());
+    let f = Dest::DuckDb.pipeline(&p, "pg24", &source, "pg24", "replace", "");
+    p.pipe(&["run", &f])
+        .assert_failed()
+        .stderr_has(&format!("reading postgres table {t}"))
+        .stderr_has("column `t`: the time 24:00:00 has no Arrow equivalent");
+}

@@ -115,6 +115,8 @@ def canonical(t):
             col = col.cast(pa.timestamp("us", tz=col.type.tz)).cast(pa.int64())
         elif pa.types.is_date(col.type):
             col = col.cast(pa.date32()).cast(pa.int32())
+        elif pa.types.is_time(col.type):
+            col = col.cast(pa.time64("us")).cast(pa.int64())
         elif pa.types.is_large_string(col.type) or pa.types.is_string_view(col.type):
             col = col.cast(pa.string())
         elif pa.types.is_large_binary(col.type) or pa.types.is_binary_view(col.type):
@@ -148,7 +150,7 @@ def read(kind, args):
     if kind == "duckdb":
         import duckdb
         con = duckdb.connect(args[0], read_only=True)
-        return arrow_of(con.execute(f"SELECT * FROM {args[1]}"))
+        return arrow_of(con.sql(f"SELECT * FROM {args[1]}"))
     if kind == "delta":
         from deltalake import DeltaTable
         return DeltaTable(args[0]).to_pyarrow_table()

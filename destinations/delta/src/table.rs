@@ -233,3 +233,36 @@ pub(crate) async fn find_commit(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use object_store::ObjectStoreExt;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+
+    use super::*;
+
+    async fn put(store: &InMemory, name: &str, text: &str) {
+        store
+            .put(&Path::from(name), text.to_string().into())
+            .await
+            .expect("put");
+    }
+
+    #[tokio::test]
+    async fn a_commit_is_found_in_the_raw_log_by_its_run_id() {
+        let store = InMemory::new();
+        let info = |run: &str| format!("{{\"commitInfo\":{{\"{RUN_ID_KEY}\":\"{run}\"}}}}\n");
+        put(&store, "_delta_log/00000000000000000000.json", &info("r0")).await;
+        // A stats value no reader can parse does not stop the lookup: only commitInfo is read.
+        let broken = format!("{{\"add\":{{\"stats\":\"1e+28\"}}}}\n{}", info("r1"));
+        put(&store, "_delta_log/00000000000000000001.json", &broken).await;
+        put(&store, "_delta_log/00000000000000000001.checkpoint.parquet", "x").await;
+        put(&store, "_delta_log/_last_checkpoint", "{}").await;
+        assert_eq!(find_commit(&store, None, "r1").await.expect("ok"), Some(1));
+        assert_eq!(find_commit(&store, None, "r0").await.expect("ok"), Some(0));
+        assert_eq!(find_commit(&store, Some(0), "r0").await.expect("ok"), None);
+        assert_eq!(find_commit(&store, Some(0), "r1").await.expect("ok"), Some(1));
+        assert_eq!(find_commit(&store, None, "r9").await.expect("ok"), None);
+    }
+}

@@ -45,6 +45,9 @@ pub struct RunContext {
     /// Set for one window of a backfill: the source reads only that range of its cursor and
     /// leaves its incremental position alone.
     pub window: Option<Window>,
+    /// How the run's rows land (`[destination] mode`): a source may re-read rows it cannot
+    /// tell apart when the destination deduplicates them (merge).
+    pub mode: crate::destination::WriteMode,
 }
 
 impl RunContext {
@@ -57,6 +60,7 @@ impl RunContext {
             cancel: CancellationToken::new(),
             committed: Arc::new(State::new()),
             window: None,
+            mode: crate::destination::WriteMode::default(),
         }
     }
 }

@@ -55,7 +55,8 @@ struct Collected {
 }
 
 /// Run `pipeline` once. Commits everything or nothing.
-pub async fn run(pipeline: Pipeline, ctx: RunContext, progress: Arc<RunProgress>) -> RunResult {
+pub async fn run(pipeline: Pipeline, mut ctx: RunContext, progress: Arc<RunProgress>) -> RunResult {
+    ctx.mode = pipeline.write.mode;
     let clock = Instant::now();
     let destination = pipeline.destination.describe();
     let mode = pipeline.write.mode.to_string();

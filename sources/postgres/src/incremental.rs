@@ -11,6 +11,13 @@
 //! Rows that commit *late* with a cursor below `v` (`updated_at DEFAULT now()` is the
 //! transaction's start time) are only caught by `lookback`, which re-reads a window and needs
 //! merge mode.
+//!
+//! The state stays small however many rows tie at `v` (a bulk insert with `DEFAULT now()`):
+//! past [`MAX_BOUNDARY_ROWS`] the hashes give way to a digest of the set (count, sum and xor of
+//! the hashes). The next run first reads just the rows at `v` (their identity columns) in its
+//! snapshot: if their digest is unchanged, none is new and the read continues past `v`
+//! (`cursor > v`); if it changed, a merge re-reads them all (the merge deduplicates them), and
+//! an append stops with an error rather than guess which rows are new.
 
 use std::collections::HashMap;
 
@@ -78,6 +85,9 @@ impl CursorKind {
     }
 }
 
+/// Rows at the high-water mark kept as hashes; more are kept as a [`Digest`].
+pub(crate) const MAX_BOUNDARY_ROWS: usize = 1000;
+
 /// What a run commits for its cursor (stored as JSON under `cursor.<column>`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub(crate) struct CursorState {
@@ -85,8 +95,58 @@ pub(crate) struct CursorState {
     pub value: String,
     /// The same, as compared (`i64`: integer, days, or microseconds since 1970).
     pub raw: i64,
-    /// Hashes of the rows loaded at exactly `raw`.
+    /// Hashes of the rows loaded at exactly `raw` (at most [`MAX_BOUNDARY_ROWS`]).
     pub boundary: Vec<String>,
+    /// Instead of `boundary`, when more rows than that sit at `raw`: their digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+}
+
+/// A multiset of row hashes in constant space: how many, their sum and their xor.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Digest {
+    /// Rows.
+    pub rows: u64,
+    /// The sum of their 64-bit hashes (hex, 128 bits).
+    #[serde(with = "hex128")]
+    pub sum: u128,
+    /// The xor of their hashes (hex).
+    #[serde(with = "hex64")]
+    pub xor: u64,
+}
+
+impl Digest {
+    pub(crate) fn add(&mut self, hash: u64) {
+        self.rows += 1;
+        self.sum = self.sum.wrapping_add(u128::from(hash));
+        self.xor ^= hash;
+    }
+}
+
+mod hex128 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:032x}"))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let text = String::deserialize(d)?;
+        u128::from_str_radix(&text, 16).map_err(serde::de::Error::custom)
+    }
+}
+
+mod hex64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:016x}"))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        u64::from_str_radix(&text, 16).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The state key of a cursor column.
@@ -122,14 +182,18 @@ fn values(array: &ArrayRef) -> Vec<Option<i64>> {
     }
 }
 
-fn row_hashes(converter: &RowConverter, columns: &[ArrayRef]) -> Result<Vec<String>, PgError> {
+fn row_hashes(converter: &RowConverter, columns: &[ArrayRef]) -> Result<Vec<u64>, PgError> {
     let rows = converter
         .convert_columns(columns)
         .map_err(|e| PgError::Protocol(format!("hashing boundary rows: {e}")))?;
     Ok(rows
         .iter()
-        .map(|r| format!("{:016x}", xxhash_rust::xxh3::xxh3_64(r.as_ref())))
+        .map(|r| xxhash_rust::xxh3::xxh3_64(r.as_ref()))
         .collect())
+}
+
+fn hex(hash: u64) -> String {
+    format!("{hash:016x}")
 }
 
 /// Per-read cursor bookkeeping: drops rows already loaded at the old boundary and tracks the
@@ -144,8 +208,13 @@ pub(crate) struct Tracker {
     previous: Option<(i64, HashMap<String, usize>)>,
     /// The old boundary's hashes as committed (still loaded, whatever this run drops).
     original: Vec<String>,
+    /// The old boundary's digest, when it was kept as one.
+    original_digest: Option<Digest>,
     max: Option<i64>,
-    at_max: Vec<String>,
+    /// Hashes of the rows read at `max` (the first [`MAX_BOUNDARY_ROWS`] + 1) and the digest
+    /// of all of them.
+    at_max: Vec<u64>,
+    at_max_digest: Digest,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -188,12 +257,22 @@ impl Tracker {
             converter,
             previous: counts,
             original: previous.map(|p| p.boundary.clone()).unwrap_or_default(),
+            original_digest: previous.and_then(|p| p.digest),
             max: previous.map(|p| p.raw),
             at_max: Vec::new(),
+            at_max_digest: Digest::default(),
         })
     }
 
-    fn hashes(&self, batch: &RecordBatch) -> Result<Vec<String>, PgError> {
+    /// The digest of the rows of `batch` (the boundary's rows, read by themselves).
+    pub(crate) fn digest_of(&self, batch: &RecordBatch, into: &mut Digest) -> Result<(), PgError> {
+        for h in self.hashes(batch)? {
+            into.add(h);
+        }
+        Ok(())
+    }
+
+    fn hashes(&self, batch: &RecordBatch) -> Result<Vec<u64>, PgError> {
         let columns: Vec<ArrayRef> = self
             .identity
             .iter()
@@ -213,7 +292,7 @@ impl Tracker {
             if at_old.contains(&true) {
                 let candidates = filter_record_batch(&batch, &BooleanArray::from(at_old.clone()))
                     .map_err(|e| PgError::Protocol(e.to_string()))?;
-                let mut hashes = self.hashes(&candidates)?.into_iter();
+                let mut hashes = self.hashes(&candidates)?.into_iter().map(hex);
                 let mut remaining = self.previous.as_mut().map(|p| &mut p.1);
                 // Drop as many rows of each hash as were loaded, no more.
                 let keep: Vec<bool> = at_old
@@ -243,13 +322,18 @@ impl Tracker {
         if self.max.is_none_or(|m| batch_max > m) {
             self.max = Some(batch_max);
             self.at_max.clear();
+            self.at_max_digest = Digest::default();
         }
         if Some(batch_max) == self.max {
             let at: Vec<bool> = vals.iter().map(|v| *v == Some(batch_max)).collect();
             let rows = filter_record_batch(&batch, &BooleanArray::from(at))
                 .map_err(|e| PgError::Protocol(e.to_string()))?;
-            let hashes = self.hashes(&rows)?;
-            self.at_max.extend(hashes);
+            for h in self.hashes(&rows)? {
+                self.at_max_digest.add(h);
+                if self.at_max.len() <= MAX_BOUNDARY_ROWS {
+                    self.at_max.push(h);
+                }
+            }
         }
         Ok(batch)
     }
@@ -259,27 +343,69 @@ impl Tracker {
         match (self.max, other.max) {
             (_, None) => {}
             (Some(a), Some(b)) if b < a => {}
-            (Some(a), Some(b)) if b == a => self.at_max.extend(other.at_max),
+            (Some(a), Some(b)) if b == a => {
+                let room = (MAX_BOUNDARY_ROWS + 1).saturating_sub(self.at_max.len());
+                self.at_max.extend(other.at_max.into_iter().take(room));
+                let (d, o) = (&mut self.at_max_digest, other.at_max_digest);
+                d.rows += o.rows;
+                d.sum = d.sum.wrapping_add(o.sum);
+                d.xor ^= o.xor;
+            }
             _ => {
                 self.max = other.max;
                 self.at_max = other.at_max;
+                self.at_max_digest = other.at_max_digest;
             }
         }
     }
 
-    /// The state to commit: the new high-water mark and the rows at it. If nothing newer
-    /// was read, the old boundary rows stay (they are still loaded).
+    /// The state to commit: the new high-water mark and the rows at it (hashes, or their
+    /// digest past [`MAX_BOUNDARY_ROWS`]). If nothing newer was read, the old boundary rows
+    /// stay (they are still loaded).
     pub(crate) fn state(self) -> Option<CursorState> {
         let raw = self.max?;
-        let mut boundary = self.at_max;
-        if self.previous.as_ref().is_some_and(|p| p.0 == raw) {
+        let value = self.kind.sql(raw);
+        let same = self.previous.as_ref().is_some_and(|p| p.0 == raw)
+            || self.original_digest.is_some() && self.at_max_digest.rows == 0;
+        if same && let Some(old) = self.original_digest {
+            // The old boundary was a digest: rows at it read again (a merge) are all of them;
+            // none read (`cursor > v`) leaves it as it was.
+            let digest = if self.at_max_digest.rows > 0 {
+                self.at_max_digest
+            } else {
+                old
+            };
+            return Some(CursorState {
+                value,
+                raw,
+                boundary: Vec::new(),
+                digest: Some(digest),
+            });
+        }
+        let mut digest = self.at_max_digest;
+        let mut boundary: Vec<String> = self.at_max.into_iter().map(hex).collect();
+        if same {
+            for h in &self.original {
+                if let Ok(v) = u64::from_str_radix(h, 16) {
+                    digest.add(v);
+                }
+            }
             boundary.extend(self.original);
+        }
+        if digest.rows as usize > MAX_BOUNDARY_ROWS {
+            return Some(CursorState {
+                value,
+                raw,
+                boundary: Vec::new(),
+                digest: Some(digest),
+            });
         }
         boundary.sort();
         Some(CursorState {
-            value: self.kind.sql(raw),
+            value,
             raw,
             boundary,
+            digest: None,
         })
     }
 }
@@ -372,6 +498,38 @@ mod tests {
             Tracker::new(0, CursorKind::Int, &schema, Some(&key), Some(&state)).expect("t");
         let out = next.process(batch(&[9, 9], &["k1", "k2"])).expect("ok");
         assert_eq!(out.num_rows(), 1, "k1 was loaded; k2 is new");
+    }
+
+    #[test]
+    fn many_tied_rows_keep_a_digest_not_their_hashes() {
+        let schema = batch(&[], &[]).schema();
+        let n = MAX_BOUNDARY_ROWS + 500;
+        let names: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut t = Tracker::new(0, CursorKind::Int, &schema, None, None).expect("t");
+        t.process(batch(&vec![8; n], &refs)).expect("ok");
+        let state = t.state().expect("state");
+        assert!(state.boundary.is_empty());
+        let digest = state.digest.expect("digest");
+        assert_eq!(digest.rows, n as u64);
+        let json = serde_json::to_string(&state).expect("json");
+        assert!(json.len() < 200, "{json}");
+        assert_eq!(serde_json::from_str::<CursorState>(&json).expect("back"), state);
+
+        // The same rows read by themselves give the same digest.
+        let mut again = Digest::default();
+        t = Tracker::new(0, CursorKind::Int, &schema, None, None).expect("t");
+        t.digest_of(&batch(&vec![8; n], &refs), &mut again).expect("ok");
+        assert_eq!(again, digest);
+
+        // A run past the boundary that reads nothing keeps it; one that reads newer rows
+        // moves on to a small boundary of hashes again.
+        let idle = Tracker::new(0, CursorKind::Int, &schema, None, Some(&state)).expect("t");
+        assert_eq!(idle.state(), Some(state.clone()));
+        let mut next = Tracker::new(0, CursorKind::Int, &schema, None, Some(&state)).expect("t");
+        next.process(batch(&[9, 9], &["a", "b"])).expect("ok");
+        let moved = next.state().expect("state");
+        assert_eq!((moved.raw, moved.boundary.len(), moved.digest), (9, 2, None));
     }
 
     #[test]

@@ -144,11 +144,14 @@ pub(crate) async fn describe(
 /// `WHERE` conditions every partition of a run shares: the user's filter, and the cursor's
 /// range — a backfill window, or from the committed position (minus `lookback`, or from
 /// `initial_value`) up to `end_value`.
+/// The conditions of a read. `past_boundary`: the rows at the committed position are known
+/// to be loaded already (their digest is unchanged), so the read starts after it.
 pub(crate) fn conditions(
     config: &PostgresConfig,
     kind: Option<CursorKind>,
     previous: Option<&CursorState>,
     window: Option<&Window>,
+    past_boundary: bool,
 ) -> Vec<String> {
     let mut conds = Vec::new();
     if let Some(w) = &config.filter {
@@ -176,7 +179,10 @@ pub(crate) fn conditions(
                 lookback_sql(kind, lookback)
             ));
         }
-        (Some(p), None, _) => conds.push(format!("{c} >= {}", literal(&p.value))),
+        (Some(p), None, _) => {
+            let op = if past_boundary { ">" } else { ">=" };
+            conds.push(format!("{c} {op} {}", literal(&p.value)));
+        }
         (None, _, Some(v)) => conds.push(format!("{c} >= {}", literal(v))),
         (None, _, None) => {}
     }

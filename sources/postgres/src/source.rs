@@ -7,7 +7,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use futures::StreamExt;
-use pipe_framework::{BatchSender, Error, Result, RunContext, Source, SourceReport};
+use pipe_framework::{BatchSender, Error, Result, RunContext, Source, SourceReport, WriteMode};
 use sqlx::Executor;
 use sqlx::postgres::PgConnection;
 use tokio::sync::{OnceCell, oneshot};
@@ -19,7 +19,7 @@ use crate::config::{NullCursor, PostgresConfig};
 use crate::connect::Endpoint;
 use crate::decode::CopyDecoder;
 use crate::error::PgError;
-use crate::incremental::{CursorState, Tracker, state_key};
+use crate::incremental::{CursorState, Digest, MAX_BOUNDARY_ROWS, Tracker, state_key};
 use crate::plan::{self, Plan, where_clause};
 use crate::types::Unconstrained;
 
@@ -152,6 +152,83 @@ async fn send(batch: RecordBatch, tracker: &mut Option<Tracker>, out: &BatchSend
 }
 
 impl PostgresSource {
+    /// Whether the rows at the committed position `previous` (kept as a digest) are exactly
+    /// those loaded: then the read continues after it. If they changed, a merge reads them
+    /// again (it deduplicates); an append cannot tell the new ones and stops.
+    async fn boundary_unchanged(
+        &self,
+        conn: &mut PgConnection,
+        plan: &Plan,
+        previous: &CursorState,
+        ctx: &RunContext,
+    ) -> Result<bool> {
+        let (Some((column, kind)), Some(cursor), Some(expected)) =
+            (plan.cursor, &self.config.cursor, previous.digest)
+        else {
+            return Ok(false);
+        };
+        let mut conditions = vec![format!(
+            "{} = {}",
+            crate::catalog::ident(cursor),
+            literal(&previous.value)
+        )];
+        if let Some(w) = &self.config.filter {
+            conditions.push(format!("({w}\n)"));
+        }
+        let sql = format!(
+            "COPY (SELECT {} {} WHERE {}) TO STDOUT (FORMAT binary)",
+            plan.projection,
+            plan.from,
+            conditions.join(" AND ")
+        );
+        let hasher = Tracker::new(column, kind, &plan.schema, plan.key.as_deref(), None)?;
+        let mut digest = Digest::default();
+        let mut decoder = CopyDecoder::new(plan.schema.clone(), &plan.kinds, self.config.batch_rows);
+        let mut failed: Option<PgError> = None;
+        {
+            let mut stream = conn
+                .copy_out_raw(&sql)
+                .await
+                .map_err(|e| self.endpoint.err("reading the rows at the cursor (COPY)", e))?;
+            while let Some(chunk) = stream.next().await {
+                let chunk =
+                    chunk.map_err(|e| self.endpoint.err("reading the rows at the cursor", e))?;
+                decoder.feed(&chunk, &mut |b| {
+                    if let Err(e) = hasher.digest_of(&b, &mut digest) {
+                        failed.get_or_insert(e);
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        if let Some(b) = decoder.finish()? {
+            hasher.digest_of(&b, &mut digest)?;
+        }
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        if digest == expected {
+            debug!(rows = digest.rows, "the rows at the cursor are unchanged");
+            return Ok(true);
+        }
+        if ctx.mode == WriteMode::Merge {
+            info!(
+                before = expected.rows,
+                now = digest.rows,
+                "the rows at the cursor changed; the merge reads them all again"
+            );
+            return Ok(false);
+        }
+        Err(PgError::Config(format!(
+            "the {} rows at cursor value {} changed since the last run ({} rows there now: rows \
+             added, changed or deleted at exactly that value); with more than {} rows at one \
+             value pipe keeps a digest and cannot tell which are new in mode = \"append\": \
+             use mode = \"merge\", or a cursor with fewer ties",
+            expected.rows, previous.value, digest.rows, MAX_BOUNDARY_ROWS
+        ))
+        .into())
+    }
+
     /// Under `null_cursor = "warn"`/`"error"`: rows whose cursor is NULL (in the read's
     /// snapshot, under the configured `where`), as a warning, or an error.
     async fn null_cursors(
@@ -248,7 +325,6 @@ impl PostgresSource {
             .into());
         }
         let kind = plan.cursor.map(|(_, k)| k);
-        let shared = plan::conditions(&self.config, kind, previous.as_ref(), window);
         // A backfill window neither uses nor moves the incremental position.
         let tracker = |plan: &Plan| -> Result<Option<Tracker>> {
             Ok(match (plan.cursor, window) {
@@ -262,6 +338,18 @@ impl PostgresSource {
                 _ => None,
             })
         };
+        let ep = &self.endpoint;
+        let mut conn = ep.connect().await?;
+        begin_snapshot(&mut conn, ep, None).await?;
+        // Many rows at the committed position are kept as a digest: check, in this snapshot,
+        // whether they are still exactly those.
+        let past_boundary = match (&previous, window, &self.config.lookback) {
+            (Some(p), None, None) if p.digest.is_some() => {
+                self.boundary_unchanged(&mut conn, &plan, p, ctx).await?
+            }
+            _ => false,
+        };
+        let shared = plan::conditions(&self.config, kind, previous.as_ref(), window, past_boundary);
         let copy_sql = |partition: &str| {
             format!(
                 "COPY (SELECT {} {} {}) TO STDOUT (FORMAT binary)",
@@ -270,10 +358,6 @@ impl PostgresSource {
                 where_clause(&shared, Some(partition))
             )
         };
-
-        let ep = &self.endpoint;
-        let mut conn = ep.connect().await?;
-        begin_snapshot(&mut conn, ep, None).await?;
         let snapshot: Option<String> = if self.config.parallelism > 1 {
             Some(
                 sqlx::query_scalar("SELECT pg_export_snapshot()")
