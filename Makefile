@@ -26,7 +26,7 @@ test: venv node-tools
 		cargo test --workspace --no-fail-fast; \
 	fi
 
-## arrow-check: exactly one version of arrow in the build (DESIGN.md §5)
+## arrow-check: exactly one version of arrow in the build (docs/dependencies.md)
 arrow-check:
 	@majors=$$(cargo tree --workspace -e normal,build,dev --prefix none | grep -oE '^(arrow|arrow-[a-z]+|parquet) v[0-9]+' | awk '{print $$2}' | sort -u); \
 	if [ "$$(echo "$$majors" | wc -l)" -ne 1 ]; then echo "more than one arrow major: $$majors"; cargo tree -i arrow-array; exit 1; fi; \

@@ -73,22 +73,13 @@ pub(crate) fn bind(contract: &Contract, schema: &Schema, planner: &Planner) -> R
 }
 
 fn index_of(schema: &Schema, name: &str) -> std::result::Result<usize, String> {
-    schema
-        .index_of(name)
-        .ok()
-        .or_else(|| {
-            schema
-                .fields()
-                .iter()
-                .position(|f| f.name().eq_ignore_ascii_case(name))
-        })
-        .ok_or_else(|| {
-            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            format!(
-                "column `{name}` is not in the data; columns: {}",
-                names.join(", ")
-            )
-        })
+    pipe_framework::columns::find(schema, name).ok_or_else(|| {
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        format!(
+            "column `{name}` is not in the data; columns: {}",
+            names.join(", ")
+        )
+    })
 }
 
 fn bind_one(

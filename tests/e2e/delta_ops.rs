@@ -45,17 +45,17 @@ fn time_travel_restore_optimize_and_vacuum() {
     let path = abs.to_str().unwrap();
 
     // time travel: version 0 has the first run's rows, by pipe and by deltalake
-    let v0 = delta_json(&p, &["inspect", path, "--version", "0"]);
+    let v0 = table_json(&p, "inspect", path, &["--at", "0"]);
     assert_eq!(v0["rows"], 10, "{v0}");
     assert_eq!(v0["files"], 1);
     assert_eq!(ids(&read_version(&p, t, 0)), (1..=10).collect::<Vec<_>>());
-    let now = delta_json(&p, &["inspect", path]);
+    let now = table_json(&p, "inspect", path, &[]);
     assert_eq!(now["rows"], 30);
     assert_eq!(now["commits"].as_array().unwrap().len(), 3);
 
     // restore brings version 1's rows back, as a new version
-    let r = delta_json(&p, &["restore", path, "--version", "1"]);
-    assert_eq!(r["version"], 3, "{r}");
+    let r = table_json(&p, "restore", path, &["--to", "1"]);
+    assert_eq!(r["commit_id"], "3", "{r}");
     let v = read(&p, t);
     assert_eq!(ids(&v), (1..=20).collect::<Vec<_>>());
     assert_eq!(last(&v)["operation"], "RESTORE");
@@ -63,7 +63,7 @@ fn time_travel_restore_optimize_and_vacuum() {
     // optimize: fewer files, the same rows
     let before = read(&p, t);
     assert_eq!(before["files"].as_array().unwrap().len(), 2);
-    let o = delta_json(&p, &["optimize", path]);
+    let o = table_json(&p, "optimize", path, &[]);
     assert_eq!(o["files_removed"], 2, "{o}");
     assert_eq!(o["files_added"], 1);
     let after = read(&p, t);
@@ -72,27 +72,24 @@ fn time_travel_restore_optimize_and_vacuum() {
     assert_eq!(last(&after)["operation"], "OPTIMIZE");
 
     // vacuum: the retention is enforced, young files are kept, old unreferenced ones go
-    p.pipe(&["delta", "vacuum", path, "--retain-hours", "0"])
+    let target = format!("delta:{path}");
+    p.pipe(&["table", "vacuum", &target, "--older-than", "0s"])
         .assert_failed()
         .stderr_has("retention");
-    let kept = delta_json(
+    let kept = table_json(
         &p,
-        &[
-            "vacuum",
-            path,
-            "--retain-hours",
-            "1",
-            "--no-enforce-retention",
-        ],
+        "vacuum",
+        path,
+        &["--older-than", "1h", "--no-enforce-retention"],
     );
-    assert_eq!(kept["files"].as_array().unwrap().len(), 0, "{kept}");
+    assert_eq!(kept["deleted"].as_array().unwrap().len(), 0, "{kept}");
     let dry = vacuum_now(&p, path, true, &[]);
     // the three appended files are no longer referenced (restore removed one, optimize two)
-    assert_eq!(dry["files"].as_array().unwrap().len(), 3, "{dry}");
+    assert_eq!(dry["deleted"].as_array().unwrap().len(), 3, "{dry}");
     let disk_before = parquet_files(&p, t);
     assert_eq!(disk_before.len(), 4);
     let done = vacuum_now(&p, path, false, &[]);
-    assert_eq!(done["files"], dry["files"]);
+    assert_eq!(done["deleted"], dry["deleted"]);
     let live: BTreeSet<String> = read(&p, t)["files"]
         .as_array()
         .unwrap()
@@ -103,7 +100,7 @@ fn time_travel_restore_optimize_and_vacuum() {
     assert_eq!(read(&p, t)["checksum"], before["checksum"]);
 
     // history lists every commit with the operation
-    let h = delta_json(&p, &["history", path]);
+    let h = table_json(&p, "history", path, &[]);
     let ops: Vec<&str> = h
         .as_array()
         .unwrap()
@@ -361,13 +358,10 @@ fn bad_input_leaves_the_log_and_the_disk_untouched() {
         .assert_failed()
         .stderr_has("cannot create the table directory");
     // not a table
-    p.pipe(&[
-        "delta",
-        "history",
-        p.path().join("nothing").to_str().unwrap(),
-    ])
-    .assert_failed()
-    .stderr_has("no Delta table");
+    let nothing = format!("delta:{}", p.path().join("nothing").display());
+    p.pipe(&["table", "history", &nothing])
+        .assert_failed()
+        .stderr_has("no Delta table");
 }
 
 #[test]

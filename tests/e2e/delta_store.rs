@@ -69,28 +69,19 @@ fn s3_tables_take_appends_merges_and_table_operations_and_python_reads_them() {
     }
 
     // table operations on the S3 URL
-    let history = p
-        .pipe_env(&["delta", "history", &url, "--json"], &env)
-        .assert_ok()
-        .json();
+    let history = table_json_env(&p, "history", &url, &[], &env);
     assert_eq!(history.as_array().unwrap().len(), 3, "{history}");
-    let at0 = p
-        .pipe_env(
-            &["delta", "inspect", &url, "--version", "0", "--json"],
-            &env,
-        )
-        .assert_ok()
-        .json();
+    let at0 = table_json_env(&p, "inspect", &url, &["--at", "0"], &env);
     assert_eq!(at0["rows"], 6, "{at0}");
     let before: BTreeSet<String> = s3.keys("warehouse/orders/").into_iter().collect();
-    p.pipe_env(&["delta", "optimize", &url], &env).assert_ok();
+    table_json_env(&p, "optimize", &url, &[], &env);
     let v = read_s3(&p, &s3, &url);
     expect_rows(&v, &reference, "after optimize");
     assert_eq!(last(&v)["operation"], "OPTIMIZE");
     // vacuum lists the bucket: a dry run names the files the merges and optimize replaced
     // and deletes nothing; the real one deletes exactly those
     let dry = vacuum_now(&p, &url, true, &env);
-    let listed: BTreeSet<String> = dry["files"]
+    let listed: BTreeSet<String> = dry["deleted"]
         .as_array()
         .unwrap()
         .iter()
@@ -100,7 +91,7 @@ fn s3_tables_take_appends_merges_and_table_operations_and_python_reads_them() {
     let after: BTreeSet<String> = s3.keys("warehouse/orders/").into_iter().collect();
     assert!(before.is_subset(&after), "a dry run deletes nothing: {dry}");
     let done = vacuum_now(&p, &url, false, &env);
-    assert_eq!(done["files"], dry["files"], "{done}");
+    assert_eq!(done["deleted"], dry["deleted"], "{done}");
     let left: BTreeSet<String> = s3.keys("warehouse/orders/").into_iter().collect();
     let live: BTreeSet<String> = read_s3(&p, &s3, &url)["files"]
         .as_array()
@@ -222,10 +213,7 @@ fn azure_tables_take_appends_and_merges_and_python_reads_them() {
     expect_rows(&v, &reference, "append then two merges");
     assert_eq!(versions(&v), [0, 1, 2]);
     assert_eq!(last(&v)["operation"], "MERGE");
-    let history = p
-        .pipe_env(&["delta", "history", &url, "--json"], &env)
-        .assert_ok()
-        .json();
+    let history = table_json_env(&p, "history", &url, &[], &env);
     assert_eq!(history.as_array().unwrap().len(), 3, "{history}");
 }
 
@@ -252,8 +240,16 @@ fn debug_logs_never_print_object_store_credentials() {
     );
     let run = p.pipe_env(&["-vv", "run", &f], &env).assert_ok();
     for secret in ["AKIAPIPEKEYID0001", "pipe-secret-value-0001"] {
-        assert!(!run.stderr.contains(secret), "{secret} in the logs:\n{}", run.stderr);
+        assert!(
+            !run.stderr.contains(secret),
+            "{secret} in the logs:\n{}",
+            run.stderr
+        );
         assert!(!run.stdout.contains(secret));
     }
-    assert!(run.stderr.contains("DEBUG"), "-vv logs at debug level:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("DEBUG"),
+        "-vv logs at debug level:\n{}",
+        run.stderr
+    );
 }

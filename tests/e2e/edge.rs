@@ -393,10 +393,12 @@ fn postgres_bc_and_extreme_values_load_exactly_or_name_table_and_column() {
         .map(|l| l.parse().unwrap())
         .collect()
     };
-    let days: Vec<i64> = psql(&format!("SELECT d - date '1970-01-01' FROM {t} ORDER BY id"))
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
+    let days: Vec<i64> = psql(&format!(
+        "SELECT d - date '1970-01-01' FROM {t} ORDER BY id"
+    ))
+    .lines()
+    .map(|l| l.parse().unwrap())
+    .collect();
     let (ts, tstz) = (micros("ts"), micros("tstz"));
     for dest in Dest::ALL {
         let p = Project::new();
@@ -425,10 +427,45 @@ fn postgres_bc_and_extreme_values_load_exactly_or_name_table_and_column() {
     }
     psql(&format!("UPDATE {t} SET t = '24:00:00' WHERE id = 3"));
     let p = Project::new();
-    let source = format!("type = \"postgres\"\nurl = \"{}\"\ntable = \"{t}\"", pg_url());
+    let source = format!(
+        "type = \"postgres\"\nurl = \"{}\"\ntable = \"{t}\"",
+        pg_url()
+    );
     let f = Dest::DuckDb.pipeline(&p, "pg24", &source, "pg24", "replace", "");
     p.pipe(&["run", &f])
         .assert_failed()
         .stderr_has(&format!("reading postgres table {t}"))
         .stderr_has("column `t`: the time 24:00:00 has no Arrow equivalent");
+}
+
+/// A run that fails partway — a bad value in the last of three files, after the first two were
+/// written — leaves every destination's table exactly as it was: same rows for its reader,
+/// same commits, not one file more on disk.
+#[test]
+fn a_failed_run_leaves_every_table_and_its_files_as_they_were() {
+    for dest in Dest::ALL {
+        let p = Project::new();
+        p.write("in/a.csv", "id,v\n1,a\n2,b\n");
+        let source = "type = \"file\"\npath = \"in\"\ncolumn_types = { id = \"int64\" }";
+        let f = dest.pipeline(&p, "fail", source, "fail", "append", "");
+        p.pipe(&["run", &f]).assert_ok();
+        let rows = dest.rows(&p, "fail");
+        let commits = dest.commits(&p, "fail");
+        let files = |p: &Project| {
+            ["db", "lake", "wh", "cat"]
+                .iter()
+                .flat_map(|d| common::rows::on_disk(&p.path().join(d)))
+                .filter(|f| !f.ends_with(".wal") && !f.ends_with(".tmp"))
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let before = files(&p);
+        p.write("in/b.csv", "id,v\n3,c\n4,d\n");
+        p.write("in/c.csv", "id,v\n5,e\nsix,f\n");
+        p.pipe(&["run", &f])
+            .assert_failed()
+            .stderr_has("c.csv:3: column `id`: cannot parse \"six\"");
+        assert_eq!(dest.rows(&p, "fail"), rows, "{}", dest.name());
+        assert_eq!(dest.commits(&p, "fail"), commits, "{}", dest.name());
+        assert_eq!(files(&p), before, "{}: files left behind", dest.name());
+    }
 }

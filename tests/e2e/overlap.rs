@@ -97,9 +97,19 @@ fn parallel_backfills_commit_every_window_once_on_every_destination() {
             let out = p.pipe(&a).assert_ok().json();
             assert_eq!(out["windows"], 24, "{out}");
             let status = p.pipe(&["status", &f, "--json"]).assert_ok().json();
-            assert_eq!(status["backfill_windows_done"], 24, "{} {status}", dest.name());
+            assert_eq!(
+                status["backfill_windows_done"],
+                24,
+                "{} {status}",
+                dest.name()
+            );
             assert_eq!(status["state_from"], "destination");
-            assert_eq!(counts(dest, &p, "pbf"), (12000, 12000), "{} round {round}", dest.name());
+            assert_eq!(
+                counts(dest, &p, "pbf"),
+                (12000, 12000),
+                "{} round {round}",
+                dest.name()
+            );
             // Every column reads back (DuckDB once corrupted its string segments here).
             let rows = dest.rows(&p, "pbf");
             let lengths: usize = rows
@@ -108,7 +118,9 @@ fn parallel_backfills_commit_every_window_once_on_every_destination() {
                 .iter()
                 .map(|r| r["v"].as_str().unwrap().len())
                 .sum();
-            let want: usize = psql(&format!("SELECT sum(length(v)) FROM {t}")).parse().unwrap();
+            let want: usize = psql(&format!("SELECT sum(length(v)) FROM {t}"))
+                .parse()
+                .unwrap();
             assert_eq!(lengths, want, "{}", dest.name());
             // A rerun finds every window done and loads nothing.
             let again = p.pipe(&a).assert_ok().json();
@@ -165,8 +177,10 @@ fn overlapping_runs_on_separate_state_stores_load_every_row_once() {
         psql(&format!(
             "INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(3001, 3100) g"
         ));
-        p.pipe_env(&["run", &f], &[("STATE", "a/state.db")]).assert_ok();
-        p.pipe_env(&["run", &f], &[("STATE", "b/state.db")]).assert_ok();
+        p.pipe_env(&["run", &f], &[("STATE", "a/state.db")])
+            .assert_ok();
+        p.pipe_env(&["run", &f], &[("STATE", "b/state.db")])
+            .assert_ok();
         assert_eq!(counts(dest, &p, "ovl"), (3100, 3100), "{}", dest.name());
         psql(&format!("DELETE FROM {t} WHERE id > 3000"));
     }
@@ -238,7 +252,12 @@ fn duckdb_table_names_are_case_insensitive_and_pipe_tables_are_refused() {
     assert_eq!(counts(Dest::DuckDb, &p, "orders"), (1000, 1000));
 
     for table in ["_pipe.state", "_PIPE.runs", "__pipe_stage"] {
-        p.write(&f, &p.read(&f).replace("MAIN.Orders", table).replace("main.orders", table));
+        p.write(
+            &f,
+            &p.read(&f)
+                .replace("MAIN.Orders", table)
+                .replace("main.orders", table),
+        );
         p.pipe(&["run", &f])
             .assert_failed()
             .stderr_has("one of pipe's own tables");
@@ -266,14 +285,21 @@ fn rows_with_a_null_cursor_are_reported() {
     assert_eq!(v["rows_read"], 90, "{v}");
     let warnings = v["warnings"].to_string();
     assert!(warnings.contains("10 rows have a NULL `at`"), "{v}");
-    p.write(&f, &p.read(&f).replace("initial_value", "null_cursor = \"error\"\ninitial_value"));
+    p.write(
+        &f,
+        &p.read(&f)
+            .replace("initial_value", "null_cursor = \"error\"\ninitial_value"),
+    );
     p.pipe(&["run", &f])
         .assert_failed()
         .stderr_has("10 rows have a NULL `at`");
 }
 
 fn rss(p: &Project, args: &[&str], env: &[(&str, &str)], timeout_secs: u32) -> Value {
-    let mut all = vec![timeout_secs.to_string(), env!("CARGO_BIN_EXE_pipe").to_string()];
+    let mut all = vec![
+        timeout_secs.to_string(),
+        env!("CARGO_BIN_EXE_pipe").to_string(),
+    ];
     all.extend(args.iter().map(|a| a.to_string()));
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let mut cmd = std::process::Command::new(common::python());
@@ -302,11 +328,15 @@ fn hostile_config_is_refused_quickly_with_its_place() {
             "`source.batch_rows`: must be between 1 and 1048576",
         ),
         (
-            format!("{base}[destination]\ntype = \"null\"\n[runtime]\nchannel_capacity = 9223372036854775807\n"),
+            format!(
+                "{base}[destination]\ntype = \"null\"\n[runtime]\nchannel_capacity = 9223372036854775807\n"
+            ),
             "`runtime.channel_capacity`: must be between 1 and 1024",
         ),
         (
-            format!("{base}[destination]\ntype = \"null\"\n[state]\nlease_secs = 10000000000000000\n"),
+            format!(
+                "{base}[destination]\ntype = \"null\"\n[state]\nlease_secs = 10000000000000000\n"
+            ),
             "`state.lease_secs`: must be between 1 and 86400",
         ),
         (
@@ -318,10 +348,9 @@ fn hostile_config_is_refused_quickly_with_its_place() {
             "never fires",
         ),
         (
-            format!(
-                "name = \"h\"\n[source]\ntype = \"postgres\"\nurl = \"mysql://u:hunter2@h/db\"\n\
-                 table = \"t\"\n[destination]\ntype = \"null\"\n"
-            ),
+            "name = \"h\"\n[source]\ntype = \"postgres\"\nurl = \"mysql://u:hunter2@h/db\"\n\
+             table = \"t\"\n[destination]\ntype = \"null\"\n"
+                .to_string(),
             "must be a PostgreSQL URL",
         ),
         (
@@ -338,7 +367,10 @@ fn hostile_config_is_refused_quickly_with_its_place() {
         let r = rss(&p, &["run", "h.toml"], &[], 30);
         assert_eq!(r["code"], 1, "{text}\n{r}");
         let stderr = r["stderr"].as_str().unwrap();
-        assert!(stderr.contains(message), "{text}\nwant {message:?}\n{stderr}");
+        assert!(
+            stderr.contains(message),
+            "{text}\nwant {message:?}\n{stderr}"
+        );
         assert!(!stderr.contains("hunter2"), "{stderr}");
         assert!(r["max_rss_mb"].as_f64().unwrap() < 300.0, "{r}");
     }
@@ -361,7 +393,10 @@ fn a_huge_csv_record_is_an_error_naming_its_line() {
     let r = rss(&p, &["run", "big.toml"], &[], 60);
     assert_eq!(r["code"], 1, "{r}");
     let stderr = r["stderr"].as_str().unwrap();
-    assert!(stderr.contains("big.csv:3: a record longer than 1 MiB"), "{stderr}");
+    assert!(
+        stderr.contains("big.csv:3: a record longer than 1 MiB"),
+        "{stderr}"
+    );
     assert!(r["max_rss_mb"].as_f64().unwrap() < 200.0, "{r}");
 }
 
@@ -434,9 +469,18 @@ fn many_tied_cursor_values_keep_state_and_metadata_small() {
         p.pipe(&["run", &f]).assert_ok();
         let status = p.pipe(&["status", &f, "--json"]).assert_ok().json();
         let state = status["state"]["cursor.at"].as_str().unwrap().to_string();
-        assert!(state.len() < 300, "{}: state of {} bytes", dest.name(), state.len());
+        assert!(
+            state.len() < 300,
+            "{}: state of {} bytes",
+            dest.name(),
+            state.len()
+        );
         let metadata = largest_metadata(dest, &p);
-        assert!(metadata < 64 * 1024, "{}: {metadata} bytes of metadata", dest.name());
+        assert!(
+            metadata < 64 * 1024,
+            "{}: {metadata} bytes of metadata",
+            dest.name()
+        );
 
         let idle = p.pipe(&["run", &f, "--json"]).assert_ok().json();
         assert_eq!(idle["rows_read"], 0, "{idle}");
@@ -444,7 +488,12 @@ fn many_tied_cursor_values_keep_state_and_metadata_small() {
             "INSERT INTO {t} SELECT g, '2024-05-01 12:00:01+00' FROM generate_series(300001, 300010) g"
         ));
         p.pipe(&["run", &f]).assert_ok();
-        assert_eq!(counts(dest, &p, "ties"), (300010, 300010), "{}", dest.name());
+        assert_eq!(
+            counts(dest, &p, "ties"),
+            (300010, 300010),
+            "{}",
+            dest.name()
+        );
         psql(&format!("DELETE FROM {t} WHERE id > 300000"));
     }
     // New rows at exactly the tied value, after a run committed the digest of the old ones.
@@ -459,7 +508,14 @@ fn many_tied_cursor_values_keep_state_and_metadata_small() {
         .assert_failed()
         .stderr_has("changed since the last run");
     assert_eq!(counts(Dest::DuckDb, &p, "ties2").0, 300000);
-    let m = Dest::DuckDb.pipeline(&p, "ties2", &source, "ties2", "merge", "merge_keys = [\"id\"]");
+    let m = Dest::DuckDb.pipeline(
+        &p,
+        "ties2",
+        &source,
+        "ties2",
+        "merge",
+        "merge_keys = [\"id\"]",
+    );
     let v = p.pipe(&["run", &m, "--json"]).assert_ok().json();
     assert_eq!(v["commit"]["rows_inserted"], 5, "{v}");
     assert_eq!(counts(Dest::DuckDb, &p, "ties2"), (300005, 300005));

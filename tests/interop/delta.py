@@ -42,8 +42,8 @@ def read(args):
             "parameters": h.get("operationParameters") or {},
             "metrics": h.get("operationMetrics") or {},
             "pipeline": h.get("pipe.pipeline"),
-            "run_id": h.get("pipe.runId"),
-            "run_seq": h.get("pipe.runSeq"),
+            "run_id": h.get("pipe.run-id", h.get("pipe.runId")),
+            "run_seq": h.get("pipe.run-seq", h.get("pipe.runSeq")),
             "state": h.get("pipe.state"),
         })
     out = {

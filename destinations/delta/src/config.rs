@@ -73,7 +73,7 @@ pub struct DeltaConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceConfig {
-    /// Compact small files (`pipe delta optimize`) after every N-th committed run of this
+    /// Compact small files (`pipe table optimize`) after every N-th committed run of this
     /// pipeline (counted by its transaction version). Unset: never.
     #[serde(
         default,

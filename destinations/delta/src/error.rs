@@ -114,9 +114,16 @@ impl From<DeltaError> for Error {
                     | DeltaTableError::MissingFeature { .. } => pipe_framework::ErrorKind::User,
                     _ => pipe_framework::ErrorKind::External,
                 };
-                Error::new(kind, what).with_source(*source)
+                let transient = kind == pipe_framework::ErrorKind::External
+                    && pipe_framework::is_transient(source.as_ref());
+                let err = Error::new(kind, what).with_source(*source);
+                if transient { err.retryable() } else { err }
             }
-            DeltaError::Data { what, source } => Error::external(what).with_source(source),
+            DeltaError::Data { what, source } => {
+                let transient = pipe_framework::is_transient(source.as_ref());
+                let err = Error::external(what).with_source(source);
+                if transient { err.retryable() } else { err }
+            }
         }
     }
 }

@@ -29,9 +29,12 @@ use arrow_schema::DataType;
 use async_trait::async_trait;
 use delta_kernel::table_properties::{DataSkippingNumIndexedCols, TableProperties};
 use pipe_framework::evolution::{SchemaChange, TypeRules, fill_null_types, plan_evolution};
+use pipe_framework::operations::{
+    OperationReport, OptimizeRequest, RestoreTarget, TableOperations, VacuumRequest,
+};
 use pipe_framework::{
-    BuildContext, Destination, DestinationFactory, Error, PrepareRequest, Result, RunContext, Sink,
-    State, TableInfo, WriteMode,
+    BuildContext, CommitInfo, Destination, DestinationFactory, Error, PrepareRequest, Result,
+    RunContext, Sink, State, TableInfo, WriteMode,
 };
 
 pub use config::{DeltaConfig, MaintenanceConfig};
@@ -67,6 +70,14 @@ impl DestinationFactory for DeltaFactory {
     }
 
     fn build(&self, config: DeltaConfig, _ctx: &BuildContext) -> Result<Arc<dyn Destination>> {
+        Ok(Arc::new(DeltaDestination::new(config)?))
+    }
+
+    /// `location` is the table's path or URL (`/data/lake/orders`, `s3://lake/orders`);
+    /// credentials come from the environment.
+    fn locate(&self, location: &str) -> Result<Arc<dyn Destination>> {
+        let config: DeltaConfig = serde_json::from_value(serde_json::json!({ "path": location }))
+            .map_err(|e| Error::internal(format!("default Delta settings: {e}")))?;
         Ok(Arc::new(DeltaDestination::new(config)?))
     }
 }
@@ -324,23 +335,8 @@ impl Destination for DeltaDestination {
         if let Some(dir) = self.location.local_dir()
             && !dir.exists()
         {
-            // The first run creates the directory: its nearest existing ancestor must be one.
-            let mut ancestor = dir.as_path();
-            while !ancestor.exists() {
-                match ancestor.parent() {
-                    Some(p) => ancestor = p,
-                    None => break,
-                }
-            }
-            if !ancestor.is_dir() {
-                return Err(DeltaError::Config(format!(
-                    "cannot create the table directory {}: {} is not a directory",
-                    dir.display(),
-                    ancestor.display()
-                ))
-                .into());
-            }
-            return Ok(());
+            // The first run creates the directory.
+            return pipe_framework::probe::creatable(&dir.join("_delta_log"), "the Delta table");
         }
         self.location.open().await?;
         Ok(())
@@ -353,12 +349,51 @@ impl Destination for DeltaDestination {
         }))
     }
 
-    async fn inspect(&self) -> Result<Option<TableInfo>> {
-        Ok(ops::inspect(&self.location, None).await?)
+    fn operations(&self) -> Option<&dyn TableOperations> {
+        Some(self)
     }
 
     async fn prepare(&self, request: PrepareRequest) -> Result<Box<dyn Sink>> {
         let sink = self.prepare_sink(request).await.map_err(Error::from)?;
         Ok(Box::new(sink))
+    }
+}
+
+#[async_trait]
+impl TableOperations for DeltaDestination {
+    async fn history(&self, limit: Option<usize>) -> Result<Vec<CommitInfo>> {
+        Ok(ops::history(&self.location, limit).await?)
+    }
+
+    async fn inspect(&self, at: Option<&str>) -> Result<Option<TableInfo>> {
+        let version = at
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| Error::user(format!("`{v}` is not a Delta version")))
+            })
+            .transpose()?;
+        Ok(ops::inspect(&self.location, version).await?)
+    }
+
+    async fn optimize(&self, request: &OptimizeRequest) -> Result<OperationReport> {
+        let target = request
+            .target_file_size
+            .or(Some(self.options.target_file_size));
+        Ok(ops::optimize(&self.location, &request.order_by, target, request.dry_run).await?)
+    }
+
+    async fn vacuum(&self, request: &VacuumRequest) -> Result<OperationReport> {
+        let retain = (chrono::Utc::now() - request.older_than).max(chrono::Duration::zero());
+        Ok(ops::vacuum(
+            &self.location,
+            retain,
+            request.dry_run,
+            request.enforce_retention,
+        )
+        .await?)
+    }
+
+    async fn restore(&self, to: &RestoreTarget) -> Result<OperationReport> {
+        Ok(ops::restore(&self.location, to).await?)
     }
 }

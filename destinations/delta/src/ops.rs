@@ -1,4 +1,4 @@
-//! Table operations (`pipe delta history|vacuum|optimize|restore|inspect`) and the
+//! Table operations (`pipe table history|inspect|optimize|vacuum|restore`) and the
 //! post-commit maintenance of `[destination.maintenance]`.
 
 use std::collections::BTreeMap;
@@ -9,54 +9,14 @@ use deltalake::DeltaTable;
 use deltalake::kernel::StructType;
 use deltalake::operations::optimize::OptimizeType;
 use deltalake::operations::vacuum::VacuumMode;
+use pipe_framework::operations::{OperationReport, RestoreTarget};
 use pipe_framework::{ColumnInfo, CommitInfo, TableInfo};
-use serde::Serialize;
 use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::config::MaintenanceConfig;
 use crate::error::{DeltaError, Result, delta};
-use crate::table::{Location, PIPELINE_KEY, RUN_ID_KEY, RUN_SEQ_KEY};
-
-/// What `optimize` did.
-#[derive(Debug, Clone, Serialize)]
-pub struct OptimizeReport {
-    /// The new table version (`None`: nothing to compact, no commit).
-    pub version: Option<i64>,
-    /// Files written.
-    pub files_added: u64,
-    /// Files compacted away.
-    pub files_removed: u64,
-}
-
-/// What `vacuum` did (or, dry, would do).
-#[derive(Debug, Clone, Serialize)]
-pub struct VacuumReport {
-    /// Whether nothing was deleted.
-    pub dry_run: bool,
-    /// Files deleted (or that would be).
-    pub files: Vec<String>,
-}
-
-/// What `restore` did.
-#[derive(Debug, Clone, Serialize)]
-pub struct RestoreReport {
-    /// The new table version, whose content is the restored one's.
-    pub version: i64,
-    /// Files removed from the table.
-    pub files_removed: usize,
-    /// Files added back.
-    pub files_restored: usize,
-}
-
-/// Which version `restore` goes back to.
-#[derive(Debug, Clone, Copy)]
-pub enum RestoreTo {
-    /// A version number.
-    Version(i64),
-    /// The version current at this time.
-    Timestamp(DateTime<Utc>),
-}
+use crate::table::{Location, PIPELINE_KEY, RUN_ID_KEY, RUN_SEQ_KEY, info_value};
 
 fn version_of(table: &DeltaTable) -> i64 {
     table
@@ -65,10 +25,42 @@ fn version_of(table: &DeltaTable) -> i64 {
         .unwrap_or(-1)
 }
 
+/// History entries get the table's totals (rows, files, bytes) at their version when there are
+/// at most this many of them (each needs the log replayed up to its version).
+const TOTALS_UP_TO: usize = 50;
+
 /// The table's commits, newest first.
 pub async fn history(location: &Location, limit: Option<usize>) -> Result<Vec<CommitInfo>> {
     let table = location.open_existing().await?;
-    commits(&table, limit).await
+    let mut commits = commits(&table, limit).await?;
+    if commits.len() <= TOTALS_UP_TO {
+        for c in &mut commits {
+            let Ok(version) = c.id.parse::<u64>() else { continue };
+            let mut at = location.open_existing().await?;
+            if at.load_version(version).await.is_ok()
+                && let Ok(snapshot) = at.snapshot()
+            {
+                let (rows, files, bytes) = totals(snapshot);
+                (c.rows, c.files, c.bytes) = (rows, Some(files), Some(bytes));
+            }
+        }
+    }
+    Ok(commits)
+}
+
+/// Rows (when every file recorded its count), files and bytes of a version.
+fn totals(snapshot: &deltalake::table::state::DeltaTableState) -> (Option<u64>, u64, u64) {
+    let (mut rows, mut files, mut bytes) = (0u64, 0u64, 0u64);
+    let mut rows_known = true;
+    for view in snapshot.log_data().iter() {
+        files += 1;
+        bytes += u64::try_from(view.size()).unwrap_or(0);
+        match view.num_records() {
+            Some(n) => rows += n as u64,
+            None => rows_known = false,
+        }
+    }
+    (rows_known.then_some(rows), files, bytes)
 }
 
 async fn commits(table: &DeltaTable, limit: Option<usize>) -> Result<Vec<CommitInfo>> {
@@ -94,25 +86,15 @@ async fn commits(table: &DeltaTable, limit: Option<usize>) -> Result<Vec<CommitI
             for (k, v) in c.operation_parameters.iter().flatten() {
                 summary.insert(format!("parameter.{k}"), text(v));
             }
-            for (k, v) in &c.info {
-                match (k.as_str(), v) {
-                    ("operationMetrics", Value::Object(m)) => {
-                        for (mk, mv) in m {
-                            summary.insert(format!("metric.{mk}"), text(mv));
-                        }
-                    }
-                    (PIPELINE_KEY, _) => {
-                        summary.insert("pipe.pipeline".into(), text(v));
-                    }
-                    (RUN_ID_KEY, _) => {
-                        summary.insert("pipe.run-id".into(), text(v));
-                    }
-                    (RUN_SEQ_KEY, _) => {
-                        summary.insert("pipe.run-seq".into(), text(v));
-                    }
-                    _ => {}
+            if let Some(Value::Object(m)) = c.info.get("operationMetrics") {
+                for (mk, mv) in m {
+                    summary.insert(format!("metric.{mk}"), text(mv));
                 }
             }
+            if let Some(seq) = info_value(&c.info, RUN_SEQ_KEY) {
+                summary.insert(RUN_SEQ_KEY.into(), text(seq));
+            }
+            let value = |key: &str| info_value(&c.info, key).map(text);
             CommitInfo {
                 id: version.to_string(),
                 parent: (version > 0).then(|| (version - 1).to_string()),
@@ -123,7 +105,10 @@ async fn commits(table: &DeltaTable, limit: Option<usize>) -> Result<Vec<CommitI
                     .unwrap_or_default(),
                 operation: c.operation.clone().unwrap_or_default(),
                 current: version == current,
+                pipeline: value(PIPELINE_KEY),
+                run_id: value(RUN_ID_KEY),
                 summary,
+                ..CommitInfo::default()
             }
         })
         .collect())
@@ -159,16 +144,7 @@ pub async fn inspect(location: &Location, version: Option<i64>) -> Result<Option
             required: !f.is_nullable(),
         })
         .collect();
-    let (mut rows, mut files, mut bytes) = (0u64, 0u64, 0u64);
-    let mut rows_known = true;
-    for view in state.log_data().iter() {
-        files += 1;
-        bytes += u64::try_from(view.size()).unwrap_or(0);
-        match view.num_records() {
-            Some(n) => rows += n as u64,
-            None => rows_known = false,
-        }
-    }
+    let (rows, files, bytes) = totals(state);
     let metadata = state.metadata();
     let protocol = state.protocol();
     let mut properties = BTreeMap::from([
@@ -199,6 +175,9 @@ pub async fn inspect(location: &Location, version: Option<i64>) -> Result<Option
     history.retain(|c| c.id.parse::<i64>().is_ok_and(|v| v <= current));
     for c in &mut history {
         c.current = c.id == current.to_string();
+        if c.current {
+            (c.rows, c.files, c.bytes) = (rows, Some(files), Some(bytes));
+        }
     }
     history.reverse();
     Ok(Some(TableInfo {
@@ -206,7 +185,7 @@ pub async fn inspect(location: &Location, version: Option<i64>) -> Result<Option
         location: Some(location.url.to_string()),
         columns,
         properties,
-        rows: rows_known.then_some(rows),
+        rows,
         files: Some(files),
         bytes: Some(bytes),
         commits: history,
@@ -219,9 +198,28 @@ pub async fn optimize(
     location: &Location,
     zorder: &[String],
     target_size: Option<u64>,
-) -> Result<OptimizeReport> {
+    dry_run: bool,
+) -> Result<OperationReport> {
     let table = location.open_existing().await?;
     let before = version_of(&table);
+    let mut report = OperationReport {
+        operation: "optimize".into(),
+        dry_run,
+        ..OperationReport::default()
+    };
+    if dry_run {
+        let snapshot = table.snapshot().map_err(delta("reading the table state"))?;
+        let size = target_size.unwrap_or(DEFAULT_TARGET_SIZE);
+        let small = snapshot
+            .log_data()
+            .iter()
+            .filter(|f| u64::try_from(f.size()).unwrap_or(0) < size)
+            .count();
+        report
+            .detail
+            .insert("small_files".into(), small.to_string());
+        return Ok(report);
+    }
     let mut builder = table.optimize();
     if !zorder.is_empty() {
         builder = builder.with_type(OptimizeType::ZOrder(zorder.to_vec()));
@@ -231,32 +229,28 @@ pub async fn optimize(
     }
     let (table, metrics) = builder.await.map_err(delta("optimizing the table"))?;
     let after = version_of(&table);
-    Ok(OptimizeReport {
-        version: (after != before).then_some(after),
-        files_added: metrics.num_files_added,
-        files_removed: metrics.num_files_removed,
-    })
+    report.commit_id = (after != before).then(|| after.to_string());
+    report.files_added = metrics.num_files_added;
+    report.files_removed = metrics.num_files_removed;
+    Ok(report)
 }
 
-/// Delete data files no longer referenced by the table and older than `retain_hours`.
+/// delta-rs' default compaction target (100 MiB).
+const DEFAULT_TARGET_SIZE: u64 = 100 * 1024 * 1024;
+
+/// Delete data files no longer referenced by the table and older than `retain`.
 /// Retention below the table's `delta.deletedFileRetentionDuration` (default 7 days) is
 /// refused unless `enforce_retention` is false: readers of older versions need those files.
 pub async fn vacuum(
     location: &Location,
-    retain_hours: u64,
+    retain: chrono::Duration,
     dry_run: bool,
     enforce_retention: bool,
-) -> Result<VacuumReport> {
+) -> Result<OperationReport> {
     let table = location.open_existing().await?;
-    let retention = i64::try_from(retain_hours)
-        .ok()
-        .and_then(chrono::Duration::try_hours)
-        .ok_or_else(|| {
-            DeltaError::Config(format!("a retention of {retain_hours} hours is too large"))
-        })?;
     let (_, metrics) = table
         .vacuum()
-        .with_retention_period(retention)
+        .with_retention_period(retain)
         .with_dry_run(dry_run)
         .with_mode(VacuumMode::Full)
         .with_enforce_retention_duration(enforce_retention)
@@ -267,29 +261,34 @@ pub async fn vacuum(
             }
             e => delta("vacuuming the table")(e),
         })?;
-    Ok(VacuumReport {
+    Ok(OperationReport {
+        operation: "vacuum".into(),
         dry_run: metrics.dry_run,
-        files: metrics.files_deleted,
+        deleted: metrics.files_deleted,
+        ..OperationReport::default()
     })
 }
 
 /// Make the table's content that of an earlier version, as a new version.
-pub async fn restore(location: &Location, to: RestoreTo) -> Result<RestoreReport> {
+pub async fn restore(location: &Location, to: &RestoreTarget) -> Result<OperationReport> {
     let table = location.open_existing().await?;
     let builder = table.restore();
     let builder = match to {
-        RestoreTo::Version(v) => {
-            let v = u64::try_from(v)
-                .map_err(|_| DeltaError::Config(format!("--version {v} is not a version")))?;
+        RestoreTarget::Commit(v) => {
+            let v: u64 = v
+                .parse()
+                .map_err(|_| DeltaError::Config(format!("`{v}` is not a Delta version")))?;
             builder.with_version_to_restore(v)
         }
-        RestoreTo::Timestamp(t) => builder.with_datetime_to_restore(t),
+        RestoreTarget::Timestamp(t) => builder.with_datetime_to_restore(*t),
     };
     let (table, metrics) = builder.await.map_err(delta("restoring the table"))?;
-    Ok(RestoreReport {
-        version: version_of(&table),
-        files_removed: metrics.num_removed_file,
-        files_restored: metrics.num_restored_file,
+    Ok(OperationReport {
+        operation: "restore".into(),
+        commit_id: Some(version_of(&table).to_string()),
+        files_removed: metrics.num_removed_file as u64,
+        files_added: metrics.num_restored_file as u64,
+        ..OperationReport::default()
     })
 }
 
@@ -319,11 +318,12 @@ impl Maintenance {
             &self.location,
             &self.config.zorder_by,
             Some(self.target_size),
+            false,
         )
         .await
         {
             Ok(r) => info!(
-                version = ?r.version,
+                version = ?r.commit_id,
                 added = r.files_added,
                 removed = r.files_removed,
                 "maintenance: optimized"
@@ -333,9 +333,14 @@ impl Maintenance {
                 warnings.push(format!("maintenance: optimize failed: {e}"));
             }
         }
-        if let Some(hours) = self.config.vacuum_retain_hours {
-            match vacuum(&self.location, hours, false, true).await {
-                Ok(r) => info!(deleted = r.files.len(), "maintenance: vacuumed"),
+        let retain = self
+            .config
+            .vacuum_retain_hours
+            .and_then(|h| i64::try_from(h).ok())
+            .and_then(chrono::Duration::try_hours);
+        if let Some(retain) = retain {
+            match vacuum(&self.location, retain, false, true).await {
+                Ok(r) => info!(deleted = r.deleted.len(), "maintenance: vacuumed"),
                 Err(e) => {
                     warn!(error = %e, "maintenance: vacuum failed (the run is committed)");
                     warnings.push(format!("maintenance: vacuum failed: {e}"));

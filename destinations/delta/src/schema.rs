@@ -123,29 +123,12 @@ pub(crate) fn same_delta_type(a: &DataType, b: &DataType) -> bool {
 
 /// Resolve `names` (case-insensitively, as Delta does) to the columns of `schema`.
 pub(crate) fn resolve(schema: &Schema, names: &[String], what: &str) -> Result<Vec<usize>> {
-    names
-        .iter()
-        .map(|name| {
-            schema
-                .fields()
-                .iter()
-                .position(|f| f.name() == name)
-                .or_else(|| {
-                    schema
-                        .fields()
-                        .iter()
-                        .position(|f| f.name().eq_ignore_ascii_case(name))
-                })
-                .ok_or_else(|| {
-                    let have: Vec<&str> =
-                        schema.fields().iter().map(|f| f.name().as_str()).collect();
-                    DeltaError::Config(format!(
-                        "{what} `{name}` is not a column of the table (columns: {})",
-                        have.join(", ")
-                    ))
-                })
-        })
-        .collect()
+    Ok(pipe_framework::columns::resolve(
+        schema,
+        names,
+        what,
+        "the table",
+    )?)
 }
 
 #[cfg(test)]

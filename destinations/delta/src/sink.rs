@@ -423,7 +423,7 @@ impl Sink for DeltaSink {
                     let e = Error::from(e).context(format!(
                         "the commit to {} failed and the log could not be read to tell \
                          whether it landed ({why}); this run's files were kept: run `pipe \
-                         status` or `pipe delta history` before running again",
+                         status` or `pipe table history delta:<path>` before running again",
                         self.parts.location.url
                     ));
                     return Err(e.commit_unknown());

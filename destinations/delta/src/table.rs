@@ -15,11 +15,26 @@ use url::Url;
 
 use crate::error::{DeltaError, Result, delta};
 
-/// `commitInfo` keys.
-pub(crate) const PIPELINE_KEY: &str = "pipe.pipeline";
-pub(crate) const RUN_ID_KEY: &str = "pipe.runId";
-pub(crate) const RUN_SEQ_KEY: &str = "pipe.runSeq";
-pub(crate) const STATE_KEY: &str = "pipe.state";
+/// `commitInfo` keys: pipe's vocabulary, the same in every format.
+pub(crate) use pipe_framework::operations::keys::{
+    PIPELINE as PIPELINE_KEY, RUN_ID as RUN_ID_KEY, RUN_SEQ as RUN_SEQ_KEY, STATE as STATE_KEY,
+};
+/// How releases before the shared vocabulary spelled the run's keys (still read).
+const OLD_RUN_ID_KEY: &str = "pipe.runId";
+const OLD_RUN_SEQ_KEY: &str = "pipe.runSeq";
+
+/// A commit's `key` (or its older spelling `old`).
+pub(crate) fn info_value<'a>(
+    info: &'a std::collections::HashMap<String, serde_json::Value>,
+    key: &str,
+) -> Option<&'a serde_json::Value> {
+    let old = match key {
+        RUN_ID_KEY => OLD_RUN_ID_KEY,
+        RUN_SEQ_KEY => OLD_RUN_SEQ_KEY,
+        _ => key,
+    };
+    info.get(key).or_else(|| info.get(old))
+}
 
 /// Make `s3://`, `gs://` and `az://`/`abfss://` URLs known to delta-rs. Its crates register
 /// themselves from static constructors, which a linker may drop from a binary that names
@@ -155,10 +170,7 @@ pub(crate) async fn find_run(
 ) -> Result<Option<CommitInfo>> {
     let is_run = |info: &CommitInfo| {
         info.info.get(PIPELINE_KEY).and_then(|v| v.as_str()) == Some(pipeline)
-            && info
-                .info
-                .get(RUN_SEQ_KEY)
-                .and_then(serde_json::Value::as_i64)
+            && info_value(&info.info, RUN_SEQ_KEY).and_then(serde_json::Value::as_i64)
                 == Some(seq)
     };
     // Commits in the log (history skips commits without commitInfo, so stop by versions).
@@ -222,7 +234,7 @@ pub(crate) async fn find_commit(
             line.contains("commitInfo")
                 && serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| {
                     v.get("commitInfo")
-                        .and_then(|c| c.get(RUN_ID_KEY))
+                        .and_then(|c| c.get(RUN_ID_KEY).or_else(|| c.get(OLD_RUN_ID_KEY)))
                         .and_then(serde_json::Value::as_str)
                         == Some(run_id)
                 })
@@ -257,12 +269,20 @@ mod tests {
         // A stats value no reader can parse does not stop the lookup: only commitInfo is read.
         let broken = format!("{{\"add\":{{\"stats\":\"1e+28\"}}}}\n{}", info("r1"));
         put(&store, "_delta_log/00000000000000000001.json", &broken).await;
-        put(&store, "_delta_log/00000000000000000001.checkpoint.parquet", "x").await;
+        put(
+            &store,
+            "_delta_log/00000000000000000001.checkpoint.parquet",
+            "x",
+        )
+        .await;
         put(&store, "_delta_log/_last_checkpoint", "{}").await;
         assert_eq!(find_commit(&store, None, "r1").await.expect("ok"), Some(1));
         assert_eq!(find_commit(&store, None, "r0").await.expect("ok"), Some(0));
         assert_eq!(find_commit(&store, Some(0), "r0").await.expect("ok"), None);
-        assert_eq!(find_commit(&store, Some(0), "r1").await.expect("ok"), Some(1));
+        assert_eq!(
+            find_commit(&store, Some(0), "r1").await.expect("ok"),
+            Some(1)
+        );
         assert_eq!(find_commit(&store, None, "r9").await.expect("ok"), None);
     }
 }

@@ -31,7 +31,8 @@ const LEDGER_DDL: &str = "CREATE SCHEMA IF NOT EXISTS _pipe; \
     CREATE TABLE IF NOT EXISTS _pipe.state (\
         pipeline VARCHAR NOT NULL, table_name VARCHAR NOT NULL, key VARCHAR NOT NULL, \
         value VARCHAR NOT NULL, run_id VARCHAR NOT NULL, committed_at TIMESTAMP WITH TIME ZONE, \
-        seq BIGINT NOT NULL)";
+        seq BIGINT NOT NULL); \
+    ALTER TABLE _pipe.runs ADD COLUMN IF NOT EXISTS table_rows BIGINT";
 
 /// The committed state of `pipeline` into `table` (its [`crate::table::TableName::key`]): per
 /// key, the value of the last run that committed it (empty if none). Runs that changed other
@@ -102,8 +103,15 @@ pub(crate) fn finish(
     conn.execute_batch(LEDGER_DDL)
         .map_err(|e| sql_err("creating the run ledger", e))?;
     let state = serde_json::to_string(&request.state).unwrap_or_else(|_| "{}".into());
+    let table_rows = count(
+        conn,
+        &format!("SELECT count(*) FROM {}", job.table.sql()),
+        "counting the table's rows",
+    )?;
     let ledger = format!(
-        "INSERT INTO _pipe.runs VALUES ({}, {}, {}, {}, to_timestamp({}), now(), {}, {}, {}, {}, {})",
+        "INSERT INTO _pipe.runs (pipeline, run_id, table_name, mode, started_at, committed_at, \
+         rows_read, rows_inserted, rows_updated, rows_deleted, state, table_rows) \
+         VALUES ({}, {}, {}, {}, to_timestamp({}), now(), {}, {}, {}, {}, {}, {table_rows})",
         literal(&request.ctx.pipeline),
         literal(&request.ctx.run_id),
         literal(&job.table.key()),

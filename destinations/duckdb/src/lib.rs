@@ -10,6 +10,7 @@ mod commit;
 mod config;
 mod database;
 mod error;
+mod operations;
 mod quarantine;
 mod sink;
 mod stream;
@@ -22,8 +23,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pipe_framework::{
-    BuildContext, Destination, DestinationFactory, Error, PrepareRequest, QuarantineSpec, Result,
-    RunContext, Sink, State, WriteMode,
+    BuildContext, CommitInfo, Destination, DestinationFactory, Error, PrepareRequest,
+    QuarantineSpec, Result, RunContext, Sink, State, TableInfo, TableOperations, WriteMode,
 };
 
 pub use config::DuckDbConfig;
@@ -31,35 +32,6 @@ pub use error::DuckError;
 pub use sink::DuckDbSink;
 
 use table::TableName;
-
-/// A database that does not exist yet will be created: check the nearest existing directory
-/// accepts a new file (a probe file, removed at once).
-fn probe_writable(path: &std::path::Path) -> Result<()> {
-    let dir = path
-        .ancestors()
-        .skip(1)
-        .map(|a| {
-            if a.as_os_str().is_empty() {
-                std::path::Path::new(".")
-            } else {
-                a
-            }
-        })
-        .find(|a| a.is_dir())
-        .unwrap_or(std::path::Path::new("."));
-    let probe = dir.join(format!(".pipe-probe-{}", std::process::id()));
-    match std::fs::File::create(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => Err(Error::external(format!(
-            "cannot create DuckDB database {}: {} is not writable: {e}",
-            path.display(),
-            dir.display()
-        ))),
-    }
-}
 
 /// Registers as `type = "duckdb"`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -77,6 +49,19 @@ impl DestinationFactory for DuckDbFactory {
     }
 
     fn build(&self, config: DuckDbConfig, _ctx: &BuildContext) -> Result<Arc<dyn Destination>> {
+        Ok(Arc::new(DuckDbDestination::new(config)?))
+    }
+
+    /// `location` is `<database file>#<schema.table>` (`.pipe/pipe.duckdb#sales.orders`).
+    fn locate(&self, location: &str) -> Result<Arc<dyn Destination>> {
+        let Some((path, table)) = location.rsplit_once('#') else {
+            return Err(Error::user(format!(
+                "`{location}`: give a DuckDB table as <database file>#<schema.table>"
+            )));
+        };
+        let config: DuckDbConfig =
+            serde_json::from_value(serde_json::json!({ "path": path, "table": table }))
+                .map_err(|e| Error::internal(format!("default DuckDB settings: {e}")))?;
         Ok(Arc::new(DuckDbDestination::new(config)?))
     }
 }
@@ -113,7 +98,7 @@ impl Destination for DuckDbDestination {
     async fn check(&self) -> Result<()> {
         let path = self.config.path.clone();
         if !path.exists() {
-            return probe_writable(&path);
+            return pipe_framework::probe::creatable(&path, "DuckDB database");
         }
         let options = self.connection_options();
         tokio::task::spawn_blocking(move || {
@@ -151,6 +136,10 @@ impl Destination for DuckDbDestination {
         .map_err(Error::from)
     }
 
+    fn operations(&self) -> Option<&dyn TableOperations> {
+        Some(self)
+    }
+
     async fn prepare(&self, request: PrepareRequest) -> Result<Box<dyn Sink>> {
         let job = worker::Job {
             path: self.config.path.clone(),
@@ -169,5 +158,17 @@ impl Destination for DuckDbDestination {
             started.commands,
             started.thread,
         )))
+    }
+}
+
+#[async_trait]
+impl TableOperations for DuckDbDestination {
+    async fn history(&self, limit: Option<usize>) -> Result<Vec<CommitInfo>> {
+        operations::history(&self.config.path, &self.connection_options(), &self.table, limit)
+            .await
+    }
+
+    async fn inspect(&self, at: Option<&str>) -> Result<Option<TableInfo>> {
+        operations::inspect(&self.config.path, &self.connection_options(), &self.table, at).await
     }
 }

@@ -230,22 +230,10 @@ pub(crate) fn resolve_columns(
     wanted: &[String],
     whose: &str,
 ) -> Result<Vec<String>> {
-    wanted
-        .iter()
-        .map(|w| {
-            schema
-                .fields()
-                .iter()
-                .find(|f| f.name().eq_ignore_ascii_case(w))
-                .map(|f| f.name().clone())
-                .ok_or_else(|| {
-                    let names: Vec<&str> =
-                        schema.fields().iter().map(|f| f.name().as_str()).collect();
-                    DuckError::Schema(format!(
-                        "merge key `{w}` is not a column of {whose}; columns: {}",
-                        names.join(", ")
-                    ))
-                })
-        })
-        .collect()
+    let found = pipe_framework::columns::resolve(schema, wanted, "merge key", whose)
+        .map_err(|e| DuckError::Schema(e.message().to_string()))?;
+    Ok(found
+        .into_iter()
+        .map(|i| schema.field(i).name().clone())
+        .collect())
 }

@@ -102,13 +102,24 @@ impl From<IcebergError> for Error {
                     }
                     _ => pipe_framework::ErrorKind::External,
                 };
-                Error::new(kind, what).with_source(*source)
+                let transient = kind == pipe_framework::ErrorKind::External
+                    && pipe_framework::is_transient(source.as_ref());
+                let err = Error::new(kind, what).with_source(*source);
+                if transient { err.retryable() } else { err }
             }
-            IcebergError::Catalog { what, source } => Error::external(what).with_source(source),
+            IcebergError::Catalog { what, source } => {
+                let transient = pipe_framework::is_transient(&source);
+                let err = Error::external(what).with_source(source);
+                if transient { err.retryable() } else { err }
+            }
             e @ IcebergError::CommitUnknown { .. } => {
                 Error::external(e.to_string()).commit_unknown()
             }
-            IcebergError::Data { what, source } => Error::external(what).with_source(source),
+            IcebergError::Data { what, source } => {
+                let transient = pipe_framework::is_transient(source.as_ref());
+                let err = Error::external(what).with_source(source);
+                if transient { err.retryable() } else { err }
+            }
         }
     }
 }

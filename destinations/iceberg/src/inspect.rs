@@ -1,20 +1,77 @@
-//! `pipe inspect`: the table's schema, partition spec, size and snapshots, from its metadata.
+//! What `pipe table inspect|history` show of an Iceberg table: schema (with field ids),
+//! partition spec, sort order, size and snapshots, from its metadata — now, or as of a
+//! snapshot (time travel).
 
 use std::collections::BTreeMap;
 
+use iceberg::spec::{Snapshot, TableMetadata};
+use pipe_framework::operations::keys;
 use pipe_framework::{ColumnInfo, CommitInfo, TableInfo};
 
 use crate::catalog::Loaded;
+use crate::error::{IcebergError, Result};
 
 fn total(summary: &BTreeMap<String, String>, key: &str) -> Option<u64> {
     summary.get(key).and_then(|v| v.parse().ok())
 }
 
-/// The [`TableInfo`] of a loaded table.
-pub(crate) fn table_info(name: &str, table: &Loaded) -> TableInfo {
+/// One snapshot as a commit.
+fn commit(s: &Snapshot, current: Option<i64>) -> CommitInfo {
+    let summary: BTreeMap<String, String> = s
+        .summary()
+        .additional_properties
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    CommitInfo {
+        id: s.snapshot_id().to_string(),
+        parent: s.parent_snapshot_id().map(|p| p.to_string()),
+        timestamp: s
+            .timestamp()
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|_| s.timestamp_ms().to_string()),
+        operation: s.summary().operation.as_str().to_string(),
+        current: Some(s.snapshot_id()) == current,
+        pipeline: summary.get(keys::PIPELINE).cloned(),
+        run_id: summary.get(keys::RUN_ID).cloned(),
+        rows: total(&summary, "total-records"),
+        files: total(&summary, "total-data-files"),
+        bytes: total(&summary, "total-files-size"),
+        summary,
+    }
+}
+
+/// Every snapshot of the table as a commit, oldest first; `current` marks the one shown as
+/// the table's state.
+pub(crate) fn commits(meta: &TableMetadata, current: Option<i64>) -> Vec<CommitInfo> {
+    let mut snapshots: Vec<_> = meta.snapshots().collect();
+    snapshots.sort_by_key(|s| (s.sequence_number(), s.timestamp_ms()));
+    snapshots.iter().map(|s| commit(s, current)).collect()
+}
+
+/// The [`TableInfo`] of a loaded table, as of snapshot `at` (default: the current one).
+pub(crate) fn table_info(name: &str, table: &Loaded, at: Option<i64>) -> Result<TableInfo> {
     let meta = &table.metadata;
-    let columns = meta
-        .current_schema()
+    let shown = match at {
+        None => meta.current_snapshot().cloned(),
+        Some(id) => Some(meta.snapshot_by_id(id).cloned().ok_or_else(|| {
+            IcebergError::Config(format!(
+                "snapshot {id} is not in the table (expired, or of another table); its \
+                 snapshots: {}",
+                meta.snapshots()
+                    .map(|s| s.snapshot_id().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?),
+    };
+    let schema = match &shown {
+        Some(s) => s
+            .schema(meta)
+            .map_err(|e| IcebergError::Config(format!("the snapshot's schema: {e}")))?,
+        None => meta.current_schema().clone(),
+    };
+    let columns = schema
         .as_struct()
         .fields()
         .iter()
@@ -25,29 +82,16 @@ pub(crate) fn table_info(name: &str, table: &Loaded) -> TableInfo {
             required: f.required,
         })
         .collect();
-    let current = meta.current_snapshot_id();
-    let mut snapshots: Vec<_> = meta.snapshots().collect();
-    snapshots.sort_by_key(|s| (s.sequence_number(), s.timestamp_ms()));
-    let commits: Vec<CommitInfo> = snapshots
-        .iter()
-        .map(|s| CommitInfo {
-            id: s.snapshot_id().to_string(),
-            parent: s.parent_snapshot_id().map(|p| p.to_string()),
-            timestamp: s
-                .timestamp()
-                .map(|t| t.to_rfc3339())
-                .unwrap_or_else(|_| s.timestamp_ms().to_string()),
-            operation: s.summary().operation.as_str().to_string(),
-            current: Some(s.snapshot_id()) == current,
-            summary: s
-                .summary()
-                .additional_properties
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        })
-        .collect();
-    let head = commits.iter().find(|c| c.current).map(|c| &c.summary);
+    let current = shown.as_ref().map(|s| s.snapshot_id());
+    let mut commits = commits(meta, current);
+    if let Some(shown) = &shown {
+        // Time travel: the history up to the snapshot shown.
+        commits.retain(|c| {
+            meta.snapshot_by_id(c.id.parse().unwrap_or_default())
+                .is_some_and(|s| s.sequence_number() <= shown.sequence_number())
+        });
+    }
+    let head = commits.iter().find(|c| c.current);
     let mut properties = BTreeMap::from([
         (
             "format-version".to_string(),
@@ -77,14 +121,14 @@ pub(crate) fn table_info(name: &str, table: &Loaded) -> TableInfo {
     for (k, v) in meta.properties() {
         properties.insert(format!("property.{k}"), v.clone());
     }
-    TableInfo {
+    Ok(TableInfo {
         table: name.to_string(),
         location: Some(table.location.clone()),
         columns,
         properties,
-        rows: head.map_or(Some(0), |s| total(s, "total-records")),
-        files: head.map_or(Some(0), |s| total(s, "total-data-files")),
-        bytes: head.map_or(Some(0), |s| total(s, "total-files-size")),
+        rows: head.map_or(Some(0), |c| c.rows),
+        files: head.map_or(Some(0), |c| c.files),
+        bytes: head.map_or(Some(0), |c| c.bytes),
         commits,
-    }
+    })
 }

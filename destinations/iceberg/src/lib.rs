@@ -14,6 +14,7 @@ mod error;
 mod inspect;
 mod layout;
 mod merge;
+mod operations;
 mod parallel;
 mod schema;
 mod sink;
@@ -25,14 +26,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pipe_framework::{
     BuildContext, Destination, DestinationFactory, Error, PrepareRequest, Result, RunContext, Sink,
-    State, TableInfo, WriteMode,
+    State, WriteMode,
 };
 
 pub use config::{CatalogConfig, IcebergConfig};
 pub use error::IcebergError;
 pub use sink::IcebergSink;
 
-use catalog::{CommitTarget, SqlTarget};
+use catalog::CommitTarget;
 use merge::MergeState;
 use sink::SinkOptions;
 use write::{DataWriter, WriteOptions, WrittenFiles};
@@ -53,6 +54,22 @@ impl DestinationFactory for IcebergFactory {
     }
 
     fn build(&self, config: IcebergConfig, _ctx: &BuildContext) -> Result<Arc<dyn Destination>> {
+        Ok(Arc::new(IcebergDestination::new(config)?))
+    }
+
+    /// `location` is `<catalog uri>#<namespace.table>`
+    /// (`sqlite://.pipe/catalog.db#sales.orders`), with the catalog's default name `pipe`.
+    fn locate(&self, location: &str) -> Result<Arc<dyn Destination>> {
+        let Some((uri, table)) = location.rsplit_once('#') else {
+            return Err(Error::user(format!(
+                "`{location}`: give an Iceberg table as <catalog uri>#<namespace.table>"
+            )));
+        };
+        let config: IcebergConfig = serde_json::from_value(serde_json::json!({
+            "catalog": { "type": "sql", "uri": uri },
+            "table": table,
+        }))
+        .map_err(|e| Error::internal(format!("default Iceberg settings: {e}")))?;
         Ok(Arc::new(IcebergDestination::new(config)?))
     }
 }
@@ -98,11 +115,18 @@ impl IcebergDestination {
         })
     }
 
+    /// The table as the catalog has it; `None` when the catalog or the table does not exist.
+    async fn load_existing(&self) -> Result<Option<catalog::Loaded>> {
+        if self.catalog_missing() {
+            return Ok(None);
+        }
+        Ok(self.connect().await?.load().await?)
+    }
+
     async fn connect(&self) -> std::result::Result<Arc<dyn CommitTarget>, IcebergError> {
         self.target
             .get_or_try_init(|| async {
-                let target = SqlTarget::connect(&self.config.catalog, self.table.clone()).await?;
-                Ok::<Arc<dyn CommitTarget>, IcebergError>(Arc::new(target))
+                catalog::connect(&self.config.catalog, self.table.clone()).await
             })
             .await
             .cloned()
@@ -111,13 +135,12 @@ impl IcebergDestination {
     /// Whether the catalog is a SQLite file that does not exist yet: then there is no table,
     /// and read-only calls (check, state, inspect) must not create the file.
     fn catalog_missing(&self) -> bool {
-        catalog::sqlite_file(&self.config.catalog).is_some_and(|path| !path.exists())
+        catalog::not_created(&self.config.catalog)
     }
 
     /// Where a new table goes: `<warehouse>/<namespace path>/<table>`.
     fn new_table_location(&self) -> std::result::Result<String, IcebergError> {
-        let CatalogConfig::Sql { warehouse, .. } = &self.config.catalog;
-        let root = catalog::warehouse_uri(warehouse)?;
+        let root = catalog::warehouse(&self.config.catalog)?;
         Ok(format!(
             "{root}/{}/{}",
             self.table.namespace().join("/"),
@@ -158,12 +181,7 @@ impl IcebergDestination {
                 ));
             }
             for key in &request.write.merge_keys {
-                let found = request
-                    .source_schema
-                    .fields()
-                    .iter()
-                    .any(|f| f.name() == key || f.name().eq_ignore_ascii_case(key));
-                if !found {
+                if pipe_framework::columns::find(&request.source_schema, key).is_none() {
                     return Err(IcebergError::Config(format!(
                         "merge key `{key}` is not a column of the source: every row's key would \
                          be NULL"
@@ -225,22 +243,16 @@ impl IcebergDestination {
 #[async_trait]
 impl Destination for IcebergDestination {
     fn describe(&self) -> String {
-        match &self.config.catalog {
-            CatalogConfig::Sql { uri, .. } => {
-                format!(
-                    "iceberg {} {}",
-                    catalog::redact(uri.expose()),
-                    self.config.table
-                )
-            }
-        }
+        format!(
+            "iceberg {} {}",
+            catalog::describe(&self.config.catalog),
+            self.config.table
+        )
     }
 
     async fn check(&self) -> Result<()> {
-        if let Some(path) = catalog::sqlite_file(&self.config.catalog)
-            && !path.exists()
-        {
-            return catalog::probe_writable(&path).map_err(Error::from);
+        if self.catalog_missing() {
+            return catalog::check_creatable(&self.config.catalog);
         }
         let target = self.connect().await?;
         target.load().await?;
@@ -258,15 +270,8 @@ impl Destination for IcebergDestination {
         }))
     }
 
-    async fn inspect(&self) -> Result<Option<TableInfo>> {
-        if self.catalog_missing() {
-            return Ok(None);
-        }
-        let target = self.connect().await?;
-        Ok(target
-            .load()
-            .await?
-            .map(|table| inspect::table_info(&self.config.table, &table)))
+    fn operations(&self) -> Option<&dyn pipe_framework::TableOperations> {
+        Some(self)
     }
 
     async fn prepare(&self, request: PrepareRequest) -> Result<Box<dyn Sink>> {

@@ -14,7 +14,7 @@ use pipe_framework::{CommitReport, CommitRequest, Error, Sink, WriteMode};
 use tracing::{info, warn};
 
 use crate::catalog::{CommitTarget, Loaded};
-use crate::commit::{Change, Committed, Removal, commit_once, live};
+use crate::commit::{Committed, Removal, SnapshotChange, commit_once, live};
 use crate::error::{IcebergError, Result};
 use crate::merge::MergeState;
 use crate::parallel::ParallelWriter;
@@ -147,11 +147,12 @@ impl IcebergSink {
         if self.options.mode == WriteMode::Replace && self.options.replace_partitions {
             removal = Removal::Partitions(added.iter().map(|f| f.partition().clone()).collect());
         }
-        let mut change = Change {
+        let mut change = SnapshotChange {
             added,
             removal,
             schema: evolved.clone(),
             properties: Vec::new(),
+            rewrite: false,
         };
         let mut base = match base.take() {
             Some(b) => b,

@@ -1,4 +1,5 @@
-//! `pipe inspect`: a pipeline's destination table — schema, size, commits.
+//! `pipe inspect`: a pipeline's destination table — schema, size, commits (what
+//! `pipe table inspect <pipeline>` shows).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,7 +14,13 @@ pub(crate) async fn inspect(
     json: bool,
 ) -> Result<ExitCode, Error> {
     let pipeline = Pipeline::load(file, registry)?;
-    let info = pipeline.destination.inspect().await?;
+    let operations = pipeline.destination.operations().ok_or_else(|| {
+        Error::user(format!(
+            "destination {} cannot be inspected",
+            pipeline.destination.describe()
+        ))
+    })?;
+    let info = operations.inspect(None).await?;
     match (info, json) {
         (None, true) => print_json(&serde_json::Value::Null),
         (None, false) => out!(
@@ -59,18 +66,19 @@ pub(crate) fn print(info: &TableInfo) {
     );
     for c in &info.commits {
         let mark = if c.current { "*" } else { " " };
-        let get = |k: &str| c.summary.get(k).map(String::as_str).unwrap_or("");
-        let run = match (get("pipe.pipeline"), get("pipe.run-id")) {
-            ("", _) => String::new(),
-            (p, r) => format!("{p} {r}"),
+        let run = match (&c.pipeline, &c.run_id) {
+            (Some(p), Some(r)) => format!("{p} {r}"),
+            (Some(p), None) => p.clone(),
+            _ => String::new(),
         };
+        let count = |n: Option<u64>| n.map_or_else(String::new, |n| n.to_string());
         out!(
             "{mark} {:<21}{:<27}{:<11}{:>12}{:>8}  {run}",
             c.id,
             c.timestamp,
             c.operation,
-            get("total-records"),
-            get("total-data-files"),
+            count(c.rows),
+            count(c.files),
         );
     }
 }

@@ -6,11 +6,10 @@
 #[macro_use]
 mod output;
 mod check;
-#[cfg(feature = "destination-delta")]
-mod delta;
 mod git;
 mod inspect;
 mod ops;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -149,11 +148,11 @@ enum Command {
         #[command(subcommand)]
         command: ContractCommand,
     },
-    /// Delta Lake table operations: history, vacuum, optimize, restore, inspect.
-    #[cfg(feature = "destination-delta")]
-    Delta {
+    /// Table operations on a pipeline's table or on `<type>:<location>`: history, inspect
+    /// (time travel), optimize, vacuum, restore.
+    Table {
         #[command(subcommand)]
-        command: delta::DeltaCommand,
+        command: table::TableCommand,
     },
     /// Run every pipeline of a directory that has a [schedule], until SIGTERM or Ctrl-C.
     Schedule {
@@ -272,8 +271,7 @@ async fn dispatch(command: Command, registry: Registry) -> Result<ExitCode, Erro
             json,
         } => ops::status(&pipeline, &registry, runs, json).await,
         Command::Inspect { pipeline, json } => inspect::inspect(&pipeline, &registry, json).await,
-        #[cfg(feature = "destination-delta")]
-        Command::Delta { command } => delta::run(command).await,
+        Command::Table { command } => table::run(command, &registry).await,
         Command::Check {
             file,
             against,

@@ -129,14 +129,10 @@ pub trait Destination: Send + Sync + Debug {
     /// sink staging this run. Nothing is visible to readers until [`Sink::commit`].
     async fn prepare(&self, req: PrepareRequest) -> Result<Box<dyn Sink>>;
 
-    /// What `pipe inspect` shows: the table's schema, size and commit history, read without
-    /// changing anything. `Ok(None)`: the table does not exist yet. The default: the
-    /// destination has nothing to show.
-    async fn inspect(&self) -> Result<Option<TableInfo>> {
-        Err(Error::user(format!(
-            "destination {} cannot be inspected",
-            self.describe()
-        )))
+    /// The table operations (`pipe table history|inspect|optimize|vacuum|restore`) this
+    /// destination offers. The default: none.
+    fn operations(&self) -> Option<&dyn crate::operations::TableOperations> {
+        None
     }
 }
 
@@ -179,7 +175,8 @@ pub struct ColumnInfo {
     pub required: bool,
 }
 
-/// One commit of a [`TableInfo`].
+/// One commit of a table (`pipe table history`, [`TableInfo::commits`]): the same fields for
+/// every destination.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CommitInfo {
     /// The commit's id (snapshot id, version).
@@ -193,7 +190,22 @@ pub struct CommitInfo {
     pub operation: String,
     /// Whether it is the table's current version.
     pub current: bool,
-    /// The commit's own summary (row and file counts, `pipe.*` keys).
+    /// The pipeline that wrote it (`pipe.pipeline`), if pipe did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    /// The run that wrote it (`pipe.run-id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Rows in the table after the commit, when known without scanning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Data files in the table after the commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    /// Bytes of those data files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Everything else the format records (summary, metrics, parameters), by name.
     pub summary: std::collections::BTreeMap<String, String>,
 }
 

@@ -2,7 +2,7 @@
 //! is, a message, optional context lines and the underlying cause.
 //!
 //! Connector crates define their own `thiserror` enums and convert them into [`Error`] at the
-//! framework boundary (see `STYLE.md`). The CLI prints the chain, one cause per line.
+//! framework boundary (see docs/development.md). The CLI prints the chain, one cause per line.
 
 use std::fmt;
 
@@ -220,6 +220,64 @@ impl<T, E: Into<Error>> ResultExt<T> for std::result::Result<T, E> {
     }
 }
 
+/// Whether an external failure is worth another try, judged from its whole chain: I/O that
+/// was cut or timed out, and the answers object stores and HTTP services give when they are
+/// busy or briefly down (429, 500, 502, 503, 504, `SlowDown`). Missing objects, refused
+/// credentials and bad requests are not. One classification for every connector (object
+/// stores, HTTP sources, catalogs).
+pub fn is_transient(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as K;
+    const TRANSIENT: [&str; 14] = [
+        "timed out",
+        "timeout",
+        "connection reset",
+        "connection refused",
+        "connection closed",
+        "broken pipe",
+        "temporarily unavailable",
+        "too many requests",
+        "service unavailable",
+        "bad gateway",
+        "gateway timeout",
+        "internal server error",
+        "slowdown",
+        "try again",
+    ];
+    const STATUS: [&str; 5] = ["429", "500", "502", "503", "504"];
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::NotConnected
+                    | K::BrokenPipe
+                    | K::TimedOut
+                    | K::Interrupted
+                    | K::UnexpectedEof
+                    | K::WouldBlock
+            )
+        {
+            return true;
+        }
+        let text = e.to_string().to_ascii_lowercase();
+        if TRANSIENT.iter().any(|t| text.contains(t))
+            || STATUS.iter().any(|code| {
+                text.contains(&format!("status {code}"))
+                    || text.contains(&format!("status: {code}"))
+                    || text.contains(&format!("{code} "))
+                        && (text.contains("http") || text.contains("response"))
+            })
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 impl From<arrow_schema::ArrowError> for Error {
     /// Arrow errors on the data path are almost always bad input (a value that does not
     /// parse or cast); the caller adds which file or column.
@@ -274,6 +332,17 @@ mod tests {
                 "Kernel error: bucket lake does not exist"
             ]
         );
+    }
+
+    #[test]
+    fn transient_failures_are_told_from_final_ones() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert!(is_transient(&Error::external("reading").with_source(reset)));
+        let busy = Error::external("Generic S3 error: HTTP status 503 Service Unavailable");
+        assert!(is_transient(&busy));
+        let missing = std::io::Error::new(std::io::ErrorKind::NotFound, "no such object");
+        assert!(!is_transient(&missing));
+        assert!(!is_transient(&Error::external("access denied (403)")));
     }
 
     #[test]

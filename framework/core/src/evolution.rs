@@ -60,13 +60,12 @@ impl std::fmt::Debug for TypeRules<'_> {
 
 impl TypeRules<'_> {
     fn find<'s>(&self, schema: &'s Schema, name: &str) -> Option<(usize, &'s FieldRef)> {
-        schema.fields().iter().enumerate().find(|(_, f)| {
-            if self.case_insensitive_names {
-                f.name().eq_ignore_ascii_case(name)
-            } else {
-                f.name() == name
-            }
-        })
+        let i = if self.case_insensitive_names {
+            crate::columns::find(schema, name)
+        } else {
+            schema.index_of(name).ok()
+        }?;
+        Some((i, &schema.fields()[i]))
     }
 }
 
@@ -162,13 +161,7 @@ pub fn fill_null_types(source: &Schema, table: &Schema) -> Schema {
             if f.data_type() != &DataType::Null {
                 return f.clone();
             }
-            let found = table.field_with_name(f.name()).ok().or_else(|| {
-                table
-                    .fields()
-                    .iter()
-                    .find(|t| t.name().eq_ignore_ascii_case(f.name()))
-                    .map(AsRef::as_ref)
-            });
+            let found = crate::columns::find(table, f.name()).map(|i| table.field(i));
             match found {
                 Some(t) => Arc::new(f.as_ref().clone().with_data_type(t.data_type().clone())),
                 None => f.clone(),
@@ -235,20 +228,7 @@ impl Aligner {
     pub fn new(source: &Schema, target: SchemaRef) -> Result<Self> {
         let mut sources = Vec::with_capacity(target.fields().len());
         for field in target.fields() {
-            let found = source
-                .index_of(field.name())
-                .ok()
-                .or_else(|| {
-                    let mut hits = source
-                        .fields()
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, f)| f.name().eq_ignore_ascii_case(field.name()));
-                    match (hits.next(), hits.next()) {
-                        (Some((i, _)), None) => Some(i),
-                        _ => None,
-                    }
-                })
+            let found = crate::columns::find(source, field.name())
                 .map(|i| (i, source.field(i).data_type()));
             if let Some((_, dt)) = found
                 && !can_cast_types(dt, field.data_type())

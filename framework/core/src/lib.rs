@@ -8,6 +8,7 @@
 
 pub mod backfill;
 pub mod channel;
+pub mod columns;
 pub mod committed;
 pub mod config;
 pub mod context;
@@ -16,9 +17,11 @@ pub mod error;
 pub mod evolution;
 pub mod merge_keys;
 pub mod null;
+pub mod operations;
 pub mod parallel;
 pub mod parquet_options;
 pub mod pipeline;
+pub mod probe;
 pub mod quarantine;
 pub mod registry;
 pub mod runner;
@@ -38,7 +41,8 @@ pub use destination::{
     ColumnInfo, CommitInfo, CommitReport, CommitRequest, Destination, PrepareRequest,
     SchemaEvolution, Sink, TableInfo, WriteMode, WriteSpec,
 };
-pub use error::{Error, ErrorKind, Result, ResultExt};
+pub use operations::TableOperations;
+pub use error::{Error, ErrorKind, Result, ResultExt, is_transient};
 pub use pipeline::Pipeline;
 pub use quarantine::Quarantine;
 pub use registry::{BuildContext, DestinationFactory, Registry, SourceFactory, StageFactory};

@@ -58,6 +58,15 @@ pub trait DestinationFactory: Send + Sync + 'static {
     fn modes(&self) -> &'static [WriteMode];
     /// Build the destination. Should not do I/O; [`Destination::check`] is where it starts.
     fn build(&self, config: Self::Config, ctx: &BuildContext) -> Result<Arc<dyn Destination>>;
+    /// The destination for an existing table named by a location (`pipe table history
+    /// delta:s3://lake/orders`), with default settings; the format of `location` is the
+    /// destination's own. The default: tables of this type are addressed by pipeline only.
+    fn locate(&self, location: &str) -> Result<Arc<dyn Destination>> {
+        let _ = location;
+        Err(crate::error::Error::user(
+            "this destination's tables are addressed by a pipeline file, not a location",
+        ))
+    }
 }
 
 /// Builds a [`Stage`] from a top-level section of the pipeline (`[contract]`, ...).
@@ -99,6 +108,7 @@ trait ErasedDestination: Send + Sync {
     fn description(&self) -> &'static str;
     fn modes(&self) -> &'static [WriteMode];
     fn build(&self, section: Section<'_>, ctx: &BuildContext) -> Result<Arc<dyn Destination>>;
+    fn locate(&self, location: &str) -> Result<Arc<dyn Destination>>;
 }
 
 impl<F: DestinationFactory> ErasedDestination for F {
@@ -112,6 +122,9 @@ impl<F: DestinationFactory> ErasedDestination for F {
         build_section(section, |config| {
             DestinationFactory::build(self, config, ctx)
         })
+    }
+    fn locate(&self, location: &str) -> Result<Arc<dyn Destination>> {
+        DestinationFactory::locate(self, location)
     }
 }
 
@@ -246,6 +259,20 @@ impl Registry {
         ctx: &BuildContext,
     ) -> Option<Result<Arc<dyn Destination>>> {
         Some(self.destinations.get(kind)?.build(section, ctx))
+    }
+
+    /// The destination of type `kind` for the table at `location` (see
+    /// [`DestinationFactory::locate`]).
+    pub fn locate_destination(&self, kind: &str, location: &str) -> Result<Arc<dyn Destination>> {
+        match self.destinations.get(kind) {
+            Some(factory) => factory
+                .locate(location)
+                .map_err(|e| e.context(format!("{kind}:{location}"))),
+            None => Err(crate::error::Error::user(format!(
+                "unknown destination type `{kind}`; supported: {}",
+                self.destination_names().join(", ")
+            ))),
+        }
     }
 
     pub(crate) fn build_stage(

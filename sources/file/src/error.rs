@@ -75,7 +75,11 @@ impl From<FileError> for Error {
             } => ErrorKind::User,
             FileError::Io { .. } | FileError::Store { .. } => ErrorKind::External,
         };
+        // Keep the cause (the io or object-store error) for the chain, and let the runner
+        // retry what is transient (a cut connection, a busy store).
+        let retryable = kind == ErrorKind::External && pipe_framework::is_transient(&e);
         let message = e.to_string();
-        Error::new(kind, message)
+        let err = Error::new(kind, message).with_source(e);
+        if retryable { err.retryable() } else { err }
     }
 }

@@ -514,12 +514,16 @@ mod tests {
         assert_eq!(digest.rows, n as u64);
         let json = serde_json::to_string(&state).expect("json");
         assert!(json.len() < 200, "{json}");
-        assert_eq!(serde_json::from_str::<CursorState>(&json).expect("back"), state);
+        assert_eq!(
+            serde_json::from_str::<CursorState>(&json).expect("back"),
+            state
+        );
 
         // The same rows read by themselves give the same digest.
         let mut again = Digest::default();
         t = Tracker::new(0, CursorKind::Int, &schema, None, None).expect("t");
-        t.digest_of(&batch(&vec![8; n], &refs), &mut again).expect("ok");
+        t.digest_of(&batch(&vec![8; n], &refs), &mut again)
+            .expect("ok");
         assert_eq!(again, digest);
 
         // A run past the boundary that reads nothing keeps it; one that reads newer rows
@@ -529,7 +533,10 @@ mod tests {
         let mut next = Tracker::new(0, CursorKind::Int, &schema, None, Some(&state)).expect("t");
         next.process(batch(&[9, 9], &["a", "b"])).expect("ok");
         let moved = next.state().expect("state");
-        assert_eq!((moved.raw, moved.boundary.len(), moved.digest), (9, 2, None));
+        assert_eq!(
+            (moved.raw, moved.boundary.len(), moved.digest),
+            (9, 2, None)
+        );
     }
 
     #[test]

@@ -183,13 +183,14 @@ impl PostgresSource {
         );
         let hasher = Tracker::new(column, kind, &plan.schema, plan.key.as_deref(), None)?;
         let mut digest = Digest::default();
-        let mut decoder = CopyDecoder::new(plan.schema.clone(), &plan.kinds, self.config.batch_rows);
+        let mut decoder =
+            CopyDecoder::new(plan.schema.clone(), &plan.kinds, self.config.batch_rows);
         let mut failed: Option<PgError> = None;
         {
-            let mut stream = conn
-                .copy_out_raw(&sql)
-                .await
-                .map_err(|e| self.endpoint.err("reading the rows at the cursor (COPY)", e))?;
+            let mut stream = conn.copy_out_raw(&sql).await.map_err(|e| {
+                self.endpoint
+                    .err("reading the rows at the cursor (COPY)", e)
+            })?;
             while let Some(chunk) = stream.next().await {
                 let chunk =
                     chunk.map_err(|e| self.endpoint.err("reading the rows at the cursor", e))?;

@@ -77,23 +77,34 @@ pub fn operations(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// `pipe delta <args> --json`, parsed.
-pub fn delta_json(p: &Project, args: &[&str]) -> Value {
-    let mut all = vec!["delta"];
-    all.extend_from_slice(args);
-    all.push("--json");
-    p.pipe(&all).assert_ok().json()
+/// `pipe table <verb> delta:<path> <args> --json`, parsed.
+pub fn table_json(p: &Project, verb: &str, path: &str, args: &[&str]) -> Value {
+    table_json_env(p, verb, path, args, &[])
 }
 
-/// `pipe delta vacuum <path> --retain-hours 0 --no-enforce-retention --json` (with
+/// [`table_json`] with extra environment variables (object store credentials).
+pub fn table_json_env(
+    p: &Project,
+    verb: &str,
+    path: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Value {
+    let target = format!("delta:{path}");
+    let mut all = vec!["table", verb, target.as_str()];
+    all.extend_from_slice(args);
+    all.push("--json");
+    p.pipe_env(&all, env).assert_ok().json()
+}
+
+/// `pipe table vacuum delta:<path> --older-than 0s --no-enforce-retention --json` (with
 /// `--dry-run` when `dry`), parsed: every unreferenced data file goes.
 pub fn vacuum_now(p: &Project, path: &str, dry: bool, env: &[(&str, &str)]) -> Value {
-    let mut args = vec!["delta", "vacuum", path, "--retain-hours", "0"];
-    args.extend(["--no-enforce-retention", "--json"]);
+    let mut args = vec!["--older-than", "0s", "--no-enforce-retention"];
     if dry {
         args.push("--dry-run");
     }
-    p.pipe_env(&args, env).assert_ok().json()
+    table_json_env(p, "vacuum", path, &args, env)
 }
 
 /// Run the pipelines `files` at the same time (with `env`); each must succeed without a

@@ -2,7 +2,7 @@
 
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataContentType, ManifestContentType, ManifestEntryRef, ManifestFile, ManifestList,
+    DataContentType, ManifestContentType, ManifestEntryRef, ManifestFile, ManifestList, Snapshot,
     TableMetadata,
 };
 
@@ -10,9 +10,18 @@ use crate::error::{Result, ice};
 
 /// The current snapshot's manifests (empty for a table without snapshots).
 pub(crate) async fn manifests(io: &FileIO, metadata: &TableMetadata) -> Result<Vec<ManifestFile>> {
-    let Some(snapshot) = metadata.current_snapshot() else {
-        return Ok(Vec::new());
-    };
+    match metadata.current_snapshot() {
+        Some(snapshot) => snapshot_manifests(io, metadata, snapshot).await,
+        None => Ok(Vec::new()),
+    }
+}
+
+/// A snapshot's manifests, from its manifest list.
+pub(crate) async fn snapshot_manifests(
+    io: &FileIO,
+    metadata: &TableMetadata,
+    snapshot: &Snapshot,
+) -> Result<Vec<ManifestFile>> {
     let bytes = io
         .new_input(snapshot.manifest_list())
         .map_err(ice("opening the manifest list"))?
@@ -42,6 +51,8 @@ pub(crate) async fn entries(io: &FileIO, manifest: &ManifestFile) -> Result<Vec<
 pub(crate) struct LiveFile {
     /// Its manifest entry.
     pub entry: ManifestEntryRef,
+    /// The partition spec its manifest was written with.
+    pub spec_id: i32,
 }
 
 /// Every live data file of the current snapshot. Errors if the table has live delete files
@@ -66,7 +77,10 @@ pub(crate) async fn live_data_files(
                     entry.file_path()
                 )));
             }
-            out.push(LiveFile { entry });
+            out.push(LiveFile {
+                entry,
+                spec_id: manifest.partition_spec_id,
+            });
         }
     }
     Ok(out)

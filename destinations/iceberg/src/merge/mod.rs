@@ -4,7 +4,7 @@
 //! matched rows, and the deduplicated incoming rows (last occurrence of a key wins) are
 //! added. Memory holds the incoming keys, not the table.
 
-mod read;
+pub(crate) mod read;
 
 use std::collections::HashSet;
 

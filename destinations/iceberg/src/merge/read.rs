@@ -161,6 +161,21 @@ pub(super) async fn rewrite_without(
     keys: &KeyIndex,
     writer: &mut ParallelWriter,
 ) -> Result<()> {
+    let mut batches = Box::pin(batches(io, path, table, write_schema).await?);
+    while let Some(batch) = batches.try_next().await? {
+        writer.write(keys.without_incoming(&batch)?).await?;
+    }
+    Ok(())
+}
+
+/// Data file `path`'s rows in the table's current schema (columns by field id; NULL for
+/// columns added after the file was written), streamed in batches.
+pub(crate) async fn batches(
+    io: &FileIO,
+    path: &str,
+    table: &Schema,
+    write_schema: &SchemaRef,
+) -> Result<impl futures::Stream<Item = Result<RecordBatch>> + Send + use<>> {
     let builder = open(io, path).await?;
     let file_schema = builder.schema().clone();
     let sources: Vec<Option<usize>> = table
@@ -169,30 +184,39 @@ pub(super) async fn rewrite_without(
         .iter()
         .map(|f| column_with_id(&file_schema, f.id))
         .collect();
-    let mut stream = builder
+    let stream = builder
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(data(format!("reading data file {path}")))?;
-    while let Some(batch) = stream
-        .try_next()
-        .await
-        .map_err(data(format!("reading data file {path}")))?
-    {
-        let rows = batch.num_rows();
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(sources.len());
-        for (field, source) in write_schema.fields().iter().zip(&sources) {
-            columns.push(match source {
-                Some(i) => conform(batch.column(*i), field, path)?,
-                None => new_null_array(field.data_type(), rows),
-            });
-        }
-        let options = RecordBatchOptions::new().with_row_count(Some(rows));
-        let projected =
-            RecordBatch::try_new_with_options(Arc::clone(write_schema), columns, &options)
-                .map_err(data(format!(
-                    "data file {path}: projecting to the table schema"
-                )))?;
-        writer.write(keys.without_incoming(&projected)?).await?;
+    let (path, write_schema) = (path.to_string(), Arc::clone(write_schema));
+    Ok(stream
+        .map_err({
+            let path = path.clone();
+            move |e| data(format!("reading data file {path}"))(e)
+        })
+        .and_then(move |batch| {
+            let projected = project(&batch, &sources, &write_schema, &path);
+            futures::future::ready(projected)
+        }))
+}
+
+/// One batch read from a file in the table's schema.
+fn project(
+    batch: &RecordBatch,
+    sources: &[Option<usize>],
+    write_schema: &SchemaRef,
+    path: &str,
+) -> Result<RecordBatch> {
+    let rows = batch.num_rows();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(sources.len());
+    for (field, source) in write_schema.fields().iter().zip(sources) {
+        columns.push(match source {
+            Some(i) => conform(batch.column(*i), field, path)?,
+            None => new_null_array(field.data_type(), rows),
+        });
     }
-    Ok(())
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(Arc::clone(write_schema), columns, &options).map_err(data(
+        format!("data file {path}: projecting to the table schema"),
+    ))
 }

@@ -161,38 +161,6 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339()
 }
 
-/// Whether `path` (which does not exist) could be created: its nearest existing ancestor is a
-/// directory this process may write to. Creates nothing.
-fn probe_creatable(path: &Path) -> Result<()> {
-    let mut ancestor = path.parent();
-    while let Some(dir) = ancestor {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        if let Ok(meta) = std::fs::metadata(dir) {
-            if !meta.is_dir() {
-                return Err(Error::user(format!(
-                    "state store {}: {} is not a directory",
-                    path.display(),
-                    dir.display()
-                )));
-            }
-            if meta.permissions().readonly() {
-                return Err(Error::external(format!(
-                    "state store {}: {} is read-only",
-                    path.display(),
-                    dir.display()
-                )));
-            }
-            return Ok(());
-        }
-        ancestor = dir.parent();
-    }
-    Ok(())
-}
-
 /// This host's name, for leases and the ledger.
 /// This host: its name and, on Linux, the boot id (so a reboot frees leases at once).
 pub(crate) fn host() -> String {
@@ -287,7 +255,7 @@ impl StateStore {
                     .clone()
                     .unwrap_or_else(|| PathBuf::from(".pipe/state.db"));
                 if !path.exists() {
-                    return probe_creatable(&path);
+                    return crate::probe::creatable(&path, "the state store");
                 }
                 (
                     format!("sqlite://{}?mode=ro", path.display()),

@@ -1,7 +1,6 @@
-//! Catalogs behind one small interface, [`CommitTarget`]: load the table's current metadata,
-//! create it, and swap its metadata pointer atomically. The snapshot producer
-//! (`crate::commit`) is written against this trait only, so REST, Hive and Nessie catalogs
-//! slot in by implementing it.
+//! The SQL catalog (SQLite or PostgreSQL), in the layout pyiceberg's `SqlCatalog` and
+//! Java's `JdbcCatalog` use: load and create through iceberg-catalog-sql, commit by writing the
+//! new metadata file and swapping the table's pointer with a compare-and-swap `UPDATE`.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -11,41 +10,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use iceberg::io::{FileIO, LocalFsStorageFactory};
-use iceberg::spec::{TableMetadata, TableMetadataRef};
 use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
+use super::{CommitTarget, Loaded};
+use crate::commit::TableChange;
 use crate::config::CatalogConfig;
 use crate::error::{IcebergError, Result, db, ice};
-
-/// A table's metadata as the catalog points at it.
-#[derive(Debug, Clone)]
-pub(crate) struct Loaded {
-    /// The metadata.
-    pub metadata: TableMetadataRef,
-    /// The metadata file the catalog points at.
-    pub location: String,
-}
-
-/// What the commit path needs from a catalog.
-#[async_trait]
-pub(crate) trait CommitTarget: Send + Sync + Debug {
-    /// The table's current metadata, or `None` if the table does not exist.
-    async fn load(&self) -> Result<Option<Loaded>>;
-
-    /// Create the namespace (if missing) and the table.
-    async fn create(&self, creation: TableCreation) -> Result<Loaded>;
-
-    /// Make `staged` the table's metadata if the catalog still points at `base` (the
-    /// requirements of an Iceberg commit: same table, same current snapshot, same schema all
-    /// follow from an unchanged metadata file). `Ok(None)`: another writer committed first.
-    async fn commit(&self, base: &Loaded, staged: TableMetadata) -> Result<Option<Loaded>>;
-
-    /// Reads and writes the table's files.
-    fn file_io(&self) -> &FileIO;
-}
 
 /// The SQL catalog (SQLite or PostgreSQL), in the layout pyiceberg and Java's JDBC catalog use.
 #[derive(Debug)]
@@ -100,50 +73,20 @@ pub(crate) fn sqlite_file(config: &CatalogConfig) -> Option<std::path::PathBuf> 
     Some(std::path::PathBuf::from(path))
 }
 
-/// A catalog file that does not exist yet will be created: check the nearest existing
-/// directory accepts a new file (a probe file, removed at once).
-pub(crate) fn probe_writable(path: &Path) -> Result<()> {
-    let dir = path
-        .ancestors()
-        .skip(1)
-        .map(|a| {
-            if a.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                a
-            }
-        })
-        .find(|a| a.is_dir())
-        .unwrap_or(Path::new("."));
-    let probe = dir.join(format!(".pipe-probe-{}", std::process::id()));
-    match std::fs::File::create(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => Err(IcebergError::Config(format!(
-            "cannot create the catalog {}: {} is not writable: {e}",
-            path.display(),
-            dir.display()
-        ))),
-    }
-}
-
 /// The warehouse as an absolute `file://` URI: metadata records absolute paths, so any
 /// reader, from any directory, finds the files.
 pub(crate) fn warehouse_uri(warehouse: &str) -> Result<String> {
     if warehouse.contains("://") {
         return Ok(warehouse.trim_end_matches('/').to_string());
     }
+    // Absolute without touching the disk: the directories are created with the first file
+    // written under them (reading a table must not create a warehouse).
     let path = Path::new(warehouse);
-    std::fs::create_dir_all(path).map_err(|e| {
-        IcebergError::Config(format!(
-            "cannot create the warehouse directory {warehouse}: {e}"
-        ))
-    })?;
-    let abs = std::fs::canonicalize(path).map_err(|e| {
-        IcebergError::Config(format!("cannot resolve the warehouse {warehouse}: {e}"))
-    })?;
+    let abs = std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .map_err(|e| {
+            IcebergError::Config(format!("cannot resolve the warehouse {warehouse}: {e}"))
+        })?;
     Ok(format!("file://{}", abs.display()))
 }
 
@@ -164,10 +107,11 @@ impl SqlTarget {
         } else {
             return Err(IcebergError::Config(format!(
                 "catalog uri `{}`: expected sqlite://path or postgres://user@host/db",
-                redact(uri)
+                pipe_framework::secret::redact(uri)
             )));
         };
         let warehouse = warehouse_uri(warehouse)?;
+        let file_io = super::file_io(&warehouse)?;
         let style = if postgres {
             SqlBindStyle::DollarNumeric
         } else {
@@ -185,7 +129,7 @@ impl SqlTarget {
             .await
             .map_err(ice(format!(
                 "connecting to the SQL catalog {}",
-                redact(&uri)
+                pipe_framework::secret::redact(&uri)
             )))?;
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new()
@@ -194,9 +138,8 @@ impl SqlTarget {
             .await
             .map_err(db(format!(
                 "connecting to the SQL catalog {}",
-                redact(&uri)
+                pipe_framework::secret::redact(&uri)
             )))?;
-        let file_io = iceberg::io::FileIOBuilder::new(Arc::new(LocalFsStorageFactory)).build();
         Ok(Self {
             catalog,
             pool,
@@ -222,20 +165,6 @@ impl SqlTarget {
             }
         }
         out
-    }
-}
-
-/// A database URL without its password, for messages.
-pub(crate) fn redact(uri: &str) -> String {
-    match (uri.find("://"), uri.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &uri[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &uri[..scheme + 3], &uri[at..]),
-                None => uri.to_string(),
-            }
-        }
-        _ => uri.to_string(),
     }
 }
 
@@ -294,11 +223,21 @@ impl CommitTarget for SqlTarget {
         })
     }
 
-    async fn commit(&self, base: &Loaded, staged: TableMetadata) -> Result<Option<Loaded>> {
+    /// The change's requirements all follow from an unchanged metadata file (same table, same
+    /// current snapshot, schema and spec), so the swap only happens if the catalog still points
+    /// at the base's.
+    async fn commit(&self, change: &TableChange) -> Result<Option<Loaded>> {
+        let (base, staged) = (&change.base, &change.staged);
+        tracing::debug!(
+            table = %self.table,
+            updates = ?change.updates.iter().map(action).collect::<Vec<_>>(),
+            requirements = ?change.requirements.iter().map(action).collect::<Vec<_>>(),
+            "committing by swapping the metadata pointer"
+        );
         let next = iceberg::MetadataLocation::from_str(&base.location)
             .map_err(ice("parsing the current metadata location"))?
             .with_next_version()
-            .with_new_metadata(&staged);
+            .with_new_metadata(staged);
         staged
             .write_to(&self.file_io, &next)
             .await
@@ -334,7 +273,7 @@ impl CommitTarget for SqlTarget {
             return Ok(None);
         }
         Ok(Some(Loaded {
-            metadata: Arc::new(staged),
+            metadata: Arc::new(staged.clone()),
             location: next,
         }))
     }
@@ -342,4 +281,17 @@ impl CommitTarget for SqlTarget {
     fn file_io(&self) -> &FileIO {
         &self.file_io
     }
+}
+
+/// The spec name of an update or requirement (`add-snapshot`, `assert-ref-snapshot-id`).
+fn action<T: serde::Serialize>(item: &T) -> String {
+    serde_json::to_value(item)
+        .ok()
+        .and_then(|v| {
+            v.get("action")
+                .or_else(|| v.get("type"))
+                .and_then(|a| a.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
 }

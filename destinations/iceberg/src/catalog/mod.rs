@@ -1,0 +1,98 @@
+//! Catalogs behind one small interface, [`CommitTarget`]: load the table's current metadata,
+//! create it, and apply a [`TableChange`] atomically. The snapshot producer
+//! (`crate::commit`) is written against this trait only, and [`connect`] is the one place that
+//! turns a `catalog` config into a catalog: a REST, Hive or Nessie catalog slots in there.
+
+mod sql;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use iceberg::io::{FileIO, LocalFsStorageFactory};
+use iceberg::spec::TableMetadataRef;
+use iceberg::{TableCreation, TableIdent};
+
+use crate::commit::TableChange;
+use crate::config::CatalogConfig;
+use crate::error::{IcebergError, Result};
+
+/// A table's metadata as the catalog points at it.
+#[derive(Debug, Clone)]
+pub(crate) struct Loaded {
+    /// The metadata.
+    pub metadata: TableMetadataRef,
+    /// The metadata file the catalog points at.
+    pub location: String,
+}
+
+/// What the commit path needs from a catalog.
+#[async_trait]
+pub(crate) trait CommitTarget: Send + Sync + Debug {
+    /// The table's current metadata, or `None` if the table does not exist.
+    async fn load(&self) -> Result<Option<Loaded>>;
+
+    /// Create the namespace (if missing) and the table.
+    async fn create(&self, creation: TableCreation) -> Result<Loaded>;
+
+    /// Apply `change` if the table still meets its requirements (unchanged since
+    /// `change.base`). `Ok(None)`: another writer committed first.
+    async fn commit(&self, change: &TableChange) -> Result<Option<Loaded>>;
+
+    /// Reads and writes the table's files.
+    fn file_io(&self) -> &FileIO;
+}
+
+/// The catalog `config` names, for `table`.
+pub(crate) async fn connect(
+    config: &CatalogConfig,
+    table: TableIdent,
+) -> Result<Arc<dyn CommitTarget>> {
+    match config {
+        CatalogConfig::Sql { .. } => Ok(Arc::new(sql::SqlTarget::connect(config, table).await?)),
+    }
+}
+
+/// The catalog, for messages (no password).
+pub(crate) fn describe(config: &CatalogConfig) -> String {
+    match config {
+        CatalogConfig::Sql { uri, .. } => pipe_framework::secret::redact(uri.expose()).into_owned(),
+    }
+}
+
+/// Whether the catalog does not exist yet (a SQLite file not created): then there is no table,
+/// and read-only calls must not create it.
+pub(crate) fn not_created(config: &CatalogConfig) -> bool {
+    sql::sqlite_file(config).is_some_and(|path| !path.exists())
+}
+
+/// Check, changing nothing, that a catalog that does not exist yet could be created.
+pub(crate) fn check_creatable(config: &CatalogConfig) -> pipe_framework::Result<()> {
+    match sql::sqlite_file(config) {
+        Some(path) if !path.exists() => {
+            pipe_framework::probe::creatable(&path, "the Iceberg catalog")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The root new tables go under, as a URI (`file:///abs/warehouse`).
+pub(crate) fn warehouse(config: &CatalogConfig) -> Result<String> {
+    match config {
+        CatalogConfig::Sql { warehouse, .. } => sql::warehouse_uri(warehouse),
+    }
+}
+
+/// The [`FileIO`] for tables under `location` (a warehouse or table URI). Local files
+/// (`file://` or a path) in this release; object stores plug in here.
+pub(crate) fn file_io(location: &str) -> Result<FileIO> {
+    match location.split_once("://").map(|(scheme, _)| scheme) {
+        None | Some("file") => {
+            Ok(iceberg::io::FileIOBuilder::new(Arc::new(LocalFsStorageFactory)).build())
+        }
+        Some(scheme) => Err(IcebergError::Config(format!(
+            "Iceberg tables on `{scheme}://` storage are not supported in this release; \
+             use a local warehouse"
+        ))),
+    }
+}
