@@ -1,5 +1,5 @@
-//! Edge-case data through every destination, read back by each one's independent reader:
-//! type extremes in every mode, exact Delta statistics, bit-exact merges of -0.0/NaN/±inf,
+//! Edge-case data through every destination, read back by each one's independent reader
+//! (type extremes in every mode are a conformance case, in conformance.rs): exact Delta statistics, bit-exact merges of -0.0/NaN/±inf,
 //! CSV quoting and NULL, empty inputs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test
@@ -12,54 +12,13 @@ use serde_json::Value;
 
 const PARQUET: &str = "type = \"file\"\npath = \"fx/extremes.parquet\"";
 
-fn fixture() -> (Project, Value) {
-    let p = Project::new();
-    let (ok, v) = py_in(p.path(), "edge.py", &["make", "fx"]);
-    assert!(ok, "{v}");
-    let expected: Value = serde_json::from_str(&p.read("fx/expected.json")).unwrap();
-    (p, expected)
-}
-
-/// The type-extremes fixture loads exactly through every destination and mode, and a second
-/// run of the same data changes nothing (append aside, which adds it again).
-#[test]
-fn type_extremes_round_trip_through_every_destination_and_mode() {
-    for dest in Dest::ALL {
-        for mode in ["append", "replace", "merge"] {
-            let (p, expected) = fixture();
-            let keys = if mode == "merge" {
-                "merge_keys = [\"id\"]"
-            } else {
-                ""
-            };
-            let f = dest.pipeline(&p, "extremes", PARQUET, "extremes", mode, keys);
-            p.pipe(&["run", &f]).assert_ok();
-            assert_eq!(
-                dest.rows(&p, "extremes"),
-                expected,
-                "{} {mode}: first run",
-                dest.name()
-            );
-            if mode != "append" {
-                p.pipe(&["run", &f]).assert_ok();
-                assert_eq!(
-                    dest.rows(&p, "extremes"),
-                    expected,
-                    "{} {mode}: second run",
-                    dest.name()
-                );
-            }
-        }
-    }
-}
-
 /// python deltalake's filtered reads at every column's exact minimum and maximum find the
 /// rows: the statistics pipe writes are exact bounds (decimal(38,10) digit for digit,
 /// timestamps to the microsecond, long strings cut to valid bounds) or absent (NaN columns,
 /// dates before year 1).
 #[test]
 fn delta_statistics_are_exact_bounds_for_every_type() {
-    let (p, _) = fixture();
+    let (p, _) = common::dest::extremes();
     let f = Dest::Delta.pipeline(&p, "stats", PARQUET, "stats", "append", "");
     p.pipe(&["run", &f]).assert_ok();
     let (ok, failures) = py_in(p.path(), "edge.py", &["delta-filters", "lake/stats"]);
@@ -436,36 +395,4 @@ fn postgres_bc_and_extreme_values_load_exactly_or_name_table_and_column() {
         .assert_failed()
         .stderr_has(&format!("reading postgres table {t}"))
         .stderr_has("column `t`: the time 24:00:00 has no Arrow equivalent");
-}
-
-/// A run that fails partway — a bad value in the last of three files, after the first two were
-/// written — leaves every destination's table exactly as it was: same rows for its reader,
-/// same commits, not one file more on disk.
-#[test]
-fn a_failed_run_leaves_every_table_and_its_files_as_they_were() {
-    for dest in Dest::ALL {
-        let p = Project::new();
-        p.write("in/a.csv", "id,v\n1,a\n2,b\n");
-        let source = "type = \"file\"\npath = \"in\"\ncolumn_types = { id = \"int64\" }";
-        let f = dest.pipeline(&p, "fail", source, "fail", "append", "");
-        p.pipe(&["run", &f]).assert_ok();
-        let rows = dest.rows(&p, "fail");
-        let commits = dest.commits(&p, "fail");
-        let files = |p: &Project| {
-            ["db", "lake", "wh", "cat"]
-                .iter()
-                .flat_map(|d| common::rows::on_disk(&p.path().join(d)))
-                .filter(|f| !f.ends_with(".wal") && !f.ends_with(".tmp"))
-                .collect::<std::collections::BTreeSet<_>>()
-        };
-        let before = files(&p);
-        p.write("in/b.csv", "id,v\n3,c\n4,d\n");
-        p.write("in/c.csv", "id,v\n5,e\nsix,f\n");
-        p.pipe(&["run", &f])
-            .assert_failed()
-            .stderr_has("c.csv:3: column `id`: cannot parse \"six\"");
-        assert_eq!(dest.rows(&p, "fail"), rows, "{}", dest.name());
-        assert_eq!(dest.commits(&p, "fail"), commits, "{}", dest.name());
-        assert_eq!(files(&p), before, "{}: files left behind", dest.name());
-    }
 }

@@ -15,6 +15,10 @@
         For every filterable column, python deltalake's filtered reads at the column's exact
         minimum and maximum (>=, <=, ==): each must return the rows that hold the value, which
         it does only if the file statistics are correct bounds. JSON: the failures.
+    edge.py foreign duckdb DB TABLE | delta PATH | iceberg CATALOG_DB WAREHOUSE TABLE -- ROWS_JSON
+        Create the table with the destination's own Python writer (python duckdb,
+        write_deltalake, pyiceberg) holding ROWS ({id, name, amount} dicts; amount a decimal
+        string): a table pipe did not write.
     edge.py duckdb-ext KIND PATH
         The table read by DuckDB's own delta or iceberg extension (KIND `delta` with the table
         directory, `iceberg` with a metadata.json): canonical rows, or {"skipped": why} when
@@ -294,6 +298,39 @@ def duckdb_ext(kind, path):
     return canonical(t)
 
 
+def foreign(kind, args, rows):
+    data = pa.table({
+        "id": pa.array([r["id"] for r in rows], pa.int64()),
+        "name": pa.array([r["name"] for r in rows], pa.string()),
+        "amount": pa.array([None if r["amount"] is None else D(r["amount"]) for r in rows],
+                           pa.decimal128(10, 2)),
+    })
+    if kind == "duckdb":
+        import duckdb
+        os.makedirs(os.path.dirname(os.path.abspath(args[0])), exist_ok=True)
+        # DuckDB 2.x writes storage version 69 by default, which pipe's embedded DuckDB
+        # (the 1.5 line) cannot open; a user sharing a file pins the storage version
+        con = duckdb.connect()
+        con.execute(f"ATTACH '{args[0]}' AS f (STORAGE_VERSION 'v1.4.0')")
+        con.register("data", data)
+        con.execute(f"CREATE TABLE f.{args[1]} AS SELECT * FROM data")
+        con.close()
+    elif kind == "delta":
+        from deltalake import write_deltalake
+        write_deltalake(args[0], data)
+    elif kind == "iceberg":
+        from pyiceberg.catalog.sql import SqlCatalog
+        db, wh, name = args
+        os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
+        os.makedirs(wh, exist_ok=True)
+        cat = SqlCatalog("pipe", uri=f"sqlite:///{os.path.abspath(db)}",
+                         warehouse=f"file://{os.path.abspath(wh)}")
+        cat.create_namespace_if_not_exists(name.rsplit(".", 1)[0])
+        cat.create_table(name, schema=data.schema).append(data)
+    else:
+        raise SystemExit(f"unknown writer {kind}")
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "make":
@@ -303,6 +340,10 @@ def main():
         print(json.dumps(canonical(read(args[0], args[1:]))))
     elif cmd == "delta-filters":
         print(json.dumps(delta_filters(args[0])))
+    elif cmd == "foreign":
+        split = args.index("--")
+        foreign(args[0], args[1:split], json.loads(args[split + 1]))
+        print("{}")
     elif cmd == "duckdb-ext":
         print(json.dumps(duckdb_ext(args[0], args[1])))
     else:

@@ -76,8 +76,9 @@ impl DestinationFactory for DeltaFactory {
     /// `location` is the table's path or URL (`/data/lake/orders`, `s3://lake/orders`);
     /// credentials come from the environment.
     fn locate(&self, location: &str) -> Result<Arc<dyn Destination>> {
-        let config: DeltaConfig = serde_json::from_value(serde_json::json!({ "path": location }))
-            .map_err(|e| Error::internal(format!("default Delta settings: {e}")))?;
+        let config: DeltaConfig =
+            serde_json::from_value(serde_json::json!({ "path": location }))
+                .map_err(|e| Error::internal(format!("default Delta settings: {e}")))?;
         Ok(Arc::new(DeltaDestination::new(config)?))
     }
 }
@@ -99,19 +100,17 @@ impl DeltaDestination {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let location = Location::new(&config.path, options)?;
-        let writers = match config.writers {
-            Some(0) => return Err(DeltaError::Config("writers must be at least 1".into()).into()),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
-        };
+        let settings = pipe_framework::parquet_options::WriterSettings::resolve(
+            config.target_file_size_mb,
+            config.row_group_rows,
+            config.writers,
+            &config.compression,
+        )?;
         let options = WriteOptions {
-            target_file_size: config
-                .target_file_size_mb
-                .max(1)
-                .saturating_mul(1024 * 1024),
-            row_group_rows: config.row_group_rows,
-            compression: pipe_framework::parquet_options::parse_compression(&config.compression)?,
-            writers,
+            target_file_size: settings.target_file_size,
+            row_group_rows: settings.row_group_rows,
+            compression: settings.compression,
+            writers: settings.writers,
         };
         Ok(Self {
             config,

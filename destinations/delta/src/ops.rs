@@ -35,7 +35,9 @@ pub async fn history(location: &Location, limit: Option<usize>) -> Result<Vec<Co
     let mut commits = commits(&table, limit).await?;
     if commits.len() <= TOTALS_UP_TO {
         for c in &mut commits {
-            let Ok(version) = c.id.parse::<u64>() else { continue };
+            let Ok(version) = c.id.parse::<u64>() else {
+                continue;
+            };
             let mut at = location.open_existing().await?;
             if at.load_version(version).await.is_ok()
                 && let Ok(snapshot) = at.snapshot()

@@ -3,7 +3,7 @@
 //! random id the caller never sees until they are all closed).
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -15,36 +15,23 @@ use object_store::{
 
 /// Paths this run wrote, relative to the table root.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Written(Arc<Mutex<Vec<Path>>>);
+pub(crate) struct Written(pipe_framework::parquet_options::WrittenFiles);
 
 impl Written {
     fn record(&self, path: &Path) {
-        if let Ok(mut paths) = self.0.lock() {
-            paths.push(path.clone());
-        }
-    }
-
-    /// Everything recorded so far.
-    pub(crate) fn paths(&self) -> Vec<Path> {
-        self.0.lock().map(|p| p.clone()).unwrap_or_default()
+        self.0.record(path.as_ref());
     }
 
     /// Delete every recorded file (those that exist); returns how many were deleted.
     pub(crate) async fn delete_all(&self, store: &dyn ObjectStore) -> usize {
-        let mut deleted = 0;
-        for path in self.paths() {
-            if store.delete(&path).await.is_ok() {
-                deleted += 1;
-            }
-        }
-        deleted
+        self.0
+            .delete_all(|path| async move { store.delete(&Path::from(path)).await.is_ok() })
+            .await
     }
 
     /// Forget every path: they became part of the table.
     pub(crate) fn forget_all(&self) {
-        if let Ok(mut paths) = self.0.lock() {
-            paths.clear();
-        }
+        self.0.forget_all();
     }
 }
 

@@ -170,8 +170,7 @@ pub(crate) async fn find_run(
 ) -> Result<Option<CommitInfo>> {
     let is_run = |info: &CommitInfo| {
         info.info.get(PIPELINE_KEY).and_then(|v| v.as_str()) == Some(pipeline)
-            && info_value(&info.info, RUN_SEQ_KEY).and_then(serde_json::Value::as_i64)
-                == Some(seq)
+            && info_value(&info.info, RUN_SEQ_KEY).and_then(serde_json::Value::as_i64) == Some(seq)
     };
     // Commits in the log (history skips commits without commitInfo, so stop by versions).
     let versions = table.version().map_or(0, |v| v.saturating_add(1));

@@ -164,11 +164,22 @@ impl Destination for DuckDbDestination {
 #[async_trait]
 impl TableOperations for DuckDbDestination {
     async fn history(&self, limit: Option<usize>) -> Result<Vec<CommitInfo>> {
-        operations::history(&self.config.path, &self.connection_options(), &self.table, limit)
-            .await
+        operations::history(
+            &self.config.path,
+            &self.connection_options(),
+            &self.table,
+            limit,
+        )
+        .await
     }
 
     async fn inspect(&self, at: Option<&str>) -> Result<Option<TableInfo>> {
-        operations::inspect(&self.config.path, &self.connection_options(), &self.table, at).await
+        operations::inspect(
+            &self.config.path,
+            &self.connection_options(),
+            &self.table,
+            at,
+        )
+        .await
     }
 }

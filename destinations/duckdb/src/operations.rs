@@ -44,9 +44,8 @@ fn ledger(
     };
     let limit = limit.map_or_else(String::new, |n| format!(" LIMIT {n}"));
     let sql = format!(
-        "SELECT run_id, pipeline, mode, strftime(committed_at AT TIME ZONE 'UTC', \
-         '%Y-%m-%dT%H:%M:%S.%f+00:00'), rows_read, rows_inserted, rows_updated, rows_deleted, \
-         {rows_after} FROM _pipe.runs WHERE lower(table_name) = {} \
+        "SELECT run_id, pipeline, mode, epoch_ms(committed_at), rows_read, rows_inserted, \
+         rows_updated, rows_deleted, {rows_after} FROM _pipe.runs WHERE lower(table_name) = {} \
          ORDER BY committed_at DESC, run_id DESC{limit}",
         literal(&table.key())
     );
@@ -55,9 +54,17 @@ fn ledger(
         .map_err(|e| sql_err("reading the run ledger", e))?;
     let rows = stmt
         .query_map([], |r| {
-            let count = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v.map(|n| n.max(0) as u64));
+            let count = |i: usize| {
+                r.get::<_, Option<i64>>(i)
+                    .map(|v| v.map(|n| n.max(0) as u64))
+            };
             let mut summary = std::collections::BTreeMap::new();
-            for (i, key) in [(4, "rows_read"), (5, "rows_inserted"), (6, "rows_updated"), (7, "rows_deleted")] {
+            for (i, key) in [
+                (4, "rows_read"),
+                (5, "rows_inserted"),
+                (6, "rows_updated"),
+                (7, "rows_deleted"),
+            ] {
                 if let Some(n) = count(i)? {
                     summary.insert(key.to_string(), n.to_string());
                 }
@@ -67,7 +74,11 @@ fn ledger(
                 pipeline: Some(r.get(1)?),
                 run_id: Some(r.get(0)?),
                 operation: r.get(2)?,
-                timestamp: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                timestamp: r
+                    .get::<_, Option<i64>>(3)?
+                    .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default(),
                 rows: count(8)?,
                 summary,
                 ..CommitInfo::default()

@@ -92,20 +92,18 @@ impl IcebergDestination {
         for entry in &config.partition_by {
             layout::parse_partition(entry)?;
         }
+        let settings = pipe_framework::parquet_options::WriterSettings::resolve(
+            config.target_file_size_mb,
+            config.row_group_rows,
+            config.writers,
+            &config.compression,
+        )?;
         let options = WriteOptions {
-            target_file_size: usize::try_from(config.target_file_size_mb.max(1))
-                .unwrap_or(usize::MAX / (1024 * 1024))
-                .saturating_mul(1024 * 1024),
-            row_group_rows: config.row_group_rows,
-            compression: pipe_framework::parquet_options::parse_compression(&config.compression)?,
+            target_file_size: usize::try_from(settings.target_file_size).unwrap_or(usize::MAX),
+            row_group_rows: settings.row_group_rows,
+            compression: settings.compression,
         };
-        let writers = match config.writers {
-            Some(0) => {
-                return Err(IcebergError::Config("writers must be at least 1".into()).into());
-            }
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
-        };
+        let writers = settings.writers;
         Ok(Self {
             config,
             table,

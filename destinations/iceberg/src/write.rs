@@ -2,8 +2,6 @@
 //! size, split by partition with a fanout writer, column stats collected for the manifests).
 //! Every location handed out is recorded, so a failed run deletes exactly its own files.
 
-use std::sync::{Arc, Mutex};
-
 use arrow_array::RecordBatch;
 use iceberg::arrow::RecordBatchPartitionSplitter;
 use iceberg::io::FileIO;
@@ -24,32 +22,25 @@ use crate::error::{Result, ice};
 
 /// Every file location this run handed out (data files, manifests, manifest lists).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct WrittenFiles(Arc<Mutex<Vec<String>>>);
+pub(crate) struct WrittenFiles(pipe_framework::parquet_options::WrittenFiles);
 
 impl WrittenFiles {
     pub(crate) fn record(&self, location: &str) {
-        if let Ok(mut files) = self.0.lock() {
-            files.push(location.to_string());
-        }
+        self.0.record(location);
     }
 
     /// Delete every recorded file that exists; returns how many were deleted.
     pub(crate) async fn delete_all(&self, io: &FileIO) -> usize {
-        let files = self.0.lock().map(|f| f.clone()).unwrap_or_default();
-        let mut deleted = 0;
-        for file in files {
-            if io.exists(&file).await.unwrap_or(false) && io.delete(&file).await.is_ok() {
-                deleted += 1;
-            }
-        }
-        deleted
+        self.0
+            .delete_all(|file| async move {
+                io.exists(&file).await.unwrap_or(false) && io.delete(&file).await.is_ok()
+            })
+            .await
     }
 
-    /// Forget `kept` (they became part of the table).
+    /// Forget every file: they became part of the table.
     pub(crate) fn forget_all(&self) {
-        if let Ok(mut files) = self.0.lock() {
-            files.clear();
-        }
+        self.0.forget_all();
     }
 }
 

@@ -144,7 +144,7 @@ async fn run_sample(
     sample: &Path,
     registry: &Registry,
 ) -> Result<(Value, Vec<String>), Error> {
-    let config = sample_pipeline(file, sample)?;
+    let config = sample_pipeline(file, sample, registry)?;
     let mut pipeline = Pipeline::from_file(&config, registry)?;
     pipeline.stages = vec![Box::new(ContractStage::audit(contract.clone()))];
     let result = pipe_framework::runtime::run(
@@ -180,28 +180,23 @@ async fn run_sample(
     Ok((report, failures))
 }
 
-/// A pipeline reading `sample` with the file source into the null destination. When `file`
-/// is a pipeline whose source is a file source, its options (column types, CSV dialect)
-/// carry over, so the sample is read the way a real run reads its data; the format and
-/// compression come from the sample's extension.
-fn sample_pipeline(file: &Path, sample: &Path) -> Result<ConfigFile, Error> {
+/// A pipeline reading `sample` into the null destination, with a source the registry picks:
+/// the pipeline's own source type with its options (column types, CSV dialect) when it reads
+/// files, so the sample is read the way a real run reads its data; else any source that
+/// reads files.
+fn sample_pipeline(file: &Path, sample: &Path, registry: &Registry) -> Result<ConfigFile, Error> {
     let absolute = std::fs::canonicalize(sample)
         .map_err(|e| Error::user(format!("sample file {}: {e}", sample.display())))?;
-    let mut source = toml::Table::new();
-    if let Ok(text) = std::fs::read_to_string(file)
-        && let Ok(mut root) = text.parse::<toml::Table>()
-        && let Some(toml::Value::Table(own)) = root.remove("source")
-        && own.get("type").and_then(toml::Value::as_str) == Some("file")
-    {
-        source = own;
-        source.remove("format");
-        source.remove("compression");
-    }
-    source.insert("type".into(), "file".into());
-    source.insert(
-        "path".into(),
-        absolute.to_string_lossy().into_owned().into(),
-    );
+    let own = pipe_framework::config::read_text(file)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|mut root| match root.remove("source") {
+            Some(toml::Value::Table(own)) => Some(own),
+            _ => None,
+        });
+    let source = registry
+        .sample_source(own.as_ref(), &absolute)
+        .ok_or_else(|| Error::user("no registered source reads data files for --sample"))?;
     let mut destination = toml::Table::new();
     destination.insert("type".into(), "null".into());
     let mut root = toml::Table::new();

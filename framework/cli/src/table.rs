@@ -90,7 +90,11 @@ pub(crate) enum TableCommand {
         /// A pipeline file, or `<type>:<location>`.
         target: String,
         /// The commit to restore.
-        #[arg(long, conflicts_with = "timestamp", required_unless_present = "timestamp")]
+        #[arg(
+            long,
+            conflicts_with = "timestamp",
+            required_unless_present = "timestamp"
+        )]
         to: Option<String>,
         /// Restore the commit that was current at this time (RFC 3339).
         #[arg(long)]
@@ -153,9 +157,15 @@ fn point_in_time(text: &str) -> Result<DateTime<Utc>, Error> {
 
 pub(crate) async fn run(command: TableCommand, registry: &Registry) -> Result<ExitCode, Error> {
     match command {
-        TableCommand::History { target, limit, json } => {
+        TableCommand::History {
+            target,
+            limit,
+            json,
+        } => {
             let destination = resolve(&target, registry)?;
-            let commits = operations(destination.as_ref())?.history(Some(limit)).await?;
+            let commits = operations(destination.as_ref())?
+                .history(Some(limit))
+                .await?;
             if json {
                 print_json(&commits);
             } else {
@@ -164,7 +174,10 @@ pub(crate) async fn run(command: TableCommand, registry: &Registry) -> Result<Ex
         }
         TableCommand::Inspect { target, at, json } => {
             let destination = resolve(&target, registry)?;
-            match operations(destination.as_ref())?.inspect(at.as_deref()).await? {
+            match operations(destination.as_ref())?
+                .inspect(at.as_deref())
+                .await?
+            {
                 None if json => print_json(&serde_json::Value::Null),
                 None => out!(
                     "{}: the table does not exist yet (the first run creates it)",

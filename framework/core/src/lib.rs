@@ -41,8 +41,8 @@ pub use destination::{
     ColumnInfo, CommitInfo, CommitReport, CommitRequest, Destination, PrepareRequest,
     SchemaEvolution, Sink, TableInfo, WriteMode, WriteSpec,
 };
-pub use operations::TableOperations;
 pub use error::{Error, ErrorKind, Result, ResultExt, is_transient};
+pub use operations::TableOperations;
 pub use pipeline::Pipeline;
 pub use quarantine::Quarantine;
 pub use registry::{BuildContext, DestinationFactory, Registry, SourceFactory, StageFactory};

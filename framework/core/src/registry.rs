@@ -46,6 +46,13 @@ pub trait SourceFactory: Send + Sync + 'static {
     fn description(&self) -> &'static str;
     /// Build the source. Should not do I/O; [`Source::schema`] is where it starts.
     fn build(&self, config: Self::Config, ctx: &BuildContext) -> Result<Arc<dyn Source>>;
+    /// A `[source]` table (with `type`) reading the data file `sample`, for `pipe check
+    /// --sample`. `own` is the pipeline's own `[source]` when it is of this type: keep what
+    /// says how its data is read (column types, dialect). `None`: this source reads no files.
+    fn sample(&self, own: Option<&toml::Table>, sample: &Path) -> Option<toml::Table> {
+        let _ = (own, sample);
+        None
+    }
 }
 
 /// Builds a [`Destination`] from its typed config.
@@ -93,6 +100,7 @@ fn build_section<C: DeserializeOwned, T>(
 trait ErasedSource: Send + Sync {
     fn description(&self) -> &'static str;
     fn build(&self, section: Section<'_>, ctx: &BuildContext) -> Result<Arc<dyn Source>>;
+    fn sample(&self, own: Option<&toml::Table>, sample: &Path) -> Option<toml::Table>;
 }
 
 impl<F: SourceFactory> ErasedSource for F {
@@ -101,6 +109,9 @@ impl<F: SourceFactory> ErasedSource for F {
     }
     fn build(&self, section: Section<'_>, ctx: &BuildContext) -> Result<Arc<dyn Source>> {
         build_section(section, |config| SourceFactory::build(self, config, ctx))
+    }
+    fn sample(&self, own: Option<&toml::Table>, sample: &Path) -> Option<toml::Table> {
+        SourceFactory::sample(self, own, sample)
     }
 }
 
@@ -259,6 +270,21 @@ impl Registry {
         ctx: &BuildContext,
     ) -> Option<Result<Arc<dyn Destination>>> {
         Some(self.destinations.get(kind)?.build(section, ctx))
+    }
+
+    /// A `[source]` table reading the data file `sample`: by the pipeline's own source type
+    /// with its options (`own`: its `[source]` table) when that type reads files, else by
+    /// the first registered source that does.
+    pub fn sample_source(&self, own: Option<&toml::Table>, sample: &Path) -> Option<toml::Table> {
+        let own_type = own
+            .and_then(|t| t.get("type"))
+            .and_then(toml::Value::as_str);
+        if let Some(factory) = own_type.and_then(|t| self.sources.get(t))
+            && let Some(table) = factory.sample(own, sample)
+        {
+            return Some(table);
+        }
+        self.sources.values().find_map(|f| f.sample(None, sample))
     }
 
     /// The destination of type `kind` for the table at `location` (see

@@ -16,8 +16,8 @@ use tracing::{info, warn};
 
 use crate::context::{RunContext, State, Window};
 use crate::destination::Destination;
-use crate::error::{ErrorKind, Result};
-use crate::pipeline::Pipeline;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::{Pipeline, RuntimeConfig};
 use crate::registry::Registry;
 use crate::runtime::{self, RunResult};
 use crate::state::{Lease, LedgerStatus, StateStore};
@@ -48,12 +48,25 @@ impl Session {
             lease: Some(lease),
         };
         let destination = pipeline.destination.clone();
+        // The destination may be busy (another process holds a DuckDB file, a catalog is
+        // restarting): reconciling is retried like a run.
+        let mut delays = backoff(&pipeline.runtime);
         drop(pipeline);
-        if let Err(e) = session.reconcile(destination.as_ref()).await {
-            let _ = session.close().await;
-            return Err(e);
+        loop {
+            let Err(e) = session.reconcile(destination.as_ref()).await else {
+                return Ok(session);
+            };
+            match delays.next().filter(|_| transient(&e)) {
+                Some(delay) => {
+                    warn!(pipeline = %session.name, ?delay, error = ?e, "destination busy; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                None => {
+                    let _ = session.close().await;
+                    return Err(e);
+                }
+            }
         }
-        Ok(session)
     }
 
     /// After a crash between a destination's commit and the ledger update, the destination
@@ -137,13 +150,7 @@ impl Session {
         progress: Arc<RunProgress>,
     ) -> Result<RunResult> {
         let first = Pipeline::load(&self.file, &self.registry)?;
-        let (retries, backoff_ms) = (first.runtime.retries, first.runtime.retry_backoff_ms);
-        let mut delays = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(backoff_ms.max(1)))
-            .with_max_delay(Duration::from_secs(60))
-            .with_max_times(retries)
-            .with_jitter()
-            .build();
+        let mut delays = backoff(&first.runtime);
         let mut pipeline = Some(first);
         loop {
             let p = match pipeline.take() {
@@ -153,9 +160,10 @@ impl Session {
             let result = self
                 .run_once(p, window.clone(), cancel, progress.clone())
                 .await?;
-            let retryable = result.error.as_ref().is_some_and(|e| {
-                e.kind() == ErrorKind::External && e.is_retryable() && !cancel.is_cancelled()
-            });
+            let retryable = result
+                .error
+                .as_ref()
+                .is_some_and(|e| transient(e) && !cancel.is_cancelled());
             if !retryable {
                 return Ok(result);
             }
@@ -234,4 +242,20 @@ impl Session {
             None => Ok(()),
         }
     }
+}
+
+/// The delays between attempts `runtime` asks for: exponential from `retry_backoff_ms`, with
+/// jitter, at most a minute, `retries` of them.
+fn backoff(runtime: &RuntimeConfig) -> impl Iterator<Item = Duration> + use<> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(runtime.retry_backoff_ms.max(1)))
+        .with_max_delay(Duration::from_secs(60))
+        .with_max_times(runtime.retries)
+        .with_jitter()
+        .build()
+}
+
+/// Whether trying again can succeed: an external failure marked retryable.
+fn transient(e: &Error) -> bool {
+    e.kind() == ErrorKind::External && e.is_retryable()
 }

@@ -35,4 +35,15 @@ impl SourceFactory for FileSourceFactory {
     fn build(&self, config: FileSourceConfig, _ctx: &BuildContext) -> Result<Arc<dyn Source>> {
         Ok(Arc::new(FileSource::new(config)?))
     }
+
+    /// The pipeline's own options (column types, CSV dialect, batch size) with the sample as
+    /// `path`; format and compression come from the sample's extension.
+    fn sample(&self, own: Option<&toml::Table>, sample: &std::path::Path) -> Option<toml::Table> {
+        let mut source = own.cloned().unwrap_or_default();
+        source.remove("format");
+        source.remove("compression");
+        source.insert("type".into(), "file".into());
+        source.insert("path".into(), sample.to_string_lossy().into_owned().into());
+        Some(source)
+    }
 }

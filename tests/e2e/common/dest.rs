@@ -39,6 +39,15 @@ impl Dest {
         }
     }
 
+    /// The destination keys partitioning a new table by `column` (`None`: the destination has
+    /// no partitioning).
+    pub fn partition_by(self, column: &str) -> Option<String> {
+        match self {
+            Dest::DuckDb => None,
+            Dest::Delta | Dest::Iceberg => Some(format!("partition_by = [\"{column}\"]")),
+        }
+    }
+
     /// The reader arguments of tests/interop/edge.py for `table`.
     pub fn reader(self, table: &str) -> Vec<String> {
         match self {
@@ -117,4 +126,14 @@ impl Dest {
         );
         file
     }
+}
+
+/// The type-extremes fixture (tests/interop/edge.py `make`): `fx/extremes.parquet` in a new
+/// project, and the rows every reader must return for it.
+pub fn extremes() -> (Project, Value) {
+    let p = Project::new();
+    let (ok, v) = py_in(p.path(), "edge.py", &["make", "fx"]);
+    assert!(ok, "{v}");
+    let expected: Value = serde_json::from_str(&p.read("fx/expected.json")).unwrap();
+    (p, expected)
 }

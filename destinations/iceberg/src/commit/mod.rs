@@ -38,9 +38,7 @@ pub(crate) struct TableChange {
 /// schema and last column id.
 pub(crate) fn requirements(base: &TableMetadata, schema_changed: bool) -> Vec<TableRequirement> {
     let mut out = vec![
-        TableRequirement::UuidMatch {
-            uuid: base.uuid(),
-        },
+        TableRequirement::UuidMatch { uuid: base.uuid() },
         TableRequirement::RefSnapshotIdMatch {
             r#ref: MAIN_BRANCH.to_string(),
             snapshot_id: base.current_snapshot_id(),
@@ -70,7 +68,8 @@ pub(crate) async fn commit_once(
 ) -> Result<Option<Committed>> {
     let attempt = WrittenFiles::default();
     let result = async {
-        let (table_change, staged) = snapshot::stage(target.file_io(), base, change, &attempt).await?;
+        let (table_change, staged) =
+            snapshot::stage(target.file_io(), base, change, &attempt).await?;
         Ok::<_, IcebergError>(target.commit(&table_change).await?.map(|table| Committed {
             snapshot_id: staged.snapshot_id,
             table,
@@ -174,16 +173,18 @@ mod tests {
         }));
         assert_eq!(plain.len(), 3);
         let evolving = requirements(&base.metadata, true);
-        assert!(evolving.contains(&TableRequirement::LastAssignedFieldIdMatch {
-            last_assigned_field_id: 1
-        }));
+        assert!(
+            evolving.contains(&TableRequirement::LastAssignedFieldIdMatch {
+                last_assigned_field_id: 1
+            })
+        );
     }
 
     #[test]
     fn a_metadata_change_lists_its_updates() {
         let base = table();
-        let change = stage_metadata(&base, &MetadataChange::ExpireSnapshots(vec![]))
-            .expect("staged");
+        let change =
+            stage_metadata(&base, &MetadataChange::ExpireSnapshots(vec![])).expect("staged");
         assert!(change.updates.is_empty(), "{:?}", change.updates);
         assert_eq!(change.requirements.len(), 3);
     }

@@ -9,10 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataContentType, DataFile, MAIN_BRANCH, ManifestContentType, ManifestFile,
-    ManifestListWriter, ManifestStatus, ManifestWriterBuilder, Operation, Schema, Snapshot,
-    SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Struct, Summary,
-    TableMetadata,
+    DataContentType, DataFile, MAIN_BRANCH, ManifestContentType, ManifestFile, ManifestListWriter,
+    ManifestStatus, ManifestWriterBuilder, Operation, Schema, Snapshot, SnapshotReference,
+    SnapshotRetention, SnapshotSummaryCollector, Struct, Summary, TableMetadata,
 };
 
 use super::{TableChange, live, requirements};
@@ -278,7 +277,10 @@ impl Producer<'_> {
 
 /// `base`'s metadata with `change`'s evolved schema made current (if any), and the updates
 /// that did it.
-fn evolved(base: &Loaded, change: &SnapshotChange) -> Result<(TableMetadata, Vec<iceberg::TableUpdate>)> {
+fn evolved(
+    base: &Loaded,
+    change: &SnapshotChange,
+) -> Result<(TableMetadata, Vec<iceberg::TableUpdate>)> {
     let metadata = base.metadata.as_ref().clone();
     let Some(schema) = &change.schema else {
         return Ok((metadata, Vec::new()));
@@ -365,7 +367,10 @@ pub(super) async fn stage(
         })
         .with_schema_id(meta.current_schema_id())
         .build();
-    let location = change.schema.as_ref().map_or(Some(base.location.clone()), |_| None);
+    let location = change
+        .schema
+        .as_ref()
+        .map_or(Some(base.location.clone()), |_| None);
     let built = metadata
         .clone()
         .into_builder(location)

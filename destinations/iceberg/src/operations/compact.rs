@@ -11,7 +11,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use futures::TryStreamExt;
-use iceberg::spec::{Schema, SortDirection, NullOrder, TableMetadata};
+use iceberg::spec::{NullOrder, Schema, SortDirection, TableMetadata};
 use pipe_framework::operations::{OperationReport, OptimizeRequest};
 
 use crate::catalog::{CommitTarget, Loaded};
@@ -64,7 +64,9 @@ fn sort_columns(
                 pipe_framework::columns::find(write_schema, name)
                     .map(|i| (i, false, false))
                     .ok_or_else(|| {
-                        IcebergError::Config(format!("order_by column `{name}` is not in the table"))
+                        IcebergError::Config(format!(
+                            "order_by column `{name}` is not in the table"
+                        ))
                     })
             })
             .collect();
@@ -127,7 +129,11 @@ pub(super) async fn optimize(
     let size = request
         .target_file_size
         .unwrap_or(settings.options.target_file_size as u64);
-    let groups = plan(&base.metadata, live::live_data_files(io, &base.metadata).await?, size);
+    let groups = plan(
+        &base.metadata,
+        live::live_data_files(io, &base.metadata).await?,
+        size,
+    );
     let count: usize = groups.iter().map(Vec::len).sum();
     report
         .detail

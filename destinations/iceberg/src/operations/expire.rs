@@ -137,9 +137,10 @@ pub(super) async fn vacuum(
             report.deleted.push(path);
         }
     }
-    report
-        .detail
-        .insert("snapshots".into(), table.metadata.snapshots().count().to_string());
+    report.detail.insert(
+        "snapshots".into(),
+        table.metadata.snapshots().count().to_string(),
+    );
     Ok(report)
 }
 

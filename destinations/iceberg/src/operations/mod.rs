@@ -101,14 +101,12 @@ async fn rollback(
                 let at = t.timestamp_millis();
                 meta.history()
                     .iter()
-                    .filter(|entry| entry.timestamp_ms <= at)
-                    .filter(|entry| meta.snapshot_by_id(entry.snapshot_id).is_some())
-                    .next_back()
+                    .rfind(|entry| {
+                        entry.timestamp_ms <= at && meta.snapshot_by_id(entry.snapshot_id).is_some()
+                    })
                     .map(|entry| entry.snapshot_id)
                     .ok_or_else(|| {
-                        IcebergError::Config(format!(
-                            "no snapshot of the table was current at {t}"
-                        ))
+                        IcebergError::Config(format!("no snapshot of the table was current at {t}"))
                     })?
             }
         };
