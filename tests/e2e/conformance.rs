@@ -473,3 +473,78 @@ fn a_failed_run_leaves_every_table_and_its_files_as_they_were() {
         );
     }
 }
+
+/// Whether `files` (sorted by minimum) hold disjoint ranges of their column.
+fn disjoint(files: &[Value]) -> bool {
+    files
+        .windows(2)
+        .all(|w| w[0]["max"].as_i64().unwrap() < w[1]["min"].as_i64().unwrap())
+}
+
+/// A merge clusters its rows by the merge keys: every file holds one range of keys, so a
+/// later merge of keys in a narrow range rewrites only the file or two they fall in — and
+/// the files stay disjoint. `cluster_by = []` writes rows as they come.
+#[test]
+fn merges_write_disjoint_files_and_touch_only_the_files_their_keys_fall_in() {
+    // 200k rows with even ids, in a shuffled order
+    let n: i64 = 200_000;
+    let mut ids: Vec<i64> = (0..n).map(|i| i * 2).collect();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for i in (1..ids.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ids.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let mut base = String::from("id,name,amount,region\n");
+    for id in &ids {
+        base.push_str(&format!("{id},name-{id},1.00,eu\n"));
+    }
+    // 50 updates and 50 inserts (odd ids) between 100000 and 100200
+    let mut change = String::from("id,name,amount,region\n");
+    for id in 100_000..100_100 {
+        change.push_str(&format!("{id},changed,2.00,eu\n"));
+    }
+    for dest in [Dest::Delta, Dest::Iceberg] {
+        let p = Project::new();
+        let keys = "merge_keys = [\"id\"]\ntarget_file_size_mb = 1\nwriters = 2";
+        let f = dest.pipeline(&p, "c", SOURCE, "c", "merge", keys);
+        p.write("in.csv", &base);
+        p.pipe(&["run", &f]).assert_ok();
+        let before = dest.files(&p, "c", "id").unwrap();
+        assert!(before.len() >= 4, "{}: {} files", dest.name(), before.len());
+        assert!(disjoint(&before), "{}: {before:?}", dest.name());
+        let rows: i64 = before.iter().map(|f| f["rows"].as_i64().unwrap()).sum();
+        assert_eq!(rows, n, "{}", dest.name());
+
+        p.write("in.csv", &change);
+        let v = p.pipe(&["run", &f, "--json"]).assert_ok().json();
+        assert_eq!(v["commit"]["rows_updated"], 50, "{}: {v}", dest.name());
+        assert_eq!(v["commit"]["rows_inserted"], 50, "{}: {v}", dest.name());
+        let after = dest.files(&p, "c", "id").unwrap();
+        let paths = |files: &[Value]| -> std::collections::BTreeSet<String> {
+            files.iter().map(|f| f["path"].as_str().unwrap().to_string()).collect()
+        };
+        let gone = paths(&before).difference(&paths(&after)).count();
+        assert!(
+            (1..=2).contains(&gone),
+            "{}: a merge of 100 keys in a narrow range rewrote {gone} of {} files",
+            dest.name(),
+            before.len()
+        );
+        assert!(disjoint(&after), "{}: {after:?}", dest.name());
+        let got = table(dest, &p, "c");
+        assert_eq!(got.len() as i64, n + 50, "{}", dest.name());
+        assert_eq!(got[&100_001].0, "changed", "{}", dest.name());
+        assert_eq!(got[&100_002].0, "changed", "{}", dest.name());
+        assert_eq!(got[&100_200].0, "name-100200", "{}", dest.name());
+
+        // not clustered: round-robin writers, every file spans the keys
+        let q = Project::new();
+        let f = dest.pipeline(&q, "r", SOURCE, "r", "merge", &format!("{keys}\ncluster_by = []"));
+        q.write("in.csv", &base);
+        q.pipe(&["run", &f]).assert_ok();
+        let files = dest.files(&q, "r", "id").unwrap();
+        assert!(files.len() >= 2 && !disjoint(&files), "{}: {files:?}", dest.name());
+    }
+}

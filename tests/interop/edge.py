@@ -19,6 +19,10 @@
         Create the table with the destination's own Python writer (python duckdb,
         write_deltalake, pyiceberg) holding ROWS ({id, name, amount} dicts; amount a decimal
         string): a table pipe did not write.
+    edge.py files COLUMN delta PATH | iceberg CATALOG_DB WAREHOUSE TABLE
+        The table's live data files as its own library lists them (deltalake's add actions,
+        pyiceberg's files table), each with its rows and COLUMN's minimum and maximum read
+        from the file's data by pyarrow: [{path, rows, min, max}] sorted by min.
     edge.py duckdb-ext KIND PATH
         The table read by DuckDB's own delta or iceberg extension (KIND `delta` with the table
         directory, `iceberg` with a metadata.json): canonical rows, or {"skipped": why} when
@@ -331,6 +335,29 @@ def foreign(kind, args, rows):
         raise SystemExit(f"unknown writer {kind}")
 
 
+def files(column, kind, args):
+    if kind == "delta":
+        from deltalake import DeltaTable
+        dt = DeltaTable(args[0])
+        actions = pa.table(dt.get_add_actions(flatten=True)).to_pydict()
+        paths = [os.path.join(args[0], p) for p in actions["path"]]
+    elif kind == "iceberg":
+        from pyiceberg.catalog.sql import SqlCatalog
+        db, wh, name = args
+        cat = SqlCatalog("pipe", uri=f"sqlite:///{os.path.abspath(db)}",
+                         warehouse=f"file://{os.path.abspath(wh)}")
+        listed = cat.load_table(name).inspect.files().to_pydict()
+        paths = [p.removeprefix("file://") for p in listed["file_path"]]
+    else:
+        raise SystemExit(f"no file listing for {kind}")
+    out = []
+    for path in paths:
+        values = pq.read_table(path, columns=[column]).column(0)
+        out.append({"path": path, "rows": len(values),
+                    "min": scalar(pc.min(values).as_py()), "max": scalar(pc.max(values).as_py())})
+    return sorted(out, key=lambda f: (f["min"] is None, f["min"]))
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "make":
@@ -344,6 +371,8 @@ def main():
         split = args.index("--")
         foreign(args[0], args[1:split], json.loads(args[split + 1]))
         print("{}")
+    elif cmd == "files":
+        print(json.dumps(files(args[0], args[1], args[2:])))
     elif cmd == "duckdb-ext":
         print(json.dumps(duckdb_ext(args[0], args[1])))
     else:

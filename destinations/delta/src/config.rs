@@ -18,6 +18,13 @@ pub struct DeltaConfig {
     /// created. Ignored for an existing table, whose partitioning is kept.
     #[serde(default)]
     pub partition_by: Vec<String>,
+    /// Columns each run's rows are sorted by (after the partition columns) before they are
+    /// written, so every data file holds one contiguous range of them and a merge rewrites
+    /// only the files its keys fall in. Default: the merge keys with `mode = "merge"`, else
+    /// none; `[]` writes rows as they come. Sorting holds 64 MiB in memory and spills the
+    /// rest to temp files.
+    #[serde(default)]
+    pub cluster_by: Option<Vec<String>>,
     /// With `mode = "replace"`: a SQL predicate (`region = 'eu' AND day >= '2024-01-01'`);
     /// only rows matching it are replaced, and every incoming row must match it. Without it,
     /// `replace` overwrites the whole table.

@@ -26,15 +26,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_schema::DataType;
+use arrow_schema::{SchemaRef, SortOptions};
 use async_trait::async_trait;
 use delta_kernel::table_properties::{DataSkippingNumIndexedCols, TableProperties};
+use pipe_framework::cluster::{self, ExternalSort, SortKey};
 use pipe_framework::evolution::{SchemaChange, TypeRules, fill_null_types, plan_evolution};
 use pipe_framework::operations::{
     OperationReport, OptimizeRequest, RestoreTarget, TableOperations, VacuumRequest,
 };
 use pipe_framework::{
     BuildContext, CommitInfo, Destination, DestinationFactory, Error, PrepareRequest, Result,
-    RunContext, Sink, State, TableInfo, WriteMode,
+    RunContext, Sink, State, TableInfo, WriteMode, WriteSpec,
 };
 
 pub use config::{DeltaConfig, MaintenanceConfig};
@@ -119,6 +121,36 @@ impl DeltaDestination {
         })
     }
 
+    /// The key a run's rows are sorted by before they are written (`None`: written as they
+    /// come): the partition columns, then `cluster_by`, else a merge's keys
+    /// ([`cluster::resolve`]).
+    fn cluster_key(
+        &self,
+        arrow: &SchemaRef,
+        partition_columns: &[String],
+        write: &WriteSpec,
+    ) -> error::Result<Option<Arc<SortKey>>> {
+        let names = cluster::resolve(
+            self.config.cluster_by.as_deref(),
+            write.mode,
+            &write.merge_keys,
+            &[],
+        );
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let mut key: Vec<(usize, SortOptions)> = Vec::new();
+        for name in partition_columns.iter().chain(&names) {
+            let i = pipe_framework::columns::find(arrow, name).ok_or_else(|| {
+                DeltaError::Config(format!("cluster_by column `{name}` is not in the table"))
+            })?;
+            if !key.iter().any(|(k, _)| *k == i) {
+                key.push((i, SortOptions::default()));
+            }
+        }
+        Ok(Some(SortKey::new(arrow, &key)?))
+    }
+
     async fn prepare_sink(&self, req: PrepareRequest) -> error::Result<DeltaSink> {
         let mode = req.write.mode;
         if self.config.replace_where.is_some() && mode != WriteMode::Replace {
@@ -154,11 +186,24 @@ impl DeltaDestination {
             handle.object_store(None),
             written.clone(),
         ));
-        let writer = ParallelWriter::new(store.clone(), arrow.clone(), stats, &self.options);
+        let cluster = self.cluster_key(&arrow, &partition_columns, &req.write)?;
+        let segment = cluster
+            .as_ref()
+            .map(|_| cluster::segment_bytes(self.options.target_file_size));
+        let writer =
+            ParallelWriter::new(store.clone(), arrow.clone(), stats, &self.options, segment);
         let merge = if mode == WriteMode::Merge {
-            Some(MergeState::new(arrow.clone(), merge_keys.clone())?)
+            Some(MergeState::new(
+                arrow.clone(),
+                merge_keys.clone(),
+                cluster.clone(),
+            )?)
         } else {
             None
+        };
+        let sorter = match (&merge, cluster) {
+            (None, Some(key)) => Some(ExternalSort::new(arrow.clone(), key, cluster::SORT_MEMORY)),
+            _ => None,
         };
         let parts = SinkParts {
             schema: arrow.clone(),
@@ -181,7 +226,7 @@ impl DeltaDestination {
                 target_size: self.options.target_file_size,
             },
         };
-        Ok(DeltaSink::new(parts, target, writer))
+        Ok(DeltaSink::new(parts, target, writer, sorter))
     }
 
     /// No table yet: the first commit creates it with the source's schema.

@@ -3,15 +3,22 @@
 //! (key columns first, the whole file only if a key matches), rewritten without the matched
 //! rows, and the deduplicated incoming rows (last occurrence of a key wins) are added. Memory
 //! holds the incoming keys, not the table.
+//!
+//! Clustered (a sort key): the rows written come out in key order — the incoming rows and the
+//! remains of unsorted or overlapping files through an external sort, merged with the remains
+//! of the sorted, disjoint files streamed in key order — so the new files hold disjoint key
+//! ranges and the next merge touches few of them.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow_array::{BooleanArray, RecordBatch};
-use arrow_buffer::BooleanBufferBuilder;
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow_buffer::{BooleanBuffer, BooleanBufferBuilder};
 use arrow_schema::{Schema, SchemaRef};
 use arrow_select::filter::filter_record_batch;
 use deltalake::logstore::ObjectStoreRef;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
+use pipe_framework::cluster::{self, BatchStream, Extent, ExternalSort, SortKey, SortedMerge};
 use pipe_framework::merge_keys::{KeyValue, Matched, StagedMerge};
 
 use crate::error::{DeltaError, Result, data};
@@ -25,6 +32,7 @@ pub(crate) struct MergeState {
     /// Key column names, in key order.
     key_names: Vec<String>,
     schema: SchemaRef,
+    cluster: Option<Arc<SortKey>>,
 }
 
 /// What a merge changes.
@@ -43,8 +51,13 @@ pub(crate) struct MergeOutcome {
 }
 
 impl MergeState {
-    /// Start staging rows of `schema` (the table's) keyed on the columns at `key_columns`.
-    pub(crate) fn new(schema: SchemaRef, key_columns: Vec<usize>) -> Result<Self> {
+    /// Start staging rows of `schema` (the table's) keyed on the columns at `key_columns`, to
+    /// be written clustered by `cluster` (if any).
+    pub(crate) fn new(
+        schema: SchemaRef,
+        key_columns: Vec<usize>,
+        cluster: Option<Arc<SortKey>>,
+    ) -> Result<Self> {
         let key_names = key_columns
             .iter()
             .map(|&i| schema.field(i).name().clone())
@@ -54,6 +67,7 @@ impl MergeState {
             staged,
             key_names,
             schema,
+            cluster,
         })
     }
 
@@ -106,59 +120,160 @@ impl MergeState {
         writer: &mut ParallelWriter,
     ) -> Result<MergeOutcome> {
         let spooled = self.staged.finish()?;
-        let keys = self.staged.keys();
-        let key_schema = Arc::new(
-            self.schema
-                .project(&keys.columns)
-                .map_err(data("projecting merge keys"))?,
-        );
         let mut outcome = MergeOutcome::default();
+        let mut touched = Vec::new();
         let mut matched = Matched::default();
         for file in live.iter().filter(|f| self.may_match(f, partition_columns)) {
             outcome.scanned += 1;
-            // Which rows to keep, from the key columns alone: the file is read whole only if
-            // a key matches, and its keys are looked up once.
-            let mut hits = Vec::new();
-            let mut keep = BooleanBufferBuilder::new(0);
-            let mut stream =
-                Box::pin(read::read(store, file, key_schema.clone(), partition_columns).await?);
-            while let Some(batch) = stream.try_next().await? {
-                // The key schema's columns are the keys, in key order.
-                let split = keys.split(batch.columns())?;
-                hits.extend(split.hits);
-                keep.append_buffer(&split.keep);
+            let scan = self.scan(store, file, partition_columns).await?;
+            if !scan.hits.is_empty() {
+                matched.extend(scan.hits);
+                touched.push(((file.clone(), scan.keep), scan.extent));
             }
-            if hits.is_empty() {
-                continue;
-            }
-            let keep = keep.finish();
-            let mut at = 0;
-            let mut rows =
-                Box::pin(read::read(store, file, self.schema.clone(), partition_columns).await?);
-            while let Some(batch) = rows.try_next().await? {
-                let n = batch.num_rows();
-                if at + n > keep.len() {
-                    return Err(changed(file));
+        }
+        outcome.rewritten = touched.iter().map(|((f, _), _)| f.clone()).collect();
+        let keys = self.staged.keys();
+        let incoming = spooled
+            .batches()?
+            .enumerate()
+            .map(|(n, batch)| self.staged.dedup(n, &batch?));
+        let schema = &self.schema;
+        let copied = AtomicU64::new(0);
+        let copied_ref = &copied;
+        let remainder = move |(file, keep): Touched| async move {
+            let rows = read::read(store, &file, schema.clone(), partition_columns).await?;
+            Ok::<_, DeltaError>(kept_rows(file, rows, keep, copied_ref))
+        };
+        match &self.cluster {
+            None => {
+                for (file, _) in touched {
+                    let mut rows = remainder(file).await?;
+                    while let Some(batch) = rows.try_next().await? {
+                        writer.write(batch).await?;
+                    }
                 }
-                let kept = filter_record_batch(&batch, &BooleanArray::new(keep.slice(at, n), None))
-                    .map_err(data("rewriting a data file"))?;
-                at += n;
-                outcome.copied += kept.num_rows() as u64;
-                writer.write(kept).await?;
+                for batch in incoming {
+                    writer.write(batch?).await?;
+                }
             }
-            if at != keep.len() {
-                return Err(changed(file));
+            Some(key) => {
+                let (ordered, rest) = cluster::chain(touched);
+                let mut sorter =
+                    ExternalSort::new(schema.clone(), key.clone(), cluster::SORT_MEMORY);
+                for file in rest {
+                    let mut rows = remainder(file).await?;
+                    while let Some(batch) = rows.try_next().await? {
+                        sorter.push(batch)?;
+                    }
+                }
+                for batch in incoming {
+                    sorter.push(batch?)?;
+                }
+                let in_order = futures::stream::iter(ordered)
+                    .then(remainder)
+                    .map_err(pipe_framework::Error::from)
+                    .try_flatten()
+                    .boxed();
+                let sorted = sorter.finish().await?;
+                let mut merged = SortedMerge::new(key.clone(), vec![sorted, in_order]).await?;
+                while let Some(batch) = merged.next().await? {
+                    writer.write(batch).await?;
+                }
             }
-            matched.extend(hits);
-            outcome.rewritten.push(file.clone());
         }
-        for (n, batch) in spooled.batches()?.enumerate() {
-            writer.write(self.staged.dedup(n, &batch?)?).await?;
-        }
+        outcome.copied = copied.into_inner();
         outcome.updated = matched.len();
         outcome.inserted = (keys.len() as u64).saturating_sub(outcome.updated);
         Ok(outcome)
     }
+
+    /// Read `file`'s key columns (and cluster key columns): which incoming keys it holds,
+    /// which of its rows stay, and how its rows lie along the cluster key.
+    async fn scan(
+        &self,
+        store: &ObjectStoreRef,
+        file: &LiveFile,
+        partition_columns: &[String],
+    ) -> Result<Scan> {
+        let keys = self.staged.keys();
+        let cluster_at: &[usize] = self.cluster.as_deref().map_or(&[], |k| k.columns());
+        let mut columns: Vec<usize> = keys.columns.iter().chain(cluster_at).copied().collect();
+        columns.sort_unstable();
+        columns.dedup();
+        let scan_schema = Arc::new(
+            self.schema
+                .project(&columns)
+                .map_err(data("projecting merge keys"))?,
+        );
+        let position = |at: &usize| columns.iter().position(|c| c == at).unwrap_or_default();
+        let key_at: Vec<usize> = keys.columns.iter().map(position).collect();
+        let sort_at: Vec<usize> = cluster_at.iter().map(position).collect();
+        let mut scan = Scan {
+            hits: Vec::new(),
+            keep: BooleanBuffer::new_unset(0),
+            extent: Extent::new(),
+        };
+        let mut keep = BooleanBufferBuilder::new(0);
+        let mut stream = Box::pin(read::read(store, file, scan_schema, partition_columns).await?);
+        while let Some(batch) = stream.try_next().await? {
+            let pick = |at: &[usize]| -> Vec<ArrayRef> {
+                at.iter().map(|&i| Arc::clone(batch.column(i))).collect()
+            };
+            let split = keys.split(&pick(&key_at))?;
+            scan.hits.extend(split.hits);
+            keep.append_buffer(&split.keep);
+            if let Some(key) = &self.cluster {
+                scan.extent.add(&key.rows_of(&pick(&sort_at))?);
+            }
+        }
+        scan.keep = keep.finish();
+        Ok(scan)
+    }
+}
+
+/// A file the merge rewrites, and which of its rows stay.
+type Touched = (LiveFile, BooleanBuffer);
+
+/// What the key scan of one data file found.
+struct Scan {
+    /// The ids of the incoming keys the file holds.
+    hits: Vec<u32>,
+    /// Which of its rows stay (their key is not incoming).
+    keep: BooleanBuffer,
+    /// How its rows lie along the cluster key.
+    extent: Extent,
+}
+
+/// The rows of `rows` (all of `file`'s, read again) that `keep` keeps, counted into
+/// `copied`; an error if the file does not return the rows the key scan saw.
+fn kept_rows<'a>(
+    file: LiveFile,
+    rows: impl futures::Stream<Item = Result<RecordBatch>> + Send + 'a,
+    keep: BooleanBuffer,
+    copied: &'a AtomicU64,
+) -> BatchStream<'a> {
+    let (rows, file) = (rows.boxed(), Arc::new(file));
+    futures::stream::try_unfold((rows, 0usize), move |(mut rows, at)| {
+        let (keep, file) = (keep.clone(), file.clone());
+        async move {
+            let Some(batch) = rows.try_next().await? else {
+                return if at == keep.len() {
+                    Ok(None)
+                } else {
+                    Err(changed(&file).into())
+                };
+            };
+            let n = batch.num_rows();
+            if at + n > keep.len() {
+                return Err(changed(&file).into());
+            }
+            let kept = filter_record_batch(&batch, &BooleanArray::new(keep.slice(at, n), None))
+                .map_err(data("rewriting a data file"))?;
+            copied.fetch_add(kept.num_rows() as u64, Ordering::Relaxed);
+            Ok(Some((kept, (rows, at + n))))
+        }
+    })
+    .boxed()
 }
 
 /// A data file whose two reads returned different row counts.

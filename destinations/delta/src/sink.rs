@@ -21,6 +21,7 @@ use crate::read::{self, LiveFile};
 use crate::store::Written;
 use crate::table::{self, Location};
 use crate::write::ParallelWriter;
+use pipe_framework::cluster::ExternalSort;
 use pipe_framework::committed::state_to_commit;
 
 /// The parts of a sink decided in the metadata stage.
@@ -73,17 +74,25 @@ pub struct DeltaSink {
     target: Option<Target>,
     /// The data file writers; taken by the commit.
     writer: Option<ParallelWriter>,
+    /// Clustered appends and replaces: the rows, sorted at commit.
+    sorter: Option<ExternalSort>,
     rows: u64,
     /// What the commit reports, filled while it is staged.
     report: CommitReport,
 }
 
 impl DeltaSink {
-    pub(crate) fn new(parts: SinkParts, target: Target, writer: ParallelWriter) -> Self {
+    pub(crate) fn new(
+        parts: SinkParts,
+        target: Target,
+        writer: ParallelWriter,
+        sorter: Option<ExternalSort>,
+    ) -> Self {
         Self {
             parts,
             target: Some(target),
             writer: Some(writer),
+            sorter,
             rows: 0,
             report: CommitReport::default(),
         }
@@ -96,7 +105,15 @@ impl DeltaSink {
             .take()
             .ok_or_else(|| DeltaError::Internal("the run was committed twice".into()))?;
         let mut metrics = serde_json::Map::new();
-        let (removes, operation) = match self.stage(&mut writer, &mut metrics).await {
+        let staged = match self.sorter.take() {
+            Some(sorter) => drain(sorter, &mut writer).await,
+            None => Ok(()),
+        };
+        let staged = match staged {
+            Ok(()) => self.stage(&mut writer, &mut metrics).await,
+            Err(e) => Err(e),
+        };
+        let (removes, operation) = match staged {
             Ok(staged) => staged,
             Err(e) => {
                 // Stop the writers before the caller deletes their files.
@@ -215,6 +232,17 @@ impl DeltaSink {
             Err(e) => Outcome::Unknown(e.to_string()),
         }
     }
+}
+
+/// Every row `sorter` holds, in key order, into `writer`.
+async fn drain(sorter: ExternalSort, writer: &mut ParallelWriter) -> Result<()> {
+    let spilled = sorter.spilled_runs();
+    let mut sorted = sorter.finish().await?;
+    while let Some(batch) = sorted.try_next().await? {
+        writer.write(batch).await?;
+    }
+    tracing::info!(spilled, "clustered rows written");
+    Ok(())
 }
 
 /// Whether a commit that reported an error is in the log.
@@ -366,10 +394,11 @@ impl Sink for DeltaSink {
             predicate.check_incoming(&batch, self.rows)?;
         }
         self.rows += batch.num_rows() as u64;
-        let result = match (&mut self.parts.merge, &mut self.writer) {
-            (Some(merge), _) => merge.write(&batch),
-            (None, Some(writer)) => writer.write(batch).await,
-            (None, None) => Err(DeltaError::Internal("write after commit".into())),
+        let result = match (&mut self.parts.merge, &mut self.sorter, &mut self.writer) {
+            (Some(merge), _, _) => merge.write(&batch),
+            (None, Some(sorter), _) => sorter.push(batch).map_err(DeltaError::from),
+            (None, None, Some(writer)) => writer.write(batch).await,
+            (None, None, None) => Err(DeltaError::Internal("write after commit".into())),
         };
         result.map_err(Error::from)
     }

@@ -1,5 +1,6 @@
 //! Data files: Parquet written by delta-rs' [`DeltaWriter`] (split by partition values,
-//! rolled at the target size), several writers fed round-robin, each on its own task: Parquet
+//! rolled at the target size), several writers each on its own task — fed round-robin, or,
+//! for clustered rows, a key-range segment at a time with new files per segment: Parquet
 //! encoding and compression are the expensive part of a load, and one writer keeps one core
 //! busy. Column statistics are ours, written from each file's footer when the writers close
 //! (see `stats.rs`).
@@ -19,7 +20,7 @@ use deltalake::operations::write::writer::{DeltaWriter, WriterConfig};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
-use pipe_framework::parallel::RoundRobin;
+use pipe_framework::parallel::{Piece, RoundRobin};
 use tokio::sync::mpsc;
 
 use crate::error::{Result, delta};
@@ -118,6 +119,8 @@ struct Setup {
     schema: SchemaRef,
     stats: StatsSpec,
     options: WriteOptions,
+    /// Clustered: the writers take sorted rows a key-range segment at a time.
+    segment_bytes: Option<usize>,
 }
 
 impl Setup {
@@ -127,46 +130,70 @@ impl Setup {
             tracing::debug!(columns = ?plain, "writing without dictionary encoding");
         }
         let properties = self.options.properties(&plain);
-        RoundRobin::spawn(self.options.writers, |_, rx| {
+        let start = |_, rx| {
+            let (store, schema) = (Arc::clone(&self.store), self.schema.clone());
+            let partitions = self.stats.partition_columns.clone();
+            let (properties, target) = (properties.clone(), self.options.target_file_size);
             // No statistics from delta-rs (an empty column list): ours replace them.
-            let config = WriterConfig::new(
-                self.schema.clone(),
-                self.stats.partition_columns.clone(),
-                Some(properties.clone()),
-                NonZeroU64::new(self.options.target_file_size),
-                Some(WRITE_BATCH_ROWS),
-                DataSkippingNumIndexedCols::NumColumns(0),
-                Some(Vec::new()),
-            );
-            drive(DeltaWriter::new(Arc::clone(&self.store), config), rx)
-        })
+            let open = move || {
+                let config = WriterConfig::new(
+                    schema.clone(),
+                    partitions.clone(),
+                    Some(properties.clone()),
+                    NonZeroU64::new(target),
+                    Some(WRITE_BATCH_ROWS),
+                    DataSkippingNumIndexedCols::NumColumns(0),
+                    Some(Vec::new()),
+                );
+                DeltaWriter::new(Arc::clone(&store), config)
+            };
+            drive(open, rx)
+        };
+        match self.segment_bytes {
+            Some(bytes) => RoundRobin::clustered(self.options.writers, bytes, start),
+            None => RoundRobin::spawn(self.options.writers, start),
+        }
     }
 }
 
+/// One writer task: a new [`DeltaWriter`] (new files) after every cut.
 async fn drive(
-    mut writer: DeltaWriter,
-    mut rx: mpsc::Receiver<RecordBatch>,
+    open: impl Fn() -> DeltaWriter,
+    mut rx: mpsc::Receiver<Piece>,
 ) -> pipe_framework::Result<Vec<Add>> {
-    while let Some(batch) = rx.recv().await {
-        writer
-            .write(&batch)
-            .await
-            .map_err(delta("writing a data file"))?;
+    let mut adds = Vec::new();
+    let mut writer = open();
+    while let Some(piece) = rx.recv().await {
+        match piece {
+            Piece::Rows(batch, _held) => writer
+                .write(&batch)
+                .await
+                .map_err(delta("writing a data file"))?,
+            Piece::Cut => {
+                let done = std::mem::replace(&mut writer, open());
+                adds.extend(done.close().await.map_err(delta("finishing data files"))?);
+            }
+        }
     }
-    Ok(writer
-        .close()
-        .await
-        .map_err(delta("finishing data files"))?)
+    adds.extend(
+        writer
+            .close()
+            .await
+            .map_err(delta("finishing data files"))?,
+    );
+    Ok(adds)
 }
 
 impl ParallelWriter {
     /// Start `options.writers` writers of batches of `schema` (the table's Arrow schema,
-    /// partition columns included) into `store` (the table root).
+    /// partition columns included) into `store` (the table root), fed in turn, or by
+    /// key-range segments of `segment_bytes` when the rows come sorted (`Some`).
     pub(crate) fn new(
         store: ObjectStoreRef,
         schema: SchemaRef,
         stats: StatsSpec,
         options: &WriteOptions,
+        segment_bytes: Option<usize>,
     ) -> Self {
         Self {
             setup: Setup {
@@ -174,6 +201,7 @@ impl ParallelWriter {
                 schema,
                 stats,
                 options: options.clone(),
+                segment_bytes,
             },
             running: None,
             nan_columns: HashSet::new(),

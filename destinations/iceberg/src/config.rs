@@ -27,6 +27,12 @@ pub struct IcebergConfig {
     /// followed by `nulls first` / `nulls last`.
     #[serde(default)]
     pub sort_order: Vec<String>,
+    /// Columns each run's rows are sorted by before they are written, so every data file
+    /// holds one contiguous range of them and a merge rewrites only the files its keys fall
+    /// in. Default: the merge keys with `mode = "merge"`, else `sort_order`; `[]` writes rows
+    /// as they come. Sorting holds 64 MiB in memory and spills the rest to temp files.
+    #[serde(default)]
+    pub cluster_by: Option<Vec<String>>,
     /// With `mode = "replace"`: replace only the partitions this run writes (dynamic partition
     /// overwrite) instead of the whole table. Needs a partitioned table.
     #[serde(default)]

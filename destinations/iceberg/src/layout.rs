@@ -1,8 +1,15 @@
-//! `partition_by` and `sort_order`: parsed against the new table's schema.
+//! `partition_by` and `sort_order`: parsed against the new table's schema; and the key a
+//! run's rows are clustered by.
 
+use std::sync::Arc;
+
+use arrow_schema::{Schema as ArrowSchema, SortOptions};
 use iceberg::spec::{
-    NullOrder, Schema, SortDirection, SortField, SortOrder, Transform, UnboundPartitionSpec,
+    NullOrder, Schema, SortDirection, SortField, SortOrder, TableMetadata, Transform,
+    UnboundPartitionSpec,
 };
+use pipe_framework::WriteSpec;
+use pipe_framework::cluster::{self, SortKey};
 
 use crate::error::{IcebergError, Result, ice};
 
@@ -172,6 +179,70 @@ pub(crate) fn sort_order(schema: &Schema, entries: &[String]) -> Result<Option<S
         .build(schema)
         .map(Some)
         .map_err(ice("building the sort order"))
+}
+
+/// The key a run's rows are sorted by before they are written (`None`: written as they
+/// come). The columns are `cluster_by`, else a merge's keys, else the table's sort order
+/// ([`cluster::resolve`]); on a partitioned table they follow the source columns of its
+/// order-preserving partition transforms (identity, year, month, day, hour, truncate), so
+/// each segment of sorted rows falls into few partitions.
+pub(crate) fn cluster_key(
+    meta: &TableMetadata,
+    write_schema: &ArrowSchema,
+    cluster_by: Option<&[String]>,
+    write: &WriteSpec,
+) -> Result<Option<Arc<SortKey>>> {
+    let schema = meta.current_schema();
+    let mut declared: Vec<(String, SortOptions)> = Vec::new();
+    for f in &meta.default_sort_order().fields {
+        if f.transform != Transform::Identity {
+            continue;
+        }
+        if let Some(field) = schema.field_by_id(f.source_id) {
+            let options = SortOptions {
+                descending: f.direction == SortDirection::Descending,
+                nulls_first: f.null_order == NullOrder::First,
+            };
+            declared.push((field.name.clone(), options));
+        }
+    }
+    let names: Vec<String> = declared.iter().map(|(n, _)| n.clone()).collect();
+    let columns = cluster::resolve(cluster_by, write.mode, &write.merge_keys, &names);
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    let mut key: Vec<(usize, SortOptions)> = Vec::new();
+    let mut add = |name: &str, what: &str| -> Result<()> {
+        let i = pipe_framework::columns::find(write_schema, name).ok_or_else(|| {
+            IcebergError::Config(format!("{what} column `{name}` is not in the table"))
+        })?;
+        if !key.iter().any(|(k, _)| *k == i) {
+            let options = declared
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or_else(SortOptions::default, |(_, o)| *o);
+            key.push((i, options));
+        }
+        Ok(())
+    };
+    for field in meta.default_partition_spec().fields() {
+        let ordered = matches!(
+            field.transform,
+            Transform::Identity
+                | Transform::Year
+                | Transform::Month
+                | Transform::Day
+                | Transform::Hour
+                | Transform::Truncate(_)
+        );
+        if let (true, Some(source)) = (ordered, schema.field_by_id(field.source_id)) {
+            add(&source.name, "partition")?;
+        }
+    }
+    for name in &columns {
+        add(name, "cluster_by")?;
+    }
+    Ok(Some(SortKey::new(write_schema, &key)?))
 }
 
 #[cfg(test)]

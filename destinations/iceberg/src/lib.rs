@@ -35,8 +35,9 @@ pub use sink::IcebergSink;
 
 use catalog::CommitTarget;
 use merge::MergeState;
-use sink::SinkOptions;
-use write::{DataWriter, WriteOptions, WrittenFiles};
+use pipe_framework::cluster::{self, ExternalSort};
+use sink::{SinkOptions, Writing};
+use write::{DataFiles, WriteOptions, WrittenFiles};
 
 /// Registers as `type = "iceberg"`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -196,29 +197,45 @@ impl IcebergDestination {
             .cloned()
             .unwrap_or_else(|| format!("{}/data", metadata.location()));
         let written = WrittenFiles::default();
-        let prefix = format!("{}-{}", request.ctx.run_id, uuid::Uuid::now_v7().simple());
-        let writers = (0..self.writers)
-            .map(|i| {
-                DataWriter::new(
-                    target.file_io(),
-                    data_location.clone(),
-                    Arc::new(schema.clone()),
-                    spec.clone(),
-                    format!("{prefix}-{i}"),
-                    &self.options,
-                    written.clone(),
-                )
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let writer = parallel::ParallelWriter::new(writers);
+        let files = DataFiles {
+            io: target.file_io().clone(),
+            data_location,
+            schema: Arc::new(schema.clone()),
+            spec,
+            prefix: format!("{}-{}", request.ctx.run_id, uuid::Uuid::now_v7().simple()),
+            options: self.options.clone(),
+            written: written.clone(),
+        };
+        let cluster = layout::cluster_key(
+            metadata,
+            &write_schema,
+            self.config.cluster_by.as_deref(),
+            &request.write,
+        )?;
+        let segment = cluster
+            .as_ref()
+            .map(|_| cluster::segment_bytes(self.options.target_file_size as u64));
+        let writer = parallel::ParallelWriter::new(&files, self.writers, segment);
         let merge = if request.write.mode == WriteMode::Merge {
             let columns = key_field_ids
                 .iter()
                 .filter_map(|id| schema.as_struct().fields().iter().position(|f| f.id == *id))
                 .collect();
-            Some(MergeState::new(write_schema.clone(), columns)?)
+            Some(MergeState::new(
+                write_schema.clone(),
+                columns,
+                cluster.clone(),
+            )?)
         } else {
             None
+        };
+        let sorter = match (&merge, cluster) {
+            (None, Some(key)) => Some(ExternalSort::new(
+                write_schema.clone(),
+                key,
+                cluster::SORT_MEMORY,
+            )),
+            _ => None,
         };
         let options = SinkOptions {
             mode: request.write.mode,
@@ -230,8 +247,11 @@ impl IcebergDestination {
             target,
             planned,
             write_schema,
-            writer,
-            merge,
+            Writing {
+                writer,
+                merge,
+                sorter,
+            },
             written,
             options,
         ))

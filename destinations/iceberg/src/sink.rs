@@ -20,6 +20,8 @@ use crate::merge::MergeState;
 use crate::parallel::ParallelWriter;
 use crate::table::{PIPELINE_KEY, Planned, RUN_KEY, STATE_PREFIX, committed_state};
 use crate::write::WrittenFiles;
+use futures::TryStreamExt;
+use pipe_framework::cluster::ExternalSort;
 use pipe_framework::committed::state_to_commit;
 
 /// How the sink commits.
@@ -35,6 +37,17 @@ pub(crate) struct SinkOptions {
     pub key_field_ids: Vec<i32>,
 }
 
+/// Where the run's rows go until the commit.
+#[derive(Debug)]
+pub(crate) struct Writing {
+    /// The data file writers.
+    pub writer: ParallelWriter,
+    /// A merge's staged rows (written at commit).
+    pub merge: Option<MergeState>,
+    /// Clustered appends and replaces: the rows, sorted at commit.
+    pub sorter: Option<ExternalSort>,
+}
+
 /// The Iceberg [`Sink`].
 pub struct IcebergSink {
     target: Arc<dyn CommitTarget>,
@@ -43,6 +56,7 @@ pub struct IcebergSink {
     write_schema: SchemaRef,
     writer: Option<ParallelWriter>,
     merge: Option<MergeState>,
+    sorter: Option<ExternalSort>,
     written: WrittenFiles,
     options: SinkOptions,
 }
@@ -61,8 +75,7 @@ impl IcebergSink {
         target: Arc<dyn CommitTarget>,
         planned: Planned,
         write_schema: SchemaRef,
-        writer: ParallelWriter,
-        merge: Option<MergeState>,
+        writing: Writing,
         written: WrittenFiles,
         options: SinkOptions,
     ) -> Self {
@@ -72,8 +85,9 @@ impl IcebergSink {
             planned,
             schema,
             write_schema,
-            writer: Some(writer),
-            merge,
+            writer: Some(writing.writer),
+            merge: writing.merge,
+            sorter: writing.sorter,
             written,
             options,
         }
@@ -138,6 +152,12 @@ impl IcebergSink {
             report.rows_updated = outcome.updated;
             report.rows_inserted = outcome.inserted;
             removal = Removal::Files(outcome.rewritten);
+        }
+        if let Some(sorter) = self.sorter.take()
+            && let Err(e) = drain(sorter, &mut writer).await
+        {
+            let _ = writer.close().await;
+            return Err(e);
         }
         let rows_written = writer.rows();
         let added = writer.close().await?;
@@ -212,6 +232,17 @@ impl IcebergSink {
             .await?;
         }
     }
+}
+
+/// Every row `sorter` holds, in key order, into `writer`.
+async fn drain(sorter: ExternalSort, writer: &mut ParallelWriter) -> Result<()> {
+    let spilled = sorter.spilled_runs();
+    let mut sorted = sorter.finish().await?;
+    while let Some(batch) = sorted.try_next().await? {
+        writer.write(batch).await?;
+    }
+    info!(spilled, "clustered rows written");
+    Ok(())
 }
 
 /// The `pipe.*` summary properties of this run's snapshot on `base`: who wrote it and the
@@ -302,10 +333,11 @@ impl Sink for IcebergSink {
     }
 
     async fn write(&mut self, batch: RecordBatch) -> pipe_framework::Result<()> {
-        let result = match (&mut self.merge, &mut self.writer) {
-            (Some(merge), _) => merge.write(&batch),
-            (None, Some(writer)) => writer.write(batch).await,
-            (None, None) => Err(IcebergError::Internal("write after commit".into())),
+        let result = match (&mut self.merge, &mut self.sorter, &mut self.writer) {
+            (Some(merge), _, _) => merge.write(&batch),
+            (None, Some(sorter), _) => sorter.push(batch).map_err(IcebergError::from),
+            (None, None, Some(writer)) => writer.write(batch).await,
+            (None, None, None) => Err(IcebergError::Internal("write after commit".into())),
         };
         result.map_err(Error::from)
     }

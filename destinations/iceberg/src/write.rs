@@ -94,49 +94,67 @@ impl std::fmt::Debug for DataWriter {
     }
 }
 
-impl DataWriter {
-    /// A writer for files of `schema` and `spec` under `data_location`, named
-    /// `<prefix>-<n>.parquet`.
-    pub(crate) fn new(
-        io: &FileIO,
-        data_location: String,
-        schema: SchemaRef,
-        spec: PartitionSpecRef,
-        prefix: String,
-        options: &WriteOptions,
-        written: WrittenFiles,
-    ) -> Result<Self> {
+/// Where and how a run's data files are written: opens [`DataWriter`]s.
+#[derive(Debug, Clone)]
+pub(crate) struct DataFiles {
+    pub io: FileIO,
+    /// The table's data directory.
+    pub data_location: String,
+    /// The table schema the files are written with.
+    pub schema: SchemaRef,
+    /// The partition spec rows are split by.
+    pub spec: PartitionSpecRef,
+    /// File names start with this (then the writer's name and a counter).
+    pub prefix: String,
+    pub options: WriteOptions,
+    /// Records every location handed out.
+    pub written: WrittenFiles,
+}
+
+impl DataFiles {
+    /// A writer of files named `<prefix>-<name>-<n>.parquet`.
+    pub(crate) fn open(&self, name: &str) -> Result<DataWriter> {
+        let options = &self.options;
         let props = WriterProperties::builder()
             .set_compression(options.compression)
             .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
             .build();
-        let parquet = ParquetWriterBuilder::new(props, schema.clone());
+        let parquet = ParquetWriterBuilder::new(props, self.schema.clone());
         let location = Recording {
-            inner: DefaultLocationGenerator::with_data_location(data_location),
-            written,
+            inner: DefaultLocationGenerator::with_data_location(self.data_location.clone()),
+            written: self.written.clone(),
         };
-        let names = DefaultFileNameGenerator::new(prefix, None, DataFileFormat::Parquet);
+        let names = DefaultFileNameGenerator::new(
+            format!("{}-{name}", self.prefix),
+            None,
+            DataFileFormat::Parquet,
+        );
         let rolling = RollingFileWriterBuilder::new(
             parquet,
             options.target_file_size,
-            io.clone(),
+            self.io.clone(),
             location,
             names,
         );
         let builder = DataFileWriterBuilder::new(rolling);
-        let inner = if spec.is_unpartitioned() {
+        let inner = if self.spec.is_unpartitioned() {
             Inner::Unpartitioned(Box::new(UnpartitionedWriter::new(builder)))
         } else {
-            let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(schema, spec)
-                .map_err(ice("setting up the partition splitter"))?;
+            let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
+                self.schema.clone(),
+                self.spec.clone(),
+            )
+            .map_err(ice("setting up the partition splitter"))?;
             Inner::Partitioned {
                 splitter: Box::new(splitter),
                 writer: Box::new(FanoutWriter::new(builder)),
             }
         };
-        Ok(Self { inner })
+        Ok(DataWriter { inner })
     }
+}
 
+impl DataWriter {
     /// Write one batch (of the table's write schema).
     pub(crate) async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {

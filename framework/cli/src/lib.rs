@@ -224,11 +224,8 @@ fn init_logging(verbose: u8, format: LogFormat) {
         // delta-rs' kernel logs the errors it returns; they are printed once, as the error.
         0 => "error,buoyant_kernel=off",
         1 => "info",
-        _ => {
-            "info,pipe_framework=debug,pipe_cli=debug,pipe_quality=debug,\
-              pipe_source_file=debug,pipe_source_postgres=debug,pipe_destination_duckdb=debug,\
-              pipe_destination_iceberg=debug,pipe_destination_delta=debug"
-        }
+        // a target matches by prefix: the binary, the framework and every connector crate
+        _ => "info,pipe=debug",
     };
     let filter = EnvFilter::try_from_env("PIPE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()

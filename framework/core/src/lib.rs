@@ -8,6 +8,7 @@
 
 pub mod backfill;
 pub mod channel;
+pub mod cluster;
 pub mod columns;
 pub mod committed;
 pub mod config;

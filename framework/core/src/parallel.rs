@@ -1,24 +1,59 @@
-//! Several writers fed round-robin, each on its own task: Parquet encoding and compression
-//! are the expensive part of a load, and one writer keeps one core busy. Destinations hand
-//! each task a receiver of batches and get back what every task returned.
+//! Several writers, each on its own task: Parquet encoding and compression are the expensive
+//! part of a load, and one writer keeps one core busy. Destinations hand each task a receiver
+//! of [`Piece`]s and get back what every task returned.
+//!
+//! Two ways to share the rows out:
+//! - [`RoundRobin::spawn`]: batch by batch, in turn (every file spans the run's key range);
+//! - [`RoundRobin::clustered`]: rows sorted by a key go to one writer until a segment's worth
+//!   of bytes has gone, then that writer is told to close its files ([`Piece::Cut`]) and the
+//!   next one takes the next segment — so every file holds one contiguous key range. A writer
+//!   may queue up to a segment while it encodes (bounded by a byte budget, not a batch count),
+//!   which is what lets the writers work at the same time on consecutive key ranges.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
-/// Batches in flight per writer.
+/// Batches in flight per writer, round-robin.
 const DEPTH: usize = 2;
 
-/// Writer tasks fed round-robin; `T` is what each returns when its input ends (its files).
+/// Queue capacity per writer, clustered (the byte budget is the real bound).
+const CLUSTERED_DEPTH: usize = 4096;
+
+/// What a writer task receives.
+#[derive(Debug)]
+pub enum Piece {
+    /// Rows to write; drop the [`Held`] once they are written.
+    Rows(RecordBatch, Held),
+    /// Close the files open now: the rows that follow belong to a later key range.
+    Cut,
+}
+
+/// A batch's share of the writers' byte budget, returned when dropped.
+#[derive(Debug)]
+pub struct Held(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+/// Clustered dispatch: which writer takes the current segment, and how much it has taken.
+#[derive(Debug)]
+struct Segments {
+    bytes: usize,
+    taken: usize,
+    budget: Arc<Semaphore>,
+    budget_kib: u32,
+}
+
+/// Writer tasks; `T` is what each returns when its input ends (its files).
 #[derive(Debug)]
 pub struct RoundRobin<T> {
-    senders: Vec<mpsc::Sender<RecordBatch>>,
+    senders: Vec<mpsc::Sender<Piece>>,
     tasks: Vec<JoinHandle<Result<T>>>,
     next: usize,
+    segments: Option<Segments>,
 }
 
 fn joined<T>(result: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
@@ -26,16 +61,43 @@ fn joined<T>(result: std::result::Result<Result<T>, tokio::task::JoinError>) -> 
 }
 
 impl<T: Send + 'static> RoundRobin<T> {
-    /// Start `writers` tasks (at least one): `start(i, batches)` is task `i`'s work, which
-    /// ends when `batches` does.
-    pub fn spawn<F, Fut>(writers: usize, mut start: F) -> Self
+    /// Start `writers` tasks (at least one) fed batch by batch in turn: `start(i, pieces)` is
+    /// task `i`'s work, which ends when `pieces` does.
+    pub fn spawn<F, Fut>(writers: usize, start: F) -> Self
     where
-        F: FnMut(usize, mpsc::Receiver<RecordBatch>) -> Fut,
+        F: FnMut(usize, mpsc::Receiver<Piece>) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        Self::start(writers, DEPTH, None, start)
+    }
+
+    /// Start `writers` tasks fed sorted rows a segment of `segment_bytes` (Arrow bytes) at a
+    /// time, each segment ended by a [`Piece::Cut`]. The writers queue at most
+    /// `writers × segment_bytes` between them.
+    pub fn clustered<F, Fut>(writers: usize, segment_bytes: usize, start: F) -> Self
+    where
+        F: FnMut(usize, mpsc::Receiver<Piece>) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let kib = (writers.max(1) * segment_bytes / 1024).clamp(1, u32::MAX as usize >> 4);
+        let kib = u32::try_from(kib).unwrap_or(u32::MAX >> 4);
+        let segments = Segments {
+            bytes: segment_bytes.max(1),
+            taken: 0,
+            budget: Arc::new(Semaphore::new(kib as usize)),
+            budget_kib: kib,
+        };
+        Self::start(writers, CLUSTERED_DEPTH, Some(segments), start)
+    }
+
+    fn start<F, Fut>(writers: usize, depth: usize, segments: Option<Segments>, mut start: F) -> Self
+    where
+        F: FnMut(usize, mpsc::Receiver<Piece>) -> Fut,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
         let (senders, tasks) = (0..writers.max(1))
             .map(|i| {
-                let (tx, rx) = mpsc::channel(DEPTH);
+                let (tx, rx) = mpsc::channel(depth);
                 (tx, tokio::spawn(start(i, rx)))
             })
             .unzip();
@@ -43,20 +105,47 @@ impl<T: Send + 'static> RoundRobin<T> {
             senders,
             tasks,
             next: 0,
+            segments,
         }
     }
 
-    /// Hand one batch to the next writer (empty batches are skipped).
+    /// Hand one batch to a writer (empty batches are skipped): the next one in turn, or, when
+    /// clustered, the one taking the current segment.
     pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         let i = self.next % self.senders.len().max(1);
-        self.next = self.next.wrapping_add(1);
+        let Some(segments) = &mut self.segments else {
+            self.next = self.next.wrapping_add(1);
+            return self.send(i, Piece::Rows(batch, Held(None))).await;
+        };
+        let bytes = batch.get_array_memory_size();
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, segments.budget_kib);
+        let permit = Arc::clone(&segments.budget)
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|_| Error::internal("the writers' byte budget was closed"))?;
+        segments.taken += bytes;
+        let cut = segments.taken >= segments.bytes;
+        if cut {
+            segments.taken = 0;
+            self.next = self.next.wrapping_add(1);
+        }
+        self.send(i, Piece::Rows(batch, Held(Some(permit)))).await?;
+        if cut {
+            self.send(i, Piece::Cut).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, i: usize, piece: Piece) -> Result<()> {
         let Some(sender) = self.senders.get(i) else {
             return Err(Error::internal("no data file writer"));
         };
-        if sender.send(batch).await.is_err() {
+        if sender.send(piece).await.is_err() {
             // The writer failed: its task holds the error.
             let task = self.tasks.swap_remove(i);
             self.senders.swap_remove(i);
@@ -83,5 +172,63 @@ impl<T: Send + 'static> RoundRobin<T> {
             Some(e) => Err(e),
             None => Ok(out),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use arrow_array::{Int64Array, RecordBatch};
+
+    use super::*;
+
+    fn batch(from: i64, n: i64) -> RecordBatch {
+        RecordBatch::try_from_iter([(
+            "k",
+            Arc::new(Int64Array::from_iter_values(from..from + n)) as _,
+        )])
+        .unwrap()
+    }
+
+    /// Each task returns its segments: the first key of every run of rows between cuts.
+    async fn segments(mut rx: mpsc::Receiver<Piece>) -> Result<Vec<Vec<i64>>> {
+        let mut out = vec![Vec::new()];
+        while let Some(piece) = rx.recv().await {
+            match piece {
+                Piece::Rows(b, _held) => {
+                    let k = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                    out.last_mut().unwrap().push(k.value(0));
+                }
+                Piece::Cut => out.push(Vec::new()),
+            }
+        }
+        out.retain(|s| !s.is_empty());
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn clustered_writers_take_whole_segments_in_turn() {
+        let one = batch(0, 1000).get_array_memory_size();
+        let mut w = RoundRobin::clustered(2, 3 * one, |_, rx| segments(rx));
+        for i in 0..10 {
+            w.write(batch(i * 1000, 1000)).await.unwrap();
+        }
+        let got = w.close().await.unwrap();
+        assert_eq!(got[0], [vec![0, 1000, 2000], vec![6000, 7000, 8000]]);
+        assert_eq!(got[1], [vec![3000, 4000, 5000], vec![9000]]);
+    }
+
+    #[tokio::test]
+    async fn round_robin_writers_alternate_batches() {
+        let mut w = RoundRobin::spawn(2, |_, rx| segments(rx));
+        for i in 0..4 {
+            w.write(batch(i * 10, 10)).await.unwrap();
+        }
+        let got = w.close().await.unwrap();
+        assert_eq!(got[0], [vec![0, 20]]);
+        assert_eq!(got[1], [vec![10, 30]]);
     }
 }

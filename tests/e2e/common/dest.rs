@@ -77,6 +77,20 @@ impl Dest {
         v
     }
 
+    /// The table's live data files as its own library lists them, with `column`'s minimum and
+    /// maximum read from each file (`None`: the destination has no data files).
+    pub fn files(self, p: &Project, table: &str, column: &str) -> Option<Vec<Value>> {
+        if self == Dest::DuckDb {
+            return None;
+        }
+        let mut args = vec!["files".to_string(), column.to_string()];
+        args.extend(self.reader(table));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, v) = py_in(p.path(), "edge.py", &args);
+        assert!(ok, "{} file listing failed on {table}: {v}", self.name());
+        Some(v.as_array().unwrap().clone())
+    }
+
     /// How many commits the table has: DuckDB ledger rows, Delta versions, Iceberg snapshots
     /// (each read independently).
     pub fn commits(self, p: &Project, table: &str) -> usize {

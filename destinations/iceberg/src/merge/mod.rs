@@ -3,17 +3,25 @@
 //! read (key columns first, the whole file only if a key matches), rewritten without the
 //! matched rows, and the deduplicated incoming rows (last occurrence of a key wins) are
 //! added. Memory holds the incoming keys, not the table.
+//!
+//! Clustered (a sort key): the rows written come out in key order — the incoming rows and the
+//! remains of unsorted or overlapping files through an external sort, merged with the remains
+//! of the sorted, disjoint files streamed in key order — so the new files hold disjoint key
+//! ranges and the next merge touches few of them.
 
 pub(crate) mod read;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use iceberg::io::FileIO;
 use iceberg::spec::Schema;
 
+use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{Datum, PrimitiveLiteral};
+use pipe_framework::cluster::{self, ExternalSort, SortKey, SortedMerge};
 use pipe_framework::merge_keys::{KeyValue, Matched, StagedMerge};
 
 use crate::commit::live::LiveFile;
@@ -25,6 +33,7 @@ use crate::parallel::ParallelWriter;
 pub(crate) struct MergeState {
     staged: StagedMerge,
     schema: SchemaRef,
+    cluster: Option<Arc<SortKey>>,
 }
 
 /// What a merge changes.
@@ -41,10 +50,19 @@ pub(crate) struct MergeOutcome {
 }
 
 impl MergeState {
-    /// Start staging rows of `schema` keyed on the columns at `key_columns`.
-    pub(crate) fn new(schema: SchemaRef, key_columns: Vec<usize>) -> Result<Self> {
+    /// Start staging rows of `schema` keyed on the columns at `key_columns`, to be written
+    /// clustered by `cluster` (if any).
+    pub(crate) fn new(
+        schema: SchemaRef,
+        key_columns: Vec<usize>,
+        cluster: Option<Arc<SortKey>>,
+    ) -> Result<Self> {
         let staged = StagedMerge::new(schema.clone(), key_columns)?;
-        Ok(Self { staged, schema })
+        Ok(Self {
+            staged,
+            schema,
+            cluster,
+        })
     }
 
     /// Stage one batch.
@@ -73,8 +91,9 @@ impl MergeState {
     ) -> Result<MergeOutcome> {
         let spooled = self.staged.finish()?;
         let keys = self.staged.keys();
-        let mut rewritten = HashSet::new();
+        let cluster = self.cluster.as_deref();
         let mut matched = Matched::default();
+        let mut touched = Vec::new();
         let mut scanned = 0;
         let Some(&first_key) = key_field_ids.first() else {
             return Err(crate::error::IcebergError::Config(
@@ -84,16 +103,57 @@ impl MergeState {
         for file in live.iter().filter(|f| self.may_match(f, first_key)) {
             scanned += 1;
             let path = file.entry.file_path();
-            let hits = read::matching_keys(io, path, key_field_ids, keys, &self.schema).await?;
-            if hits.is_empty() {
-                continue;
+            let scan = read::scan(io, path, table, keys, &self.schema, cluster).await?;
+            if !scan.hits.is_empty() {
+                matched.extend(scan.hits);
+                touched.push((path.to_string(), scan.extent));
             }
-            read::rewrite_without(io, path, table, &self.schema, keys, writer).await?;
-            matched.extend(hits);
-            rewritten.insert(path.to_string());
         }
-        for (n, batch) in spooled.batches()?.enumerate() {
-            writer.write(self.staged.dedup(n, &batch?)?).await?;
+        let rewritten: HashSet<String> = touched.iter().map(|(p, _)| p.clone()).collect();
+        let incoming = spooled
+            .batches()?
+            .enumerate()
+            .map(|(n, batch)| self.staged.dedup(n, &batch?));
+        let schema = &self.schema;
+        let remainder = move |path: String| async move {
+            read::remainder(io, &path, table, schema, keys).await
+        };
+        match &self.cluster {
+            None => {
+                for (path, _) in touched {
+                    let mut rows = remainder(path).await?;
+                    while let Some(batch) = rows.try_next().await? {
+                        writer.write(batch).await?;
+                    }
+                }
+                for batch in incoming {
+                    writer.write(batch?).await?;
+                }
+            }
+            Some(key) => {
+                let (ordered, rest) = cluster::chain(touched);
+                let mut sorter =
+                    ExternalSort::new(self.schema.clone(), key.clone(), cluster::SORT_MEMORY);
+                for path in rest {
+                    let mut rows = remainder(path).await?;
+                    while let Some(batch) = rows.try_next().await? {
+                        sorter.push(batch)?;
+                    }
+                }
+                for batch in incoming {
+                    sorter.push(batch?)?;
+                }
+                let in_order = futures::stream::iter(ordered)
+                    .then(remainder)
+                    .map_err(pipe_framework::Error::from)
+                    .try_flatten()
+                    .boxed();
+                let sorted = sorter.finish().await?;
+                let mut merged = SortedMerge::new(key.clone(), vec![sorted, in_order]).await?;
+                while let Some(batch) = merged.next().await? {
+                    writer.write(batch).await?;
+                }
+            }
         }
         let updated = matched.len();
         Ok(MergeOutcome {

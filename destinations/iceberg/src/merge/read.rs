@@ -14,7 +14,8 @@ use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::{PARQUET_FIELD_ID_META_KEY, ProjectionMask};
 
 use crate::error::{IcebergError, Result, data, ice};
-use crate::parallel::ParallelWriter;
+use futures::StreamExt;
+use pipe_framework::cluster::{BatchStream, Extent, SortKey};
 use pipe_framework::merge_keys::KeyIndex;
 
 const BATCH_ROWS: usize = 64 * 1024;
@@ -108,22 +109,61 @@ fn conform(column: &ArrayRef, to: &Field, path: &str) -> Result<ArrayRef> {
     )))
 }
 
-/// The ids of the incoming keys that data file `path` holds.
-pub(super) async fn matching_keys(
+/// What the key scan of one data file found.
+#[derive(Debug)]
+pub(super) struct Scan {
+    /// The ids of the incoming keys the file holds.
+    pub hits: Vec<u32>,
+    /// How its rows lie along the cluster key (when clustered).
+    pub extent: Extent,
+}
+
+/// The columns with field ids `ids` of `batch` (read from `path`) in `write_schema`'s types,
+/// where the column of the table is at `at[i]`; NULLs for a column the file predates.
+fn columns(
+    batch: &RecordBatch,
+    ids: &[i32],
+    at: &[usize],
+    write_schema: &SchemaRef,
+    path: &str,
+) -> Result<Vec<ArrayRef>> {
+    ids.iter()
+        .zip(at)
+        .map(|(id, &at)| {
+            let target = write_schema.field(at);
+            Ok(match column_with_id(batch.schema().as_ref(), *id) {
+                Some(i) => conform(batch.column(i), target, path)?,
+                None => new_null_array(target.data_type(), batch.num_rows()),
+            })
+        })
+        .collect()
+}
+
+/// Scan data file `path`'s merge keys (and cluster key columns): which incoming keys it
+/// holds, and whether its rows are in cluster key order.
+pub(super) async fn scan(
     io: &FileIO,
     path: &str,
-    key_field_ids: &[i32],
+    table: &Schema,
     keys: &KeyIndex,
     write_schema: &SchemaRef,
-) -> Result<Vec<u32>> {
+    cluster: Option<&SortKey>,
+) -> Result<Scan> {
     let builder = open(io, path).await?;
     let file_schema = builder.schema().clone();
+    let id_of = |at: &usize| table.as_struct().fields()[*at].id;
+    let key_ids: Vec<i32> = keys.columns.iter().map(id_of).collect();
+    let cluster_at: &[usize] = cluster.map_or(&[], |k| k.columns());
+    let cluster_ids: Vec<i32> = cluster_at.iter().map(id_of).collect();
     // A key column the file predates holds NULLs (which match incoming NULL keys); read at
     // least one column for the row counts.
-    let mut roots: Vec<usize> = key_field_ids
+    let mut roots: Vec<usize> = key_ids
         .iter()
+        .chain(&cluster_ids)
         .filter_map(|id| column_with_id(&file_schema, *id))
         .collect();
+    roots.sort_unstable();
+    roots.dedup();
     if roots.is_empty() {
         roots.push(0);
     }
@@ -133,39 +173,38 @@ pub(super) async fn matching_keys(
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(data(format!("reading data file {path}")))?;
-    let mut hits = Vec::new();
+    let mut out = Scan {
+        hits: Vec::new(),
+        extent: Extent::new(),
+    };
     while let Some(batch) = stream
         .try_next()
         .await
         .map_err(data(format!("reading data file {path}")))?
     {
-        let mut columns = Vec::with_capacity(key_field_ids.len());
-        for (id, &at) in key_field_ids.iter().zip(&keys.columns) {
-            let target = write_schema.field(at);
-            columns.push(match column_with_id(batch.schema().as_ref(), *id) {
-                Some(i) => conform(batch.column(i), target, path)?,
-                None => new_null_array(target.data_type(), batch.num_rows()),
-            });
+        let key_columns = columns(&batch, &key_ids, &keys.columns, write_schema, path)?;
+        out.hits.extend(keys.hits(&key_columns)?);
+        if let Some(key) = cluster {
+            let sort_columns = columns(&batch, &cluster_ids, cluster_at, write_schema, path)?;
+            out.extent.add(&key.rows_of(&sort_columns)?);
         }
-        hits.extend(keys.hits(&columns)?);
     }
-    Ok(hits)
+    Ok(out)
 }
 
-/// Write data file `path`'s rows whose key is not incoming, in the table's current schema.
-pub(super) async fn rewrite_without(
+/// Data file `path`'s rows whose key is not incoming, in the table's current schema.
+pub(super) async fn remainder<'a>(
     io: &FileIO,
     path: &str,
     table: &Schema,
     write_schema: &SchemaRef,
-    keys: &KeyIndex,
-    writer: &mut ParallelWriter,
-) -> Result<()> {
-    let mut batches = Box::pin(batches(io, path, table, write_schema).await?);
-    while let Some(batch) = batches.try_next().await? {
-        writer.write(keys.without_incoming(&batch)?).await?;
-    }
-    Ok(())
+    keys: &'a KeyIndex,
+) -> Result<BatchStream<'a>> {
+    let batches = batches(io, path, table, write_schema).await?;
+    Ok(batches
+        .map_err(pipe_framework::Error::from)
+        .and_then(move |batch| futures::future::ready(keys.without_incoming(&batch)))
+        .boxed())
 }
 
 /// Data file `path`'s rows in the table's current schema (columns by field id; NULL for

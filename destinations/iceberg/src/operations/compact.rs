@@ -1,26 +1,26 @@
 //! `optimize` on Iceberg: rewrite the small data files of each partition into files of the
 //! target size, as one `replace` snapshot. Rows stream from the old files into the writers
 //! (memory: the writers' open row groups); with a sort order (the table's, or `order_by`) each
-//! partition's rows are sorted before they are written, which holds that partition's small
-//! files in memory. A concurrent append does not conflict (its files are not touched); a
+//! partition's rows go through an external sort (bounded memory, spilling to temp files) and
+//! are written in key-range segments, so the new files do not overlap. A concurrent append does not conflict (its files are not touched); a
 //! concurrent rewrite of the same files does, and nothing is committed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
+use arrow_schema::{SchemaRef, SortOptions};
 use futures::TryStreamExt;
 use iceberg::spec::{NullOrder, Schema, SortDirection, TableMetadata};
+use pipe_framework::cluster::{self, ExternalSort, SortKey};
 use pipe_framework::operations::{OperationReport, OptimizeRequest};
 
 use crate::catalog::{CommitTarget, Loaded};
 use crate::commit::live::{self, LiveFile};
 use crate::commit::{Removal, SnapshotChange, commit_once};
-use crate::error::{IcebergError, Result, data};
+use crate::error::{IcebergError, Result};
 use crate::merge::read;
 use crate::parallel::ParallelWriter;
-use crate::write::{DataWriter, WriteOptions, WrittenFiles};
+use crate::write::{DataFiles, WriteOptions, WrittenFiles};
 
 /// Files at least this share of the target size are left alone.
 const SMALL_SHARE: (u64, u64) = (3, 4);
@@ -86,29 +86,6 @@ fn sort_columns(
             ))
         })
         .collect())
-}
-
-/// Sort `batches` (one partition's rows) by `columns`.
-fn sorted(
-    batches: Vec<RecordBatch>,
-    schema: &SchemaRef,
-    columns: &[(usize, bool, bool)],
-) -> Result<RecordBatch> {
-    use arrow_ord::sort::{SortColumn, SortOptions, lexsort_to_indices};
-    let all = arrow_select::concat::concat_batches(schema, &batches)
-        .map_err(data("gathering a partition's rows"))?;
-    let keys: Vec<SortColumn> = columns
-        .iter()
-        .map(|&(i, descending, nulls_first)| SortColumn {
-            values: Arc::clone(all.column(i)),
-            options: Some(SortOptions {
-                descending,
-                nulls_first,
-            }),
-        })
-        .collect();
-    let order = lexsort_to_indices(&keys, None).map_err(data("sorting a partition's rows"))?;
-    arrow_select::take::take_record_batch(&all, &order).map_err(data("sorting a partition's rows"))
 }
 
 /// Compact the table behind `target`.
@@ -182,39 +159,58 @@ async fn rewrite(
         .get("write.data.path")
         .cloned()
         .unwrap_or_else(|| format!("{}/data", meta.location()));
-    let prefix = format!("optimize-{}", uuid::Uuid::now_v7().simple());
-    let writers = (0..settings.writers.max(1))
-        .map(|i| {
-            DataWriter::new(
-                io,
-                data_location.clone(),
-                Arc::new(schema.clone()),
-                meta.default_partition_spec().clone(),
-                format!("{prefix}-{i}"),
-                &options,
-                written.clone(),
-            )
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut writer = ParallelWriter::new(writers);
+    let files = DataFiles {
+        io: io.clone(),
+        data_location,
+        schema: Arc::new(schema.clone()),
+        spec: meta.default_partition_spec().clone(),
+        prefix: format!("optimize-{}", uuid::Uuid::now_v7().simple()),
+        options,
+        written: written.clone(),
+    };
+    // Sorted: each partition's rows through an external sort (bounded memory), written in
+    // key-range segments so the new files do not overlap.
+    let key = if order.is_empty() {
+        None
+    } else {
+        let columns: Vec<(usize, SortOptions)> = order
+            .iter()
+            .map(|&(i, descending, nulls_first)| {
+                (
+                    i,
+                    SortOptions {
+                        descending,
+                        nulls_first,
+                    },
+                )
+            })
+            .collect();
+        Some(SortKey::new(&write_schema, &columns)?)
+    };
+    let segment = key.as_ref().map(|_| cluster::segment_bytes(size));
+    let mut writer = ParallelWriter::new(&files, settings.writers.max(1), segment);
     let mut removed: HashSet<String> = HashSet::new();
     let copied = async {
         for group in &groups {
-            let mut held = Vec::new();
+            let mut sorter = key
+                .as_ref()
+                .map(|k| ExternalSort::new(write_schema.clone(), k.clone(), cluster::SORT_MEMORY));
             for file in group {
                 let path = file.entry.file_path().to_string();
                 let mut batches = Box::pin(read::batches(io, &path, &schema, &write_schema).await?);
                 while let Some(batch) = batches.try_next().await? {
-                    if order.is_empty() {
-                        writer.write(batch).await?;
-                    } else {
-                        held.push(batch);
+                    match &mut sorter {
+                        Some(sorter) => sorter.push(batch)?,
+                        None => writer.write(batch).await?,
                     }
                 }
                 removed.insert(path);
             }
-            if !held.is_empty() {
-                writer.write(sorted(held, &write_schema, &order)?).await?;
+            if let Some(sorter) = sorter {
+                let mut sorted = sorter.finish().await?;
+                while let Some(batch) = sorted.try_next().await? {
+                    writer.write(batch).await?;
+                }
             }
         }
         Ok::<(), IcebergError>(())

@@ -1,0 +1,195 @@
+//! Clustered writes: a run's rows sorted by a key before they reach the data file writers, so
+//! each file holds one contiguous key range and the ranges of a run's files do not overlap.
+//! Min/max statistics then tell a merge which few files can hold its keys; round-robin
+//! writers instead make every file span the whole key range, and every merge rewrite every
+//! file.
+//!
+//! - [`SortKey`]: the columns and directions, compared as `arrow-row` rows.
+//! - [`ExternalSort`]: sorts any number of rows in bounded memory (sorted runs spilled to
+//!   Arrow IPC temp files, then merged).
+//! - [`SortedMerge`]: merges sorted batch streams into one sorted stream, copying whole
+//!   slices where the inputs do not interleave.
+//! - [`Extent`] and [`chain`]: which existing files are sorted and disjoint, so a merge can
+//!   stream their remaining rows in order instead of sorting them again.
+//! - [`resolve`]: the `cluster_by` key table formats share.
+//!
+//! The writers cut files at key-range boundaries ([`crate::parallel::RoundRobin::clustered`]).
+
+mod merge;
+mod sort;
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_row::{OwnedRow, RowConverter, Rows, SortField};
+use arrow_schema::{Schema, SortOptions};
+
+use crate::destination::WriteMode;
+use crate::error::{Error, Result};
+
+pub use merge::SortedMerge;
+pub use sort::ExternalSort;
+
+/// A stream of record batches (a sorted one, where this module hands it out).
+pub type BatchStream<'a> = futures::stream::BoxStream<'a, Result<RecordBatch>>;
+
+/// Memory an [`ExternalSort`] holds before it spills a sorted run to disk.
+pub const SORT_MEMORY: usize = 64 * 1024 * 1024;
+
+/// Rows per batch that sorting and merging hand on.
+pub const BATCH_ROWS: usize = 8192;
+
+/// Most Arrow bytes of sorted rows that go to one writer before it closes its files: bounds
+/// what the writers buffer (each holds up to this much while it encodes).
+pub const MAX_SEGMENT_BYTES: usize = 64 * 1024 * 1024;
+
+/// The columns rows are clustered by, with their directions.
+#[derive(Debug)]
+pub struct SortKey {
+    columns: Vec<usize>,
+    names: Vec<String>,
+    converter: RowConverter,
+}
+
+impl SortKey {
+    /// A key over `schema`'s columns at `columns` (each with its sort options).
+    pub fn new(schema: &Schema, columns: &[(usize, SortOptions)]) -> Result<Arc<Self>> {
+        let mut fields = Vec::with_capacity(columns.len());
+        let mut names = Vec::with_capacity(columns.len());
+        for &(i, options) in columns {
+            let field = schema.fields().get(i).ok_or_else(|| {
+                Error::internal(format!("sort column {i} is not in the write schema"))
+            })?;
+            fields.push(SortField::new_with_options(
+                field.data_type().clone(),
+                options,
+            ));
+            names.push(field.name().clone());
+        }
+        let converter = RowConverter::new(fields)
+            .map_err(|e| Error::user(format!("cannot cluster by {}: {e}", names.join(", "))))?;
+        Ok(Arc::new(Self {
+            columns: columns.iter().map(|&(i, _)| i).collect(),
+            names,
+            converter,
+        }))
+    }
+
+    /// The key's columns (indices in the schema it was made for), in order.
+    pub fn columns(&self) -> &[usize] {
+        &self.columns
+    }
+
+    /// The key's column names, in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The key of every row of `batch` (of the schema the key was made for).
+    pub fn rows(&self, batch: &RecordBatch) -> Result<Rows> {
+        let columns: Vec<ArrayRef> = self
+            .columns
+            .iter()
+            .map(|&i| Arc::clone(batch.column(i)))
+            .collect();
+        self.rows_of(&columns)
+    }
+
+    /// The key of every row of `columns` (the key's columns, in key order).
+    pub fn rows_of(&self, columns: &[ArrayRef]) -> Result<Rows> {
+        Ok(self.converter.convert_columns(columns)?)
+    }
+}
+
+/// How an existing data file's rows lie along a [`SortKey`]: whether they are in order, and
+/// its first and last key.
+#[derive(Debug, Clone, Default)]
+pub struct Extent {
+    sorted: bool,
+    first: Option<OwnedRow>,
+    last: Option<OwnedRow>,
+}
+
+impl Extent {
+    /// An empty extent, extended batch by batch with [`Extent::add`].
+    pub fn new() -> Self {
+        Self {
+            sorted: true,
+            first: None,
+            last: None,
+        }
+    }
+
+    /// The next rows of the file, in file order.
+    pub fn add(&mut self, rows: &Rows) {
+        let n = rows.num_rows();
+        if n == 0 {
+            return;
+        }
+        if self.sorted {
+            let after_last = self.last.as_ref().is_none_or(|l| l.row() <= rows.row(0));
+            self.sorted = after_last && (1..n).all(|i| rows.row(i - 1) <= rows.row(i));
+        }
+        if self.first.is_none() {
+            self.first = Some(rows.row(0).owned());
+        }
+        self.last = Some(rows.row(n - 1).owned());
+    }
+
+    /// Whether every row came in key order.
+    pub fn is_sorted(&self) -> bool {
+        self.sorted
+    }
+}
+
+/// Split files into a chain of sorted files whose key ranges follow each other (the order to
+/// stream them in) and the rest (unsorted, overlapping, empty), which must be sorted again.
+pub fn chain<T>(files: Vec<(T, Extent)>) -> (Vec<T>, Vec<T>) {
+    let (mut ordered, mut rest) = (Vec::new(), Vec::new());
+    let mut sorted: Vec<(T, OwnedRow, OwnedRow)> = Vec::new();
+    for (file, extent) in files {
+        match (extent.sorted, extent.first, extent.last) {
+            (true, Some(first), Some(last)) => sorted.push((file, first, last)),
+            _ => rest.push(file),
+        }
+    }
+    sorted.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut end: Option<OwnedRow> = None;
+    for (file, first, last) in sorted {
+        if end.as_ref().is_none_or(|e| e.row() <= first.row()) {
+            end = Some(last);
+            ordered.push(file);
+        } else {
+            rest.push(file);
+        }
+    }
+    (ordered, rest)
+}
+
+/// The columns a run's rows are clustered by: `cluster_by` as configured (`Some(empty)`:
+/// not clustered), else the merge keys of a merge, else `sort_order` (the format's own
+/// declared order, if it has one).
+pub fn resolve(
+    cluster_by: Option<&[String]>,
+    mode: WriteMode,
+    merge_keys: &[String],
+    sort_order: &[String],
+) -> Vec<String> {
+    match cluster_by {
+        Some(columns) => columns.to_vec(),
+        None if mode == WriteMode::Merge && !merge_keys.is_empty() => merge_keys.to_vec(),
+        None => sort_order.to_vec(),
+    }
+}
+
+/// The Arrow bytes of sorted rows one writer takes before it closes its files, for files of
+/// `target_file_size` bytes: Parquet compresses, so a segment of that many Arrow bytes
+/// makes files below the target; at most [`MAX_SEGMENT_BYTES`].
+pub fn segment_bytes(target_file_size: u64) -> usize {
+    usize::try_from(target_file_size)
+        .unwrap_or(usize::MAX)
+        .clamp(1024 * 1024, MAX_SEGMENT_BYTES)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+//! Sorting any number of rows in bounded memory: batches are held until they take
+//! [`SORT_MEMORY`](super::SORT_MEMORY) bytes, then sorted and spilled to an Arrow IPC temp
+//! file as one sorted run; the runs are merged at the end. Rows that fit are never spilled.
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_row::Rows;
+use arrow_schema::SchemaRef;
+use arrow_select::interleave::interleave_record_batch;
+use futures::StreamExt;
+
+use super::{BATCH_ROWS, BatchStream, SortKey, SortedMerge};
+use crate::error::Result;
+use crate::spool::{BatchSpool, Spooled};
+
+/// Sorts the rows pushed into it by a [`SortKey`].
+#[derive(Debug)]
+pub struct ExternalSort {
+    schema: SchemaRef,
+    key: Arc<SortKey>,
+    budget: usize,
+    held: Vec<RecordBatch>,
+    held_bytes: usize,
+    runs: Vec<Spooled>,
+    rows: u64,
+}
+
+impl ExternalSort {
+    /// A sorter of batches of `schema` holding at most about `budget` bytes in memory.
+    pub fn new(schema: SchemaRef, key: Arc<SortKey>, budget: usize) -> Self {
+        Self {
+            schema,
+            key,
+            budget,
+            held: Vec::new(),
+            held_bytes: 0,
+            runs: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// Rows pushed so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Sorted runs spilled to disk so far.
+    pub fn spilled_runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Take one batch (of the sorter's schema); spills a sorted run when memory is full.
+    pub fn push(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.rows += batch.num_rows() as u64;
+        self.held_bytes += batch.get_array_memory_size();
+        self.held.push(batch);
+        if self.held_bytes >= self.budget {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        let held = Sorted::new(std::mem::take(&mut self.held), &self.key)?;
+        self.held_bytes = 0;
+        let mut spool = BatchSpool::new(Arc::clone(&self.schema), "sort")?;
+        for batch in held {
+            spool.write(&batch?)?;
+        }
+        self.runs.push(spool.finish()?);
+        tracing::debug!(runs = self.runs.len(), "spilled a sorted run");
+        Ok(())
+    }
+
+    /// Every row pushed, in key order.
+    pub async fn finish(mut self) -> Result<BatchStream<'static>> {
+        if self.runs.is_empty() {
+            let held = Sorted::new(std::mem::take(&mut self.held), &self.key)?;
+            return Ok(futures::stream::iter(held).boxed());
+        }
+        if !self.held.is_empty() {
+            self.spill()?;
+        }
+        let mut inputs = Vec::with_capacity(self.runs.len());
+        for run in &self.runs {
+            inputs.push(futures::stream::iter(run.batches()?).boxed());
+        }
+        // The spooled runs are deleted once the merge (which holds their readers) and this
+        // list are dropped; the readers keep their files open until then.
+        let runs = std::mem::take(&mut self.runs);
+        let merged = SortedMerge::new(Arc::clone(&self.key), inputs).await?;
+        Ok(merged
+            .into_stream()
+            .map(move |b| {
+                let _keep = &runs;
+                b
+            })
+            .boxed())
+    }
+}
+
+/// Held batches in key order, handed out [`BATCH_ROWS`] rows at a time (each one gathered
+/// from the held batches when it is asked for, so memory stays about what was held).
+struct Sorted {
+    batches: Vec<RecordBatch>,
+    order: Vec<(usize, usize)>,
+    at: usize,
+}
+
+impl Sorted {
+    fn new(batches: Vec<RecordBatch>, key: &SortKey) -> Result<Self> {
+        let rows: Vec<Rows> = batches.iter().map(|b| key.rows(b)).collect::<Result<_>>()?;
+        let mut order: Vec<(usize, usize)> = batches
+            .iter()
+            .enumerate()
+            .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r)))
+            .collect();
+        order.sort_by(|x, y| rows[x.0].row(x.1).cmp(&rows[y.0].row(y.1)));
+        Ok(Self {
+            batches,
+            order,
+            at: 0,
+        })
+    }
+}
+
+impl Iterator for Sorted {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.order.len() {
+            return None;
+        }
+        let end = (self.at + BATCH_ROWS).min(self.order.len());
+        let refs: Vec<&RecordBatch> = self.batches.iter().collect();
+        let out = interleave_record_batch(&refs, &self.order[self.at..end]);
+        self.at = end;
+        Some(out.map_err(Into::into))
+    }
+}

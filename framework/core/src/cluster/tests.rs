@@ -1,0 +1,148 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test
+
+use std::sync::Arc;
+
+use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, SortOptions};
+use futures::{StreamExt, TryStreamExt};
+
+use super::*;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("v", DataType::Utf8, true),
+    ]))
+}
+
+fn batch(keys: &[Option<i64>]) -> RecordBatch {
+    let values: Vec<Option<String>> = keys.iter().map(|k| k.map(|k| format!("v{k}"))).collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from(keys.to_vec())),
+            Arc::new(StringArray::from(values)),
+        ],
+    )
+    .unwrap()
+}
+
+fn key() -> Arc<SortKey> {
+    SortKey::new(&schema(), &[(0, SortOptions::default())]).unwrap()
+}
+
+async fn keys_of(stream: BatchStream<'_>) -> Vec<Option<i64>> {
+    let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+    let mut out = Vec::new();
+    for b in batches {
+        let k = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let v = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        for i in 0..b.num_rows() {
+            // the value travelled with its key
+            assert_eq!(v.is_null(i), k.is_null(i));
+            if k.is_valid(i) {
+                assert_eq!(v.value(i), format!("v{}", k.value(i)));
+            }
+            out.push(k.is_valid(i).then(|| k.value(i)));
+        }
+    }
+    out
+}
+
+/// A deterministic shuffle of `0..n` with some NULLs.
+fn shuffled(n: i64) -> Vec<Option<i64>> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut v: Vec<Option<i64>> = (0..n).map(Some).collect();
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    v.extend([None, None]);
+    v
+}
+
+#[tokio::test]
+async fn an_external_sort_spills_runs_and_merges_them_in_order() {
+    let input = shuffled(50_000);
+    // a budget of a few batches: many spilled runs
+    let mut sorter = ExternalSort::new(schema(), key(), 200_000);
+    for chunk in input.chunks(3000) {
+        sorter.push(batch(chunk)).unwrap();
+    }
+    assert!(sorter.spilled_runs() > 3, "{}", sorter.spilled_runs());
+    assert_eq!(sorter.rows(), 50_002);
+    let got = keys_of(sorter.finish().await.unwrap()).await;
+    let mut want = input.clone();
+    want.sort();
+    assert!(got == want, "NULLs first, then every key once, in order");
+}
+
+#[tokio::test]
+async fn rows_that_fit_are_sorted_without_spilling() {
+    let mut sorter = ExternalSort::new(schema(), key(), SORT_MEMORY);
+    sorter.push(batch(&[Some(3), None, Some(1)])).unwrap();
+    sorter.push(batch(&[Some(2)])).unwrap();
+    assert_eq!(sorter.spilled_runs(), 0);
+    let got = keys_of(sorter.finish().await.unwrap()).await;
+    assert_eq!(got, [None, Some(1), Some(2), Some(3)]);
+}
+
+#[tokio::test]
+async fn a_merge_copies_slices_where_inputs_do_not_interleave() {
+    let old: Vec<Option<i64>> = (0..20_000).map(|i| Some(i * 2)).collect();
+    let new = [Some(-1), Some(7), Some(9), Some(50_001)];
+    let streams: Vec<BatchStream<'static>> = vec![
+        futures::stream::iter(old.chunks(4096).map(|c| Ok(batch(c))).collect::<Vec<_>>()).boxed(),
+        futures::stream::iter(vec![Ok(batch(&new))]).boxed(),
+    ];
+    let mut merge = SortedMerge::new(key(), streams).await.unwrap();
+    let first = merge.next().await.unwrap().unwrap();
+    assert_eq!(first.num_rows(), BATCH_ROWS);
+    let mut got = keys_of(futures::stream::iter([Ok(first)]).boxed()).await;
+    got.extend(keys_of(merge.into_stream()).await);
+    let mut want: Vec<Option<i64>> = old.iter().copied().chain(new).collect();
+    want.sort();
+    assert!(got == want, "{} rows, {} expected", got.len(), want.len());
+}
+
+#[test]
+fn extents_find_sorted_disjoint_files_and_chain_them_in_order() {
+    let k = key();
+    let extent = |keys: &[Option<i64>]| {
+        let mut e = Extent::new();
+        for chunk in keys.chunks(2) {
+            e.add(&k.rows(&batch(chunk)).unwrap());
+        }
+        e
+    };
+    let files = vec![
+        ("c", extent(&[Some(20), Some(21), Some(29)])),
+        ("a", extent(&[Some(1), Some(5), Some(9)])),
+        ("unsorted", extent(&[Some(40), Some(35), Some(41)])),
+        ("overlaps-a", extent(&[Some(4), Some(6)])),
+        ("b", extent(&[Some(9), Some(10)])), // starts where a ends: still in order
+        ("empty", Extent::new()),
+    ];
+    assert!(!files[2].1.is_sorted());
+    let (ordered, mut rest) = chain(files);
+    assert_eq!(ordered, ["a", "b", "c"]);
+    rest.sort();
+    assert_eq!(rest, ["empty", "overlaps-a", "unsorted"]);
+}
+
+#[test]
+fn cluster_by_defaults_to_merge_keys_then_the_sort_order() {
+    let keys = ["id".to_string()];
+    let order = ["day".to_string()];
+    assert_eq!(resolve(None, WriteMode::Merge, &keys, &order), ["id"]);
+    assert_eq!(resolve(None, WriteMode::Append, &keys, &order), ["day"]);
+    assert!(resolve(Some(&[]), WriteMode::Merge, &keys, &order).is_empty());
+    assert_eq!(
+        resolve(Some(&["x".to_string()]), WriteMode::Merge, &keys, &order),
+        ["x"]
+    );
+    assert_eq!(segment_bytes(512 << 20), MAX_SEGMENT_BYTES);
+    assert_eq!(segment_bytes(8 << 20), 8 << 20);
+}

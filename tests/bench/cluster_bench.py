@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Clustered merges and Iceberg compaction, against today's round-robin layout, in one script.
+
+    cluster_bench.py PIPE_BINARY [--rows 5000000] [--changed 500000] [--target-mb 16]
+                     [--work /var/tmp/pipe-bench] [--formats iceberg delta]
+
+For Iceberg and Delta, two tables of the same `rows` orders (keys 0, 10, 20, …, arriving in a
+shuffled order) are loaded by pipe with mode = "merge":
+  - reference: `cluster_by = []`, rows written as they come by round-robin writers (every file
+    spans the whole key range; what pipe did before clustering);
+  - clustered: the default, rows sorted by the merge key into files of disjoint key ranges.
+Both use `target_file_size_mb` = --target-mb. Then into each table, as separate processes
+(time and peak RSS from wait4):
+  - a narrow merge: `changed` rows whose keys lie in 1% of the key range (every existing key
+    there updated, the rest new keys between them);
+  - a uniform merge: `changed` rows spread over the whole range (60% updates, 40% new keys).
+For each merge the bytes of the data files it replaced are measured from the table's own
+listing (deltalake add actions, pyiceberg files table) before and after, as a share of the
+table. Both layouts must end with the same count and checksum (read back by the format's
+Python library, summed in DuckDB).
+
+Then Iceberg compaction: `rows` orders loaded as ~1 MB files (cluster_by = [], the table's
+sort order o_orderkey) are compacted by `pipe table optimize` into target-size files,
+sorted through the external sort: rows/s, peak RSS, files before and after, same checksum.
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench import run  # noqa: E402  (one process, timed, peak RSS from wait4)
+
+GENERATE = r"""
+import datetime as dt, random, sys
+import pyarrow as pa, pyarrow.parquet as pq
+out, kind, rows, changed, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), 7
+rng = random.Random(seed)
+span = rows * 10
+if kind == "base":
+    keys = list(range(0, span, 10))
+    rng.shuffle(keys)
+elif kind == "narrow":
+    lo = span // 2
+    width = span // 100
+    keys = [k for k in range(lo, lo + width)][:changed]
+    rng.shuffle(keys)
+else:
+    updates = rng.sample(range(0, span, 10), changed * 6 // 10)
+    inserts = [k * 10 + 5 for k in rng.sample(range(rows), changed - len(updates))]
+    keys = updates + inserts
+    rng.shuffle(keys)
+version = 0 if kind == "base" else 1
+words = "furiously special foxes haggle carefully final deposits sleep quickly blithely".split()
+status = ["O", "F", "P"]
+prio = ["1-URGENT", "2-HIGH", "3-MEDIUM", "4-NOT SPECIFIED", "5-LOW"]
+epoch = dt.date(1992, 1, 1)
+t0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+table = pa.table({
+    "o_orderkey": pa.array(keys, pa.int64()),
+    "o_custkey": pa.array([(k * 7919) % 150000 for k in keys], pa.int64()),
+    "o_orderstatus": pa.array([status[(k + version) % 3] for k in keys]),
+    "o_totalprice": pa.array([(k * 37 + version) % 5_000_000 for k in keys], pa.int64())
+        .cast(pa.decimal128(15, 0)).cast(pa.decimal128(15, 2)),
+    "o_orderdate": pa.array([epoch + dt.timedelta(days=k % 2405) for k in keys], pa.date32()),
+    "o_orderpriority": pa.array([prio[k % 5] for k in keys]),
+    "o_clerk": pa.array([f"Clerk#{k % 1000:09d}" for k in keys]),
+    "o_comment": pa.array([" ".join(words[(k >> i) % 10] for i in range(0, 18, 3)) for k in keys]),
+    "o_updated_at": pa.array([t0 + dt.timedelta(seconds=k % 86400 + version * 86400) for k in keys],
+                             pa.timestamp("us", tz="UTC")),
+})
+pq.write_table(table, out, row_group_size=1 << 17)
+"""
+
+FILES = r"""
+import json, os, sys
+import pyarrow as pa
+kind, where = sys.argv[1], sys.argv[2:]
+if kind == "delta":
+    from deltalake import DeltaTable
+    a = pa.table(DeltaTable(where[0]).get_add_actions(flatten=True)).to_pydict()
+    files = dict(zip(a["path"], a["size_bytes"]))
+else:
+    from pyiceberg.catalog.sql import SqlCatalog
+    db, wh, name = where
+    cat = SqlCatalog("pipe", uri=f"sqlite:///{db}", warehouse=f"file://{wh}")
+    f = cat.load_table(name).inspect.files().to_pydict()
+    files = dict(zip(f["file_path"], f["file_size_in_bytes"]))
+print(json.dumps(files))
+"""
+
+CHECKSUM = r"""
+import sys, duckdb
+kind, where = sys.argv[1], sys.argv[2:]
+if kind == "delta":
+    from deltalake import DeltaTable
+    t = DeltaTable(where[0]).to_pyarrow_table()
+else:
+    from pyiceberg.catalog.sql import SqlCatalog
+    db, wh, name = where
+    t = SqlCatalog("pipe", uri=f"sqlite:///{db}", warehouse=f"file://{wh}").load_table(name).scan().to_arrow()
+con = duckdb.connect()
+con.register("t", t)
+print(con.execute("SELECT count(*), sum(hash(o_orderkey, o_custkey, o_orderstatus, o_totalprice, "
+                  "o_orderdate, o_orderpriority, o_clerk, o_comment, o_updated_at)) FROM t").fetchone())
+"""
+
+
+def py(args, script):
+    out = subprocess.run([sys.executable, "-c", script, *args], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def parquet(work, kind, rows, changed):
+    path = os.path.join(work, f"cluster-{kind}-{rows}-{changed}.parquet")
+    if not os.path.exists(path):
+        py([path, kind, str(rows), str(changed)], GENERATE)
+    return path
+
+
+def pipeline(work, fmt, name, layout, target_mb, extra=""):
+    """A pipeline file loading $BENCH_PARQUET into table `name` by merge."""
+    path = os.path.join(work, f"{name}.toml")
+    cluster = "cluster_by = []\n" if layout == "reference" else ""
+    if fmt == "iceberg":
+        dest = (f'type = "iceberg"\ncatalog = {{ type = "sql", uri = "sqlite://{work}/{name}/catalog.db", '
+                f'warehouse = "{work}/{name}/wh" }}\ntable = "sales.orders"\n')
+    else:
+        dest = f'type = "delta"\npath = "{work}/{name}/lake"\n'
+    with open(path, "w") as f:
+        f.write(f'name = "{name}"\n[source]\ntype = "file"\npath = "${{BENCH_PARQUET}}"\n'
+                f'[destination]\n{dest}mode = "merge"\nmerge_keys = ["o_orderkey"]\n'
+                f'target_file_size_mb = {target_mb}\n{cluster}{extra}'
+                f'[state]\npath = "{work}/{name}/state.db"\n')
+    return path
+
+
+def where(work, fmt, name):
+    if fmt == "iceberg":
+        return ["iceberg", f"{work}/{name}/catalog.db", f"{work}/{name}/wh", "sales.orders"]
+    return ["delta", f"{work}/{name}/lake"]
+
+
+def files(work, fmt, name):
+    return json.loads(py(where(work, fmt, name), FILES))
+
+
+def pipe_run(pipe, toml, data):
+    env = dict(os.environ, BENCH_PARQUET=data)
+    return run([pipe, "run", toml, "--no-progress"], env)
+
+
+def show(what, rows, secs, rss, extra=""):
+    print(f"  {what:<44} {rows / secs:>12,.0f} rows/s {secs:>8.2f} s {rss:>7.0f} MiB{extra}", flush=True)
+
+
+def merges(a, fmt):
+    print(f"\n{fmt}: {a.rows:,} orders, merges of {a.changed:,} changed rows, "
+          f"target_file_size_mb = {a.target_mb}")
+    base = parquet(a.work, "base", a.rows, 0)
+    results, checks = {}, set()
+    for layout in ("reference", "clustered"):
+        name = f"cluster-{fmt}-{layout}"
+        shutil.rmtree(os.path.join(a.work, name), ignore_errors=True)
+        toml = pipeline(a.work, fmt, name, layout, a.target_mb)
+        secs, rss = pipe_run(a.pipe, toml, base)
+        listed = files(a.work, fmt, name)
+        show(f"{layout}: load", a.rows, secs, rss, f"   {len(listed)} files")
+        for kind in ("narrow", "uniform"):
+            before = files(a.work, fmt, name)
+            secs, rss = pipe_run(a.pipe, toml, parquet(a.work, kind, a.rows, a.changed))
+            after = files(a.work, fmt, name)
+            replaced = sum(size for path, size in before.items() if path not in after)
+            share = replaced / sum(before.values())
+            results[(layout, kind)] = (secs, share)
+            show(f"{layout}: {kind} merge", a.changed, secs, rss,
+                 f"   rewrote {share:6.1%} of the table "
+                 f"({len(set(before) - set(after))} of {len(before)} files)")
+        checks.add(py(where(a.work, fmt, name), CHECKSUM))
+    if len(checks) != 1:
+        sys.exit(f"{fmt}: the two layouts' tables differ: {checks}")
+    print(f"  both tables: (count, checksum) = {checks.pop()}")
+    (ref_n, ref_share), (new_n, new_share) = results[("reference", "narrow")], results[("clustered", "narrow")]
+    ref_u, new_u = results[("reference", "uniform")][0], results[("clustered", "uniform")][0]
+    print(f"  narrow merge: {ref_n / new_n:.1f}x faster, rewrote {new_share:.1%} "
+          f"(reference {ref_share:.1%}); uniform merge: clustered / reference time {new_u / ref_u:.2f}")
+
+
+def compaction(a):
+    print(f"\niceberg compaction: {a.rows:,} orders in ~1 MB files, sorted by o_orderkey")
+    name = "cluster-compact"
+    shutil.rmtree(os.path.join(a.work, name), ignore_errors=True)
+    toml = pipeline(a.work, "iceberg", name, "reference", 1, 'sort_order = ["o_orderkey"]\n')
+    pipe_run(a.pipe, toml, parquet(a.work, "base", a.rows, 0))
+    before = files(a.work, "iceberg", name)
+    check = py(where(a.work, "iceberg", name), CHECKSUM)
+    secs, rss = run([a.pipe, "table", "optimize", toml, "--target-size-mb", "128"],
+                    dict(os.environ, BENCH_PARQUET="unused"))
+    after = files(a.work, "iceberg", name)
+    show("pipe table optimize", a.rows, secs, rss, f"   {len(before)} files -> {len(after)}")
+    if py(where(a.work, "iceberg", name), CHECKSUM) != check:
+        sys.exit("compaction changed the rows")
+    print(f"  rows identical: (count, checksum) = {check}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("pipe")
+    ap.add_argument("--rows", type=int, default=5_000_000)
+    ap.add_argument("--changed", type=int, default=500_000)
+    ap.add_argument("--target-mb", type=int, default=16)
+    ap.add_argument("--work", default="/var/tmp/pipe-bench")
+    ap.add_argument("--formats", nargs="+", default=["iceberg", "delta"])
+    ap.add_argument("--no-compaction", action="store_true")
+    a = ap.parse_args()
+    a.pipe = os.path.abspath(a.pipe)
+    os.makedirs(a.work, exist_ok=True)
+    for fmt in a.formats:
+        merges(a, fmt)
+    if not a.no_compaction:
+        compaction(a)
+
+
+if __name__ == "__main__":
+    random.seed(0)
+    main()
