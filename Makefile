@@ -53,13 +53,14 @@ $(PIPE_VENV)/.ready: tests/requirements.txt
 	$(PIPE_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
-## bench: release build; CSV → DuckDB vs read_csv, Postgres → DuckDB vs psql COPY, Parquet → Iceberg vs DuckDB and pyiceberg, Parquet → Delta vs python deltalake (not part of check)
+## bench: release build; CSV → DuckDB vs read_csv, Postgres → DuckDB vs psql COPY, Parquet → Iceberg vs DuckDB and pyiceberg, Parquet → Delta vs python deltalake, clustered vs round-robin merges and Iceberg compaction (not part of check)
 bench: venv pg-setup
 	cargo build --release -p pipe-cli
 	$(PIPE_PYTHON) tests/bench/bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/pg_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/iceberg_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/delta_bench.py $(CARGO_TARGET_DIR)/release/pipe
+	$(PIPE_PYTHON) tests/bench/cluster_bench.py $(CARGO_TARGET_DIR)/release/pipe
 
 ## run: the main job on the embedded default
 run:

@@ -65,7 +65,7 @@ table = pa.table({
     "o_custkey": pa.array([(k * 7919) % 150000 for k in keys], pa.int64()),
     "o_orderstatus": pa.array([status[(k + version) % 3] for k in keys]),
     "o_totalprice": pa.array([(k * 37 + version) % 5_000_000 for k in keys], pa.int64())
-        .cast(pa.decimal128(15, 0)).cast(pa.decimal128(15, 2)),
+        .cast(pa.decimal128(19, 0)).cast(pa.decimal128(15, 2)),
     "o_orderdate": pa.array([epoch + dt.timedelta(days=k % 2405) for k in keys], pa.date32()),
     "o_orderpriority": pa.array([prio[k % 5] for k in keys]),
     "o_clerk": pa.array([f"Clerk#{k % 1000:09d}" for k in keys]),
@@ -111,7 +111,9 @@ print(con.execute("SELECT count(*), sum(hash(o_orderkey, o_custkey, o_orderstatu
 
 
 def py(args, script):
-    out = subprocess.run([sys.executable, "-c", script, *args], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"python helper failed:\n{out.stderr}")
     return out.stdout.strip()
 
 

@@ -523,7 +523,10 @@ fn merges_write_disjoint_files_and_touch_only_the_files_their_keys_fall_in() {
         assert_eq!(v["commit"]["rows_inserted"], 50, "{}: {v}", dest.name());
         let after = dest.files(&p, "c", "id").unwrap();
         let paths = |files: &[Value]| -> std::collections::BTreeSet<String> {
-            files.iter().map(|f| f["path"].as_str().unwrap().to_string()).collect()
+            files
+                .iter()
+                .map(|f| f["path"].as_str().unwrap().to_string())
+                .collect()
         };
         let gone = paths(&before).difference(&paths(&after)).count();
         assert!(
@@ -541,10 +544,21 @@ fn merges_write_disjoint_files_and_touch_only_the_files_their_keys_fall_in() {
 
         // not clustered: round-robin writers, every file spans the keys
         let q = Project::new();
-        let f = dest.pipeline(&q, "r", SOURCE, "r", "merge", &format!("{keys}\ncluster_by = []"));
+        let f = dest.pipeline(
+            &q,
+            "r",
+            SOURCE,
+            "r",
+            "merge",
+            &format!("{keys}\ncluster_by = []"),
+        );
         q.write("in.csv", &base);
         q.pipe(&["run", &f]).assert_ok();
         let files = dest.files(&q, "r", "id").unwrap();
-        assert!(files.len() >= 2 && !disjoint(&files), "{}: {files:?}", dest.name());
+        assert!(
+            files.len() >= 2 && !disjoint(&files),
+            "{}: {files:?}",
+            dest.name()
+        );
     }
 }

@@ -117,41 +117,21 @@ impl IcebergSink {
             .take()
             .ok_or_else(|| IcebergError::Internal("the run was committed twice".into()))?;
         let mut live_at_plan: HashSet<String> = HashSet::new();
-        if let Some(merge) = &mut self.merge {
-            let live = match &base {
-                Some(b) => live::live_data_files(&io, &b.metadata).await?,
-                None => Vec::new(),
-            };
-            live_at_plan = live
-                .iter()
-                .map(|f| f.entry.file_path().to_string())
-                .collect();
-            let finished = merge
-                .finish(
-                    &io,
-                    &self.schema,
-                    &self.options.key_field_ids,
-                    &live,
-                    &mut writer,
-                )
+        if self.merge.is_some() {
+            let staged = self
+                .stage_merge(&io, base.as_ref(), &mut writer, report)
                 .await;
-            let outcome = match finished {
-                Ok(outcome) => outcome,
+            match staged {
+                Ok((rewritten, live)) => {
+                    removal = Removal::Files(rewritten);
+                    live_at_plan = live;
+                }
                 Err(e) => {
                     // Stop the writer tasks before the caller deletes their files.
                     let _ = writer.close().await;
                     return Err(e);
                 }
-            };
-            info!(
-                scanned = outcome.scanned,
-                rewritten = outcome.rewritten.len(),
-                live = live.len(),
-                "merge: data files read and rewritten"
-            );
-            report.rows_updated = outcome.updated;
-            report.rows_inserted = outcome.inserted;
-            removal = Removal::Files(outcome.rewritten);
+            }
         }
         if let Some(sorter) = self.sorter.take()
             && let Err(e) = drain(sorter, &mut writer).await
@@ -167,14 +147,14 @@ impl IcebergSink {
         if self.options.mode == WriteMode::Replace && self.options.replace_partitions {
             removal = Removal::Partitions(added.iter().map(|f| f.partition().clone()).collect());
         }
-        let mut change = SnapshotChange {
+        let change = SnapshotChange {
             added,
             removal,
             schema: evolved.clone(),
             properties: Vec::new(),
             rewrite: false,
         };
-        let mut base = match base.take() {
+        let base = match base.take() {
             Some(b) => b,
             None => {
                 let created = create(&self.target, &self.planned).await?;
@@ -194,6 +174,19 @@ impl IcebergSink {
                 created
             }
         };
+        self.commit_with_retries(req, base, change, &live_at_plan)
+            .await
+    }
+
+    /// Commit `change` on `base`; after losing a race, validate it against the new table
+    /// state and try again (up to `commit_retries` times).
+    async fn commit_with_retries(
+        &self,
+        req: &CommitRequest,
+        mut base: Loaded,
+        mut change: SnapshotChange,
+        live_at_plan: &HashSet<String>,
+    ) -> Result<Committed> {
         let planned = (
             base.metadata.current_schema_id(),
             base.metadata.default_partition_spec_id(),
@@ -227,10 +220,46 @@ impl IcebergSink {
                 self.merge.as_ref(),
                 &base,
                 planned,
-                &live_at_plan,
+                live_at_plan,
             )
             .await?;
         }
+    }
+}
+
+impl IcebergSink {
+    /// A merge's rewrites and incoming rows into `writer`: the files it replaces, and the
+    /// live files it planned on (to validate a retry against).
+    async fn stage_merge(
+        &mut self,
+        io: &iceberg::io::FileIO,
+        base: Option<&Loaded>,
+        writer: &mut ParallelWriter,
+        report: &mut CommitReport,
+    ) -> Result<(HashSet<String>, HashSet<String>)> {
+        let Some(merge) = &mut self.merge else {
+            return Err(IcebergError::Internal("merge without merge state".into()));
+        };
+        let live = match base {
+            Some(b) => live::live_data_files(io, &b.metadata).await?,
+            None => Vec::new(),
+        };
+        let live_at_plan = live
+            .iter()
+            .map(|f| f.entry.file_path().to_string())
+            .collect();
+        let outcome = merge
+            .finish(io, &self.schema, &self.options.key_field_ids, &live, writer)
+            .await?;
+        info!(
+            scanned = outcome.scanned,
+            rewritten = outcome.rewritten.len(),
+            live = live.len(),
+            "merge: data files read and rewritten"
+        );
+        report.rows_updated = outcome.updated;
+        report.rows_inserted = outcome.inserted;
+        Ok((outcome.rewritten, live_at_plan))
     }
 }
 

@@ -120,7 +120,7 @@ impl<T: Send + 'static> RoundRobin<T> {
             self.next = self.next.wrapping_add(1);
             return self.send(i, Piece::Rows(batch, Held(None))).await;
         };
-        let bytes = batch.get_array_memory_size();
+        let bytes = crate::cluster::batch_bytes(&batch);
         let kib = u32::try_from(bytes.div_ceil(1024))
             .unwrap_or(u32::MAX)
             .clamp(1, segments.budget_kib);
@@ -211,7 +211,7 @@ mod tests {
 
     #[tokio::test]
     async fn clustered_writers_take_whole_segments_in_turn() {
-        let one = batch(0, 1000).get_array_memory_size();
+        let one = crate::cluster::batch_bytes(&batch(0, 1000));
         let mut w = RoundRobin::clustered(2, 3 * one, |_, rx| segments(rx));
         for i in 0..10 {
             w.write(batch(i * 1000, 1000)).await.unwrap();

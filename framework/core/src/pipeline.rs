@@ -159,32 +159,11 @@ impl Pipeline {
     pub fn from_file(file: &ConfigFile, registry: &Registry) -> Result<Self> {
         let mut root = file.parse()?;
         let stage_names: Vec<&str> = registry.stage_sections().collect();
-        let mut allowed: Vec<&str> = vec!["name", "description", "source", "metadata"];
-        allowed.extend(stage_names.iter().copied());
-        allowed.extend(["destination", "runtime", "state", "schedule"]);
-        for (key, span) in root.keys() {
-            if !allowed.contains(&key.as_str()) {
-                let hint = allowed
-                    .iter()
-                    .filter(|a| edit_distance(a, &key) <= 2)
-                    .min_by_key(|a| edit_distance(a, &key))
-                    .map(|a| format!(" (did you mean `{a}`?)"))
-                    .unwrap_or_default();
-                return Err(file.error_at(
-                    span,
-                    &key,
-                    format!(
-                        "unknown key `{key}`{hint}; expected one of: {}",
-                        allowed.join(", ")
-                    ),
-                ));
-            }
-        }
-
-        let Some(mut source) = root.take("source") else {
+        check_top_level_keys(file, &root, &stage_names)?;
+        let Some(source) = root.take("source") else {
             return Err(root.error("missing `[source]` section"));
         };
-        let Some(mut destination) = root.take("destination") else {
+        let Some(destination) = root.take("destination") else {
             return Err(root.error("missing `[destination]` section"));
         };
         let stage_sections: Vec<(String, Section<'_>)> = stage_names
@@ -192,70 +171,21 @@ impl Pipeline {
             .filter_map(|n| root.take(n).map(|s| (n.to_string(), s)))
             .collect();
         let header: Header = root.deserialize()?;
-        if header.name.is_empty()
-            || !header
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-        {
-            return Err(Error::user(format!(
-                "{}: `name` must be non-empty and use only letters, digits, `_`, `-` and `.`, got {:?}",
-                file.path().display(),
-                header.name
-            )));
-        }
-        if let Some(schedule) = &header.schedule {
-            check_cron(&schedule.cron).map_err(|message| {
-                Error::user(format!(
-                    "{}: `schedule.cron` {:?} {message}",
-                    file.path().display(),
-                    schedule.cron
-                ))
-            })?;
-        }
+        check_header(file, &header)?;
         let ctx = BuildContext {
             pipeline_file: file.path().to_path_buf(),
             pipeline: header.name.clone(),
             file: file.clone(),
         };
-
-        let (source_type, span) = required_type(&mut source)?;
-        let built_source = registry
-            .build_source(&source_type, source, &ctx)
-            .unwrap_or_else(|| {
-                Err(file.error_at(
-                    span,
-                    "source.type",
-                    format!(
-                        "unknown source type `{source_type}`; supported: {}",
-                        registry.source_names().join(", ")
-                    ),
-                ))
-            })?;
-
+        let (source_type, built_source) = build_source(file, registry, source, &ctx)?;
         let mut stages = Vec::new();
         for (name, section) in stage_sections {
             if let Some(stage) = registry.build_stage(&name, section, &ctx) {
                 stages.push(stage?);
             }
         }
-
-        let (destination_type, type_span) = required_type(&mut destination)?;
-        let Some(modes) = registry.destination_modes(&destination_type) else {
-            return Err(file.error_at(
-                type_span,
-                "destination.type",
-                format!(
-                    "unknown destination type `{destination_type}`; supported: {}",
-                    registry.destination_names().join(", ")
-                ),
-            ));
-        };
-        let write = write_spec(&mut destination, &destination_type, modes)?;
-        let built_destination = registry
-            .build_destination(&destination_type, destination, &ctx)
-            .unwrap_or_else(|| Err(Error::internal("destination factory vanished")))?;
-
+        let (destination_type, write, built_destination) =
+            build_destination(file, registry, destination, &ctx)?;
         Ok(Self {
             name: header.name,
             description: header.description,
@@ -272,6 +202,106 @@ impl Pipeline {
             schedule: header.schedule,
         })
     }
+}
+
+/// Refuse a top-level key no section or header field has, suggesting the nearest one.
+fn check_top_level_keys(file: &ConfigFile, root: &Section<'_>, stages: &[&str]) -> Result<()> {
+    let mut allowed: Vec<&str> = vec!["name", "description", "source", "metadata"];
+    allowed.extend(stages.iter().copied());
+    allowed.extend(["destination", "runtime", "state", "schedule"]);
+    for (key, span) in root.keys() {
+        if !allowed.contains(&key.as_str()) {
+            let hint = allowed
+                .iter()
+                .filter(|a| edit_distance(a, &key) <= 2)
+                .min_by_key(|a| edit_distance(a, &key))
+                .map(|a| format!(" (did you mean `{a}`?)"))
+                .unwrap_or_default();
+            return Err(file.error_at(
+                span,
+                &key,
+                format!(
+                    "unknown key `{key}`{hint}; expected one of: {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The pipeline's name and schedule are usable.
+fn check_header(file: &ConfigFile, header: &Header) -> Result<()> {
+    if header.name.is_empty()
+        || !header
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+    {
+        return Err(Error::user(format!(
+            "{}: `name` must be non-empty and use only letters, digits, `_`, `-` and `.`, got {:?}",
+            file.path().display(),
+            header.name
+        )));
+    }
+    if let Some(schedule) = &header.schedule {
+        check_cron(&schedule.cron).map_err(|message| {
+            Error::user(format!(
+                "{}: `schedule.cron` {:?} {message}",
+                file.path().display(),
+                schedule.cron
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// The `[source]` section's type and the source its factory builds.
+fn build_source(
+    file: &ConfigFile,
+    registry: &Registry,
+    mut source: Section<'_>,
+    ctx: &BuildContext,
+) -> Result<(String, Arc<dyn Source>)> {
+    let (source_type, span) = required_type(&mut source)?;
+    let built = registry
+        .build_source(&source_type, source, ctx)
+        .unwrap_or_else(|| {
+            Err(file.error_at(
+                span,
+                "source.type",
+                format!(
+                    "unknown source type `{source_type}`; supported: {}",
+                    registry.source_names().join(", ")
+                ),
+            ))
+        })?;
+    Ok((source_type, built))
+}
+
+/// The `[destination]` section's type, write spec, and the destination its factory builds.
+fn build_destination(
+    file: &ConfigFile,
+    registry: &Registry,
+    mut destination: Section<'_>,
+    ctx: &BuildContext,
+) -> Result<(String, WriteSpec, Arc<dyn Destination>)> {
+    let (destination_type, type_span) = required_type(&mut destination)?;
+    let Some(modes) = registry.destination_modes(&destination_type) else {
+        return Err(file.error_at(
+            type_span,
+            "destination.type",
+            format!(
+                "unknown destination type `{destination_type}`; supported: {}",
+                registry.destination_names().join(", ")
+            ),
+        ));
+    };
+    let write = write_spec(&mut destination, &destination_type, modes)?;
+    let built = registry
+        .build_destination(&destination_type, destination, ctx)
+        .unwrap_or_else(|| Err(Error::internal("destination factory vanished")))?;
+    Ok((destination_type, write, built))
 }
 
 /// Whether `expr` is a cron expression that fires at least once (`0 0 0 30 2 *`, the 30th of

@@ -9,6 +9,7 @@
 mod catalog;
 mod config;
 mod connect;
+mod copy;
 mod decode;
 mod error;
 mod incremental;

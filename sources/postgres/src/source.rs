@@ -3,20 +3,18 @@
 
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use futures::StreamExt;
 use pipe_framework::{BatchSender, Error, Result, RunContext, Source, SourceReport, WriteMode};
-use sqlx::Executor;
 use sqlx::postgres::PgConnection;
-use tokio::sync::{OnceCell, oneshot};
-use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tokio::sync::OnceCell;
+use tracing::{debug, info};
 
 use crate::catalog::literal;
 use crate::config::{NullCursor, PostgresConfig};
 use crate::connect::Endpoint;
+use crate::copy::{Part, Partition, Reader, begin_snapshot};
 use crate::decode::CopyDecoder;
 use crate::error::PgError;
 use crate::incremental::{CursorState, Digest, MAX_BOUNDARY_ROWS, Tracker, state_key};
@@ -30,12 +28,6 @@ pub struct PostgresSource {
     endpoint: Endpoint,
     unconstrained: Unconstrained,
     plan: OnceCell<Arc<Plan>>,
-}
-
-/// One partition's outcome.
-struct Part {
-    tracker: Option<Tracker>,
-    bytes: u64,
 }
 
 impl PostgresSource {
@@ -87,68 +79,6 @@ impl PostgresSource {
             .await
             .cloned()
     }
-}
-
-async fn begin_snapshot(
-    conn: &mut PgConnection,
-    ep: &Endpoint,
-    snapshot: Option<&str>,
-) -> std::result::Result<(), PgError> {
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await
-        .map_err(|e| ep.err("starting the read transaction", e))?;
-    if let Some(id) = snapshot {
-        conn.execute(format!("SET TRANSACTION SNAPSHOT {}", literal(id)).as_str())
-            .await
-            .map_err(|e| ep.err("joining the exported snapshot", e))?;
-    }
-    Ok(())
-}
-
-/// COPY one partition into `out`.
-async fn copy_partition(
-    conn: &mut PgConnection,
-    ep: &Endpoint,
-    plan: &Plan,
-    sql: String,
-    batch_rows: usize,
-    mut tracker: Option<Tracker>,
-    out: &BatchSender,
-) -> Result<Part> {
-    debug!(%sql, "copy");
-    let mut decoder = CopyDecoder::new(plan.schema.clone(), &plan.kinds, batch_rows);
-    let mut ready: Vec<RecordBatch> = Vec::new();
-    {
-        let mut stream = conn
-            .copy_out_raw(&sql)
-            .await
-            .map_err(|e| ep.err("reading (COPY)", e))?;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ep.err("reading (COPY)", e))?;
-            decoder.feed(&chunk, &mut |b| {
-                ready.push(b);
-                Ok(())
-            })?;
-            for batch in ready.drain(..) {
-                send(batch, &mut tracker, out).await?;
-            }
-        }
-    }
-    if let Some(batch) = decoder.finish()? {
-        send(batch, &mut tracker, out).await?;
-    }
-    Ok(Part {
-        tracker,
-        bytes: decoder.bytes,
-    })
-}
-
-async fn send(batch: RecordBatch, tracker: &mut Option<Tracker>, out: &BatchSender) -> Result<()> {
-    let batch = match tracker {
-        Some(t) => t.process(batch)?,
-        None => batch,
-    };
-    out.send(batch).await
 }
 
 impl PostgresSource {
@@ -306,25 +236,7 @@ impl PostgresSource {
         let plan = self.plan().await?;
         let window = ctx.window.as_ref();
         let key = self.config.cursor.as_deref().map(state_key);
-        let previous: Option<CursorState> = match key.as_ref().and_then(|k| ctx.committed.get(k)) {
-            Some(json) => Some(serde_json::from_str(json).map_err(|e| {
-                Error::internal(format!("the committed cursor state is not valid: {e}"))
-            })?),
-            None => None,
-        };
-        if previous.is_none()
-            && window.is_none()
-            && self.config.initial_value.is_none()
-            && ctx.committed.keys().any(|k| k.starts_with("backfill."))
-        {
-            return Err(PgError::Config(
-                "this pipeline has backfilled windows but no incremental position yet: set \
-                 `initial_value` to where the backfill ended, so the first incremental run \
-                 does not load those rows again"
-                    .into(),
-            )
-            .into());
-        }
+        let previous = self.previous_position(ctx, key.as_deref())?;
         let kind = plan.cursor.map(|(_, k)| k);
         // A backfill window neither uses nor moves the incremental position.
         let tracker = |plan: &Plan| -> Result<Option<Tracker>> {
@@ -351,14 +263,6 @@ impl PostgresSource {
             _ => false,
         };
         let shared = plan::conditions(&self.config, kind, previous.as_ref(), window, past_boundary);
-        let copy_sql = |partition: &str| {
-            format!(
-                "COPY (SELECT {} {} {}) TO STDOUT (FORMAT binary)",
-                plan.projection,
-                plan.from,
-                where_clause(&shared, Some(partition))
-            )
-        };
         let snapshot: Option<String> = if self.config.parallelism > 1 {
             Some(
                 sqlx::query_scalar("SELECT pg_export_snapshot()")
@@ -379,86 +283,83 @@ impl PostgresSource {
             _ => None,
         };
         info!(partitions = partitions.len(), cursor = ?previous.as_ref().map(|p| &p.value), window = ?window, "postgres read");
-
-        // Every other partition on its own connection, in the same snapshot. The exporting
-        // transaction stays open until all of them have joined it; the first failure stops
-        // every partition.
-        let mut tasks: JoinSet<Result<Part>> = JoinSet::new();
-        let mut joined = Vec::new();
-        for partition in partitions.iter().skip(1) {
-            let (ep, plan, out, sql) = (ep.clone(), plan.clone(), out.clone(), copy_sql(partition));
-            let (batch_rows, snapshot, tracker) =
-                (self.config.batch_rows, snapshot.clone(), tracker(&plan)?);
-            let (ready_tx, ready_rx) = oneshot::channel();
-            joined.push(ready_rx);
-            tasks.spawn(async move {
-                let mut conn = ep.connect().await?;
-                let joined = begin_snapshot(&mut conn, &ep, snapshot.as_deref()).await;
-                let _ = ready_tx.send(());
-                joined?;
-                let part =
-                    copy_partition(&mut conn, &ep, &plan, sql, batch_rows, tracker, &out).await?;
-                let _ = conn.execute("COMMIT").await;
-                Ok(part)
-            });
-        }
-        for ready in joined {
-            let _ = ready.await;
-        }
-        {
-            let (ep, plan, out, sql) = (
-                ep.clone(),
-                plan.clone(),
-                out.clone(),
-                copy_sql(&partitions[0]),
-            );
-            let (batch_rows, tracker) = (self.config.batch_rows, tracker(&plan)?);
-            tasks.spawn(async move {
-                let part =
-                    copy_partition(&mut conn, &ep, &plan, sql, batch_rows, tracker, &out).await;
-                // Read-only: ending it can only fail if the server dropped an idle session,
-                // which changes nothing about what was read.
-                if let Err(e) = conn.execute("COMMIT").await {
-                    warn!(error = %e, "ending the read transaction");
-                }
-                part
-            });
-        }
-        drop(out);
-        let mut parts = Vec::with_capacity(partitions.len());
-        while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok(Ok(part)) => parts.push(part),
-                Ok(Err(e)) => {
-                    tasks.abort_all();
-                    return Err(e);
-                }
-                Err(e) => {
-                    tasks.abort_all();
-                    return Err(Error::internal(format!(
-                        "a postgres reader task failed: {e}"
-                    )));
-                }
-            }
-        }
-
-        let mut report = SourceReport::default();
-        report.warnings.extend(null_warning);
-        let mut merged: Option<Tracker> = None;
-        for part in parts {
-            report.bytes_read += part.bytes;
-            report.parts += 1;
-            if let Some(t) = part.tracker {
-                match &mut merged {
-                    Some(m) => m.merge(t),
-                    None => merged = Some(t),
-                }
-            }
-        }
-        if let (Some(key), Some(state)) = (key, merged.and_then(Tracker::state)) {
-            let json = serde_json::to_string(&state).map_err(|e| Error::internal(e.to_string()))?;
-            report.state.insert(key, json);
-        }
-        Ok(report)
+        let copies = partitions
+            .iter()
+            .map(|partition| {
+                let sql = format!(
+                    "COPY (SELECT {} {} {}) TO STDOUT (FORMAT binary)",
+                    plan.projection,
+                    plan.from,
+                    where_clause(&shared, Some(partition))
+                );
+                Ok(Partition {
+                    sql,
+                    tracker: tracker(&plan)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let reader = Reader {
+            ep,
+            plan: &plan,
+            batch_rows: self.config.batch_rows,
+            snapshot,
+        };
+        let parts = reader.copy_all(conn, copies, out).await?;
+        summarize(parts, null_warning, key)
     }
+
+    /// The position the last committed run reached (`None`: there is none yet).
+    fn previous_position(
+        &self,
+        ctx: &RunContext,
+        key: Option<&str>,
+    ) -> Result<Option<CursorState>> {
+        let previous: Option<CursorState> = match key.and_then(|k| ctx.committed.get(k)) {
+            Some(json) => Some(serde_json::from_str(json).map_err(|e| {
+                Error::internal(format!("the committed cursor state is not valid: {e}"))
+            })?),
+            None => None,
+        };
+        if previous.is_none()
+            && ctx.window.is_none()
+            && self.config.initial_value.is_none()
+            && ctx.committed.keys().any(|k| k.starts_with("backfill."))
+        {
+            return Err(PgError::Config(
+                "this pipeline has backfilled windows but no incremental position yet: set \
+                 `initial_value` to where the backfill ended, so the first incremental run \
+                 does not load those rows again"
+                    .into(),
+            )
+            .into());
+        }
+        Ok(previous)
+    }
+}
+
+/// The run's report: bytes and partitions read, warnings, and the new position (the
+/// partitions' trackers merged).
+fn summarize(
+    parts: Vec<Part>,
+    warning: Option<String>,
+    key: Option<String>,
+) -> Result<SourceReport> {
+    let mut report = SourceReport::default();
+    report.warnings.extend(warning);
+    let mut merged: Option<Tracker> = None;
+    for part in parts {
+        report.bytes_read += part.bytes;
+        report.parts += 1;
+        if let Some(t) = part.tracker {
+            match &mut merged {
+                Some(m) => m.merge(t),
+                None => merged = Some(t),
+            }
+        }
+    }
+    if let (Some(key), Some(state)) = (key, merged.and_then(Tracker::state)) {
+        let json = serde_json::to_string(&state).map_err(|e| Error::internal(e.to_string()))?;
+        report.state.insert(key, json);
+    }
+    Ok(report)
 }

@@ -2,7 +2,7 @@
 //! target size, as one `replace` snapshot. Rows stream from the old files into the writers
 //! (memory: the writers' open row groups); with a sort order (the table's, or `order_by`) each
 //! partition's rows go through an external sort (bounded memory, spilling to temp files) and
-//! are written in key-range segments, so the new files do not overlap. A concurrent append does not conflict (its files are not touched); a
+//! are written in order by one writer, so the new files (at the target size) do not overlap. A concurrent append does not conflict (its files are not touched); a
 //! concurrent rewrite of the same files does, and nothing is committed.
 
 use std::collections::{BTreeMap, HashSet};
@@ -62,7 +62,7 @@ fn sort_columns(
             .iter()
             .map(|name| {
                 pipe_framework::columns::find(write_schema, name)
-                    .map(|i| (i, false, false))
+                    .map(|i| (i, false, true))
                     .ok_or_else(|| {
                         IcebergError::Config(format!(
                             "order_by column `{name}` is not in the table"
@@ -168,8 +168,8 @@ async fn rewrite(
         options,
         written: written.clone(),
     };
-    // Sorted: each partition's rows through an external sort (bounded memory), written in
-    // key-range segments so the new files do not overlap.
+    // Sorted: each partition's rows through an external sort (bounded memory), written by one
+    // writer in order, so the files (rolled at the target size) do not overlap.
     let key = if order.is_empty() {
         None
     } else {
@@ -187,8 +187,12 @@ async fn rewrite(
             .collect();
         Some(SortKey::new(&write_schema, &columns)?)
     };
-    let segment = key.as_ref().map(|_| cluster::segment_bytes(size));
-    let mut writer = ParallelWriter::new(&files, settings.writers.max(1), segment);
+    let writers = if key.is_some() {
+        1
+    } else {
+        settings.writers.max(1)
+    };
+    let mut writer = ParallelWriter::new(&files, writers, None);
     let mut removed: HashSet<String> = HashSet::new();
     let copied = async {
         for group in &groups {

@@ -28,7 +28,7 @@ use crate::destination::WriteMode;
 use crate::error::{Error, Result};
 
 pub use merge::SortedMerge;
-pub use sort::ExternalSort;
+pub use sort::{ExternalSort, FAN_IN};
 
 /// A stream of record batches (a sorted one, where this module hands it out).
 pub type BatchStream<'a> = futures::stream::BoxStream<'a, Result<RecordBatch>>;
@@ -180,6 +180,20 @@ pub fn resolve(
         None if mode == WriteMode::Merge && !merge_keys.is_empty() => merge_keys.to_vec(),
         None => sort_order.to_vec(),
     }
+}
+
+/// The bytes `batch`'s rows take: for a slice of a larger batch, its share, not the whole
+/// buffers it points into (what `get_array_memory_size` reports).
+pub fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
 }
 
 /// The Arrow bytes of sorted rows one writer takes before it closes its files, for files of

@@ -1,6 +1,7 @@
-//! Sorting any number of rows in bounded memory: batches are held until they take
-//! [`SORT_MEMORY`](super::SORT_MEMORY) bytes, then sorted and spilled to an Arrow IPC temp
-//! file as one sorted run; the runs are merged at the end. Rows that fit are never spilled.
+//! Sorting any number of rows in bounded memory: batches (with their keys in the row format)
+//! are held until they take the budget, then sorted and spilled to an Arrow IPC temp file as
+//! one sorted run; the runs are merged at the end, at most [`FAN_IN`] at a time (more runs
+//! are merged into longer runs first). Rows that fit are never spilled.
 
 use std::sync::Arc;
 
@@ -10,9 +11,15 @@ use arrow_schema::SchemaRef;
 use arrow_select::interleave::interleave_record_batch;
 use futures::StreamExt;
 
-use super::{BATCH_ROWS, BatchStream, SortKey, SortedMerge};
+use super::{BATCH_ROWS, BatchStream, SortKey, SortedMerge, batch_bytes};
 use crate::error::Result;
 use crate::spool::{BatchSpool, Spooled};
+
+/// Most sorted runs merged at once (each holds a batch and two file handles while merged).
+pub const FAN_IN: usize = 64;
+
+/// Bytes per held row besides the row itself: its place in the sort order.
+const ORDER_BYTES: usize = std::mem::size_of::<(usize, usize)>();
 
 /// Sorts the rows pushed into it by a [`SortKey`].
 #[derive(Debug)]
@@ -21,6 +28,7 @@ pub struct ExternalSort {
     key: Arc<SortKey>,
     budget: usize,
     held: Vec<RecordBatch>,
+    held_rows: Vec<Rows>,
     held_bytes: usize,
     runs: Vec<Spooled>,
     rows: u64,
@@ -34,6 +42,7 @@ impl ExternalSort {
             key,
             budget,
             held: Vec::new(),
+            held_rows: Vec::new(),
             held_bytes: 0,
             runs: Vec::new(),
             rows: 0,
@@ -56,17 +65,26 @@ impl ExternalSort {
             return Ok(());
         }
         self.rows += batch.num_rows() as u64;
-        self.held_bytes += batch.get_array_memory_size();
+        let rows = self.key.rows(&batch)?;
+        self.held_bytes += batch_bytes(&batch) + rows.size() + ORDER_BYTES * batch.num_rows();
         self.held.push(batch);
+        self.held_rows.push(rows);
         if self.held_bytes >= self.budget {
             self.spill()?;
         }
         Ok(())
     }
 
-    fn spill(&mut self) -> Result<()> {
-        let held = Sorted::new(std::mem::take(&mut self.held), &self.key)?;
+    fn take_held(&mut self) -> Sorted {
         self.held_bytes = 0;
+        Sorted::new(
+            std::mem::take(&mut self.held),
+            &std::mem::take(&mut self.held_rows),
+        )
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        let held = self.take_held();
         let mut spool = BatchSpool::new(Arc::clone(&self.schema), "sort")?;
         for batch in held {
             spool.write(&batch?)?;
@@ -79,11 +97,25 @@ impl ExternalSort {
     /// Every row pushed, in key order.
     pub async fn finish(mut self) -> Result<BatchStream<'static>> {
         if self.runs.is_empty() {
-            let held = Sorted::new(std::mem::take(&mut self.held), &self.key)?;
-            return Ok(futures::stream::iter(held).boxed());
+            return Ok(futures::stream::iter(self.take_held()).boxed());
         }
         if !self.held.is_empty() {
             self.spill()?;
+        }
+        // Too many runs to merge at once: merge the oldest into longer runs first.
+        while self.runs.len() > FAN_IN {
+            let batch: Vec<Spooled> = self.runs.drain(..FAN_IN).collect();
+            let mut inputs = Vec::with_capacity(batch.len());
+            for run in &batch {
+                inputs.push(futures::stream::iter(run.batches()?).boxed());
+            }
+            let mut merged = SortedMerge::new(Arc::clone(&self.key), inputs).await?;
+            let mut spool = BatchSpool::new(Arc::clone(&self.schema), "sort")?;
+            while let Some(b) = merged.next().await? {
+                spool.write(&b)?;
+            }
+            drop(merged);
+            self.runs.push(spool.finish()?);
         }
         let mut inputs = Vec::with_capacity(self.runs.len());
         for run in &self.runs {
@@ -112,19 +144,19 @@ struct Sorted {
 }
 
 impl Sorted {
-    fn new(batches: Vec<RecordBatch>, key: &SortKey) -> Result<Self> {
-        let rows: Vec<Rows> = batches.iter().map(|b| key.rows(b)).collect::<Result<_>>()?;
+    /// `batches` ordered by their keys `rows` (one [`Rows`] per batch).
+    fn new(batches: Vec<RecordBatch>, rows: &[Rows]) -> Self {
         let mut order: Vec<(usize, usize)> = batches
             .iter()
             .enumerate()
             .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r)))
             .collect();
         order.sort_by(|x, y| rows[x.0].row(x.1).cmp(&rows[y.0].row(y.1)));
-        Ok(Self {
+        Self {
             batches,
             order,
             at: 0,
-        })
+        }
     }
 }
 

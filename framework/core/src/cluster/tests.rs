@@ -80,6 +80,32 @@ async fn an_external_sort_spills_runs_and_merges_them_in_order() {
 }
 
 #[tokio::test]
+async fn more_runs_than_the_fan_in_are_merged_in_levels() {
+    let input = shuffled(40_000);
+    // every push spills: 100 runs, more than FAN_IN
+    let mut sorter = ExternalSort::new(schema(), key(), 1);
+    for chunk in input.chunks(401) {
+        sorter.push(batch(chunk)).unwrap();
+    }
+    assert!(sorter.spilled_runs() > FAN_IN);
+    let got = keys_of(sorter.finish().await.unwrap()).await;
+    let mut want = input.clone();
+    want.sort();
+    assert!(got == want, "{} rows, {} expected", got.len(), want.len());
+}
+
+#[test]
+fn a_slice_counts_its_own_bytes() {
+    let b = batch(&(0..10_000).map(Some).collect::<Vec<_>>());
+    let slice = b.slice(0, 100);
+    assert!(
+        batch_bytes(&slice) * 50 < batch_bytes(&b),
+        "{}",
+        batch_bytes(&slice)
+    );
+}
+
+#[tokio::test]
 async fn rows_that_fit_are_sorted_without_spilling() {
     let mut sorter = ExternalSort::new(schema(), key(), SORT_MEMORY);
     sorter.push(batch(&[Some(3), None, Some(1)])).unwrap();
