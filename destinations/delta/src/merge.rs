@@ -18,7 +18,7 @@ use arrow_schema::{Schema, SchemaRef};
 use arrow_select::filter::filter_record_batch;
 use deltalake::logstore::ObjectStoreRef;
 use futures::{StreamExt, TryStreamExt};
-use pipe_framework::cluster::{self, BatchStream, Extent, ExternalSort, SortKey, SortedMerge};
+use pipe_framework::cluster::{self, BatchStream, Extent, SortKey};
 use pipe_framework::merge_keys::{KeyValue, Matched, StagedMerge};
 
 use crate::error::{DeltaError, Result, data};
@@ -144,43 +144,30 @@ impl MergeState {
             let rows = read::read(store, &file, schema.clone(), partition_columns).await?;
             Ok::<_, DeltaError>(kept_rows(file, rows, keep, copied_ref))
         };
-        match &self.cluster {
-            None => {
-                for (file, _) in touched {
-                    let mut rows = remainder(file).await?;
-                    while let Some(batch) = rows.try_next().await? {
-                        writer.write(batch).await?;
-                    }
-                }
-                for batch in incoming {
-                    writer.write(batch?).await?;
-                }
-            }
-            Some(key) => {
-                let (ordered, rest) = cluster::chain(touched);
-                let mut sorter =
-                    ExternalSort::new(schema.clone(), key.clone(), cluster::SORT_MEMORY);
-                for file in rest {
-                    let mut rows = remainder(file).await?;
-                    while let Some(batch) = rows.try_next().await? {
-                        sorter.push(batch)?;
-                    }
-                }
-                for batch in incoming {
-                    sorter.push(batch?)?;
-                }
-                let in_order = futures::stream::iter(ordered)
-                    .then(remainder)
-                    .map_err(pipe_framework::Error::from)
-                    .try_flatten()
-                    .boxed();
-                let sorted = sorter.finish().await?;
-                let mut merged = SortedMerge::new(key.clone(), vec![sorted, in_order]).await?;
-                while let Some(batch) = merged.next().await? {
-                    writer.write(batch).await?;
-                }
-            }
+        let (ordered, rest) = match &self.cluster {
+            Some(_) => cluster::chain(touched),
+            None => (Vec::new(), touched.into_iter().map(|(f, _)| f).collect()),
+        };
+        let files = |files: Vec<Touched>| {
+            futures::stream::iter(files)
+                .then(remainder)
+                .map_err(pipe_framework::Error::from)
+                .try_flatten()
+                .boxed()
+        };
+        let incoming = futures::stream::iter(incoming).boxed();
+        let mut rows = cluster::merge_output(
+            self.cluster.as_ref(),
+            schema,
+            files(rest),
+            files(ordered),
+            incoming,
+        )
+        .await?;
+        while let Some(batch) = rows.try_next().await? {
+            writer.write(batch).await?;
         }
+        drop(rows);
         outcome.copied = copied.into_inner();
         outcome.updated = matched.len();
         outcome.inserted = (keys.len() as u64).saturating_sub(outcome.updated);

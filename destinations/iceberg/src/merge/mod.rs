@@ -21,7 +21,7 @@ use iceberg::spec::Schema;
 
 use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{Datum, PrimitiveLiteral};
-use pipe_framework::cluster::{self, ExternalSort, SortKey, SortedMerge};
+use pipe_framework::cluster::{self, SortKey};
 use pipe_framework::merge_keys::{KeyValue, Matched, StagedMerge};
 
 use crate::commit::live::LiveFile;
@@ -118,42 +118,28 @@ impl MergeState {
         let remainder = move |path: String| async move {
             read::remainder(io, &path, table, schema, keys).await
         };
-        match &self.cluster {
-            None => {
-                for (path, _) in touched {
-                    let mut rows = remainder(path).await?;
-                    while let Some(batch) = rows.try_next().await? {
-                        writer.write(batch).await?;
-                    }
-                }
-                for batch in incoming {
-                    writer.write(batch?).await?;
-                }
-            }
-            Some(key) => {
-                let (ordered, rest) = cluster::chain(touched);
-                let mut sorter =
-                    ExternalSort::new(self.schema.clone(), key.clone(), cluster::SORT_MEMORY);
-                for path in rest {
-                    let mut rows = remainder(path).await?;
-                    while let Some(batch) = rows.try_next().await? {
-                        sorter.push(batch)?;
-                    }
-                }
-                for batch in incoming {
-                    sorter.push(batch?)?;
-                }
-                let in_order = futures::stream::iter(ordered)
-                    .then(remainder)
-                    .map_err(pipe_framework::Error::from)
-                    .try_flatten()
-                    .boxed();
-                let sorted = sorter.finish().await?;
-                let mut merged = SortedMerge::new(key.clone(), vec![sorted, in_order]).await?;
-                while let Some(batch) = merged.next().await? {
-                    writer.write(batch).await?;
-                }
-            }
+        let (ordered, rest) = match &self.cluster {
+            Some(_) => cluster::chain(touched),
+            None => (Vec::new(), touched.into_iter().map(|(p, _)| p).collect()),
+        };
+        let files = |paths: Vec<String>| {
+            futures::stream::iter(paths)
+                .then(remainder)
+                .map_err(pipe_framework::Error::from)
+                .try_flatten()
+                .boxed()
+        };
+        let incoming = futures::stream::iter(incoming).boxed();
+        let mut rows = cluster::merge_output(
+            self.cluster.as_ref(),
+            schema,
+            files(rest),
+            files(ordered),
+            incoming,
+        )
+        .await?;
+        while let Some(batch) = rows.try_next().await? {
+            writer.write(batch).await?;
         }
         let updated = matched.len();
         Ok(MergeOutcome {

@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_row::{OwnedRow, RowConverter, Rows, SortField};
-use arrow_schema::{Schema, SortOptions};
+use arrow_schema::{Schema, SchemaRef, SortOptions};
+use futures::{StreamExt, TryStreamExt};
 
 use crate::destination::WriteMode;
 use crate::error::{Error, Result};
@@ -164,6 +165,37 @@ pub fn chain<T>(files: Vec<(T, Extent)>) -> (Vec<T>, Vec<T>) {
         }
     }
     (ordered, rest)
+}
+
+/// What a copy-on-write merge writes: the remains of the files it rewrites and its incoming
+/// rows. Clustered (`key`), in key order: the `incoming` rows and the `unordered` remains
+/// through an external sort, merged with the `ordered` remains (of sorted files with
+/// disjoint ranges, in key order — see [`chain`]), which are streamed, not sorted again.
+/// Not clustered: everything as it comes.
+pub async fn merge_output<'a>(
+    key: Option<&Arc<SortKey>>,
+    schema: &SchemaRef,
+    mut unordered: BatchStream<'a>,
+    ordered: BatchStream<'a>,
+    incoming: BatchStream<'a>,
+) -> Result<BatchStream<'a>> {
+    let Some(key) = key else {
+        return Ok(unordered.chain(ordered).chain(incoming).boxed());
+    };
+    let mut sorter = ExternalSort::new(Arc::clone(schema), Arc::clone(key), SORT_MEMORY);
+    while let Some(batch) = unordered.try_next().await? {
+        sorter.push(batch)?;
+    }
+    let mut incoming = incoming;
+    while let Some(batch) = incoming.try_next().await? {
+        sorter.push(batch)?;
+    }
+    let spilled = sorter.spilled_runs();
+    let sorted = sorter.finish().await?;
+    tracing::debug!(spilled, "merge output sorted");
+    Ok(SortedMerge::new(Arc::clone(key), vec![sorted, ordered])
+        .await?
+        .into_stream())
 }
 
 /// The columns a run's rows are clustered by: `cluster_by` as configured (`Some(empty)`:
