@@ -144,26 +144,10 @@ impl MergeState {
             let rows = read::read(store, &file, schema.clone(), partition_columns).await?;
             Ok::<_, DeltaError>(kept_rows(file, rows, keep, copied_ref))
         };
-        let (ordered, rest) = match &self.cluster {
-            Some(_) => cluster::chain(touched),
-            None => (Vec::new(), touched.into_iter().map(|(f, _)| f).collect()),
-        };
-        let files = |files: Vec<Touched>| {
-            futures::stream::iter(files)
-                .then(remainder)
-                .map_err(pipe_framework::Error::from)
-                .try_flatten()
-                .boxed()
-        };
         let incoming = futures::stream::iter(incoming).boxed();
-        let mut rows = cluster::merge_output(
-            self.cluster.as_ref(),
-            schema,
-            files(rest),
-            files(ordered),
-            incoming,
-        )
-        .await?;
+        let mut rows =
+            cluster::merge_output(self.cluster.as_ref(), schema, touched, remainder, incoming)
+                .await?;
         while let Some(batch) = rows.try_next().await? {
             writer.write(batch).await?;
         }

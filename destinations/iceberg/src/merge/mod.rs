@@ -118,26 +118,10 @@ impl MergeState {
         let remainder = move |path: String| async move {
             read::remainder(io, &path, table, schema, keys).await
         };
-        let (ordered, rest) = match &self.cluster {
-            Some(_) => cluster::chain(touched),
-            None => (Vec::new(), touched.into_iter().map(|(p, _)| p).collect()),
-        };
-        let files = |paths: Vec<String>| {
-            futures::stream::iter(paths)
-                .then(remainder)
-                .map_err(pipe_framework::Error::from)
-                .try_flatten()
-                .boxed()
-        };
         let incoming = futures::stream::iter(incoming).boxed();
-        let mut rows = cluster::merge_output(
-            self.cluster.as_ref(),
-            schema,
-            files(rest),
-            files(ordered),
-            incoming,
-        )
-        .await?;
+        let mut rows =
+            cluster::merge_output(self.cluster.as_ref(), schema, touched, remainder, incoming)
+                .await?;
         while let Some(batch) = rows.try_next().await? {
             writer.write(batch).await?;
         }

@@ -18,6 +18,7 @@
 mod merge;
 mod sort;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch};
@@ -167,26 +168,43 @@ pub fn chain<T>(files: Vec<(T, Extent)>) -> (Vec<T>, Vec<T>) {
     (ordered, rest)
 }
 
-/// What a copy-on-write merge writes: the remains of the files it rewrites and its incoming
-/// rows. Clustered (`key`), in key order: the `incoming` rows and the `unordered` remains
-/// through an external sort, merged with the `ordered` remains (of sorted files with
-/// disjoint ranges, in key order — see [`chain`]), which are streamed, not sorted again.
-/// Not clustered: everything as it comes.
-pub async fn merge_output<'a>(
+/// What a copy-on-write merge writes: the remains of the files it rewrites (`touched`, each
+/// read by `remainder`) and its `incoming` rows. Clustered (`key`), in key order: the
+/// incoming rows and the remains of files that overlap others go through an external sort,
+/// merged with the remains of sorted files with disjoint ranges (see [`chain`]), which are
+/// streamed in key order, not sorted again. Not clustered: everything as it comes.
+pub async fn merge_output<'a, T, F, Fut, E: 'a>(
     key: Option<&Arc<SortKey>>,
     schema: &SchemaRef,
-    mut unordered: BatchStream<'a>,
-    ordered: BatchStream<'a>,
-    incoming: BatchStream<'a>,
-) -> Result<BatchStream<'a>> {
+    touched: Vec<(T, Extent)>,
+    remainder: F,
+    mut incoming: BatchStream<'a>,
+) -> Result<BatchStream<'a>>
+where
+    T: Send + 'a,
+    F: Fn(T) -> Fut + Copy + Send + 'a,
+    Fut: Future<Output = std::result::Result<BatchStream<'a>, E>> + Send + 'a,
+    Error: From<E>,
+{
+    let (ordered, unordered) = match key {
+        Some(_) => chain(touched),
+        None => (Vec::new(), touched.into_iter().map(|(t, _)| t).collect()),
+    };
+    let files = |files: Vec<T>| {
+        futures::stream::iter(files)
+            .then(remainder)
+            .map_err(Error::from)
+            .try_flatten()
+            .boxed()
+    };
+    let (mut unordered, ordered) = (files(unordered), files(ordered));
     let Some(key) = key else {
-        return Ok(unordered.chain(ordered).chain(incoming).boxed());
+        return Ok(unordered.chain(incoming).boxed());
     };
     let mut sorter = ExternalSort::new(Arc::clone(schema), Arc::clone(key), SORT_MEMORY);
     while let Some(batch) = unordered.try_next().await? {
         sorter.push(batch)?;
     }
-    let mut incoming = incoming;
     while let Some(batch) = incoming.try_next().await? {
         sorter.push(batch)?;
     }
