@@ -92,12 +92,7 @@ fn human_summary_reports_rows_bytes_and_rate() {
 #[test]
 fn interrupt_mid_run_commits_nothing() {
     let p = Project::new();
-    let fifo = p.path().join("stream.csv");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let fifo = p.mkfifo("stream.csv");
     let toml = r#"
 name = "live"
 [source]
@@ -112,12 +107,7 @@ path = "live.duckdb"
 table = "t"
 "#;
     p.write("live.toml", toml);
-    let mut child = p
-        .command(&["run", "live.toml", "--json"], &[])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = p.spawn(&["run", "live.toml", "--json"], &[]);
     // Feed 100 rows, keep the pipe open: the reader blocks waiting for more.
     let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     writeln!(writer, "id,v").unwrap();
@@ -170,14 +160,7 @@ table = "t"
 #[test]
 fn a_pipe_without_an_explicit_schema_is_refused() {
     let p = Project::new();
-    let fifo = p.path().join("stream.csv");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    p.mkfifo("stream.csv");
     let toml = "name = \"live\"\n[source]\ntype = \"file\"\npath = \"stream.csv\"\n\
                 [destination]\ntype = \"duckdb\"\npath = \"live.duckdb\"\ntable = \"t\"\n";
     p.write("live.toml", toml);

@@ -318,16 +318,7 @@ fn two_pipelines_writing_one_table_at_once_both_land() {
         let seed = dest.pipeline(&p, "seed", SOURCE, "shared", "append", "");
         write_rows(&p, &[(-1, "seed", None, "eu")]);
         p.pipe(&["run", &seed]).assert_ok();
-        let children: Vec<_> = files
-            .iter()
-            .map(|f| {
-                p.command(&["run", f], &[])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
+        let children: Vec<_> = files.iter().map(|f| p.spawn(&["run", f], &[])).collect();
         for child in children {
             let out = child.wait_with_output().unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -376,15 +367,11 @@ fn kill_9_at_random_points_then_a_rerun_loads_every_row_once() {
                 .spawn()
                 .unwrap();
             std::thread::sleep(Duration::from_millis(next(window)));
-            if child.try_wait().unwrap().is_none() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", &child.id().to_string()])
-                    .status();
+            if common::kill9(&mut child) {
                 kills += 1;
             } else {
                 window = (window * 7 / 10).max(20);
             }
-            let _ = child.wait();
         }
         assert!(kills > 0, "{}: no run was killed mid-way", dest.name());
         p.pipe(&["run", &f]).assert_ok();

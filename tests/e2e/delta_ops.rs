@@ -170,10 +170,7 @@ fn cursor_state_commits_with_the_data_and_committed_windows_are_never_rerun() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(700));
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    common::kill9(&mut child);
     p.pipe(&["run", "pg.toml"]).assert_ok();
     psql(&format!(
         "INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(200001, 200010) g"
@@ -265,13 +262,7 @@ fn the_same_pipeline_from_two_places_never_reuses_a_run_sequence() {
     a.pipe(&["run", "dl_twice.toml"]).assert_ok();
     let children: Vec<_> = [&a, &b]
         .iter()
-        .map(|p| {
-            p.command(&["run", "dl_twice.toml"], &[])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|p| p.spawn(&["run", "dl_twice.toml"], &[]))
         .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();

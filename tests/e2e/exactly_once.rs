@@ -9,7 +9,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{PgObjects, Project, pg_url, psql, py, unique};
+use common::{PgObjects, Project, kill9, pg_url, psql, py, unique};
 use serde_json::Value;
 
 /// A small seeded generator (xorshift): the same kill points on every run of the test.
@@ -22,25 +22,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
-}
-
-fn spawn(p: &Project, args: &[&str]) -> Child {
-    p.command(args, &[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn kill9(child: &mut Child) -> bool {
-    let running = child.try_wait().unwrap().is_none();
-    if running {
-        let _ = Command::new("kill")
-            .args(["-KILL", &child.id().to_string()])
-            .status();
-    }
-    let _ = child.wait();
-    running
 }
 
 fn ledger(p: &Project, pipeline: &str) -> Value {
@@ -96,7 +77,7 @@ fn sigkill_at_random_points_then_rerun_loads_every_row_exactly_once() {
             next_id + 4999
         ));
         next_id += 5000;
-        let mut child = spawn(&p, &["run", "crash.toml", "--no-progress"]);
+        let mut child = p.spawn(&["run", "crash.toml", "--no-progress"], &[]);
         std::thread::sleep(Duration::from_millis(rng.below(window_ms)));
         if kill9(&mut child) {
             kills += 1;
@@ -136,7 +117,7 @@ fn a_second_run_of_the_same_pipeline_is_refused_while_the_first_holds_the_lease(
     let p = Project::new();
     let query = "query = \"SELECT g AS id, 'lease' AS marker FROM generate_series(1, 1000) g, pg_sleep(2)\"";
     p.write("slow.toml", &pg_pipeline("slow", query, "dst.slow", ""));
-    let first = spawn(&p, &["run", "slow.toml", "--no-progress"]);
+    let first = p.spawn(&["run", "slow.toml", "--no-progress"], &[]);
     let started = Instant::now();
     loop {
         assert!(
@@ -195,7 +176,7 @@ fn a_backfill_killed_midway_resumes_and_commits_each_window_once() {
         "1d",
     ];
 
-    let mut child = spawn(&p, &args);
+    let mut child = p.spawn(&args, &[]);
     let started = Instant::now();
     let state_db = p.path().join(".pipe/state.db");
     loop {
@@ -283,7 +264,7 @@ fn the_scheduler_fires_never_overlaps_and_stops_cleanly_on_sigterm() {
         "sched/other.toml",
         &pg_pipeline("not_scheduled", query, "dst.other", ""),
     );
-    let mut child = spawn(&p, &["schedule", "sched", "--grace-secs", "10"]);
+    let mut child = p.spawn(&["schedule", "sched", "--grace-secs", "10"], &[]);
     std::thread::sleep(Duration::from_millis(7000));
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -334,7 +315,7 @@ fn a_transient_failure_is_retried_and_a_user_error_is_not() {
     let toml = pg_pipeline("retry", &query, "dst.retry", "")
         + "[runtime]\nretries = 2\nretry_backoff_ms = 100\n";
     p.write("retry.toml", &toml);
-    let child = spawn(&p, &["run", "retry.toml", "--json"]);
+    let child = p.spawn(&["run", "retry.toml", "--json"], &[]);
     // Terminate the reading backend once, mid-read: an administrator command, SQLSTATE 57P01.
     let started = Instant::now();
     loop {

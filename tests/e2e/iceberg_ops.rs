@@ -156,11 +156,7 @@ fn concurrent_writers_both_commit_after_retrying_and_the_table_stays_consistent(
                 "s.t",
                 dest,
             );
-            p.command(&["run", &f], &[])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            p.spawn(&["run", &f], &[])
         })
         .collect();
     let mut committed = 0;
@@ -226,10 +222,7 @@ fn cursor_state_commits_in_the_snapshot_and_a_killed_run_never_double_loads() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(700));
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    common::kill9(&mut child);
     p.pipe(&["run", "pg.toml"]).assert_ok();
     psql(&format!(
         "INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(200001, 200010) g"

@@ -10,7 +10,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dest::Dest;
-use common::{PgObjects, Project, pg_url, psql, unique};
+use common::{PgObjects, Project, kill9, pg_url, psql, unique};
 use serde_json::Value;
 
 fn pg_source(table: &str, extra: &str) -> String {
@@ -29,25 +29,6 @@ fn counts(dest: Dest, p: &Project, table: &str) -> (usize, usize) {
     ids.sort_unstable();
     ids.dedup();
     (n, ids.len())
-}
-
-fn spawn(p: &Project, args: &[&str], env: &[(&str, &str)]) -> Child {
-    p.command(args, env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn kill9(child: &mut Child) -> bool {
-    let running = child.try_wait().unwrap().is_none();
-    if running {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &child.id().to_string()])
-            .status();
-    }
-    let _ = child.wait();
-    running
 }
 
 /// Parallel backfill windows commit into every destination, each window once, its state
@@ -90,7 +71,7 @@ fn parallel_backfills_commit_every_window_once_on_every_destination() {
             let a: Vec<&str> = a.iter().map(String::as_str).collect();
             if round > 0 {
                 // Kill the backfill partway, then resume it.
-                let mut child = spawn(&p, &a, &[]);
+                let mut child = p.spawn(&a, &[]);
                 std::thread::sleep(Duration::from_millis(400 * round));
                 kill9(&mut child);
             }
@@ -162,9 +143,9 @@ fn overlapping_runs_on_separate_state_stores_load_every_row_once() {
                 p.read(&f)
             ),
         );
-        let a = spawn(&p, &["run", &f, "--json"], &[("STATE", "a/state.db")]);
+        let a = p.spawn(&["run", &f, "--json"], &[("STATE", "a/state.db")]);
         std::thread::sleep(Duration::from_millis(300));
-        let b = spawn(&p, &["run", &f, "--json"], &[("STATE", "b/state.db")]);
+        let b = p.spawn(&["run", &f, "--json"], &[("STATE", "b/state.db")]);
         let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
         let ok = outs.iter().filter(|o| o.status.success()).count();
         for o in &outs {
@@ -196,15 +177,8 @@ fn the_default_lease_outlives_a_paused_run() {
         "name = \"slow\"\n[source]\ntype = \"file\"\npath = \"fifo.csv\"\n\
          columns = [{ name = \"id\", type = \"int64\" }]\n[destination]\ntype = \"null\"\n",
     );
-    let fifo = p.path().join("fifo.csv");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let mut first = spawn(&p, &["run", "slow.toml"], &[]);
+    let fifo = p.mkfifo("fifo.csv");
+    let mut first = p.spawn(&["run", "slow.toml"], &[]);
     // The first run holds the lease while it waits for the FIFO's writer.
     let started = Instant::now();
     let db = p.path().join(".pipe/state.db");

@@ -3,7 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -220,6 +220,23 @@ impl Project {
         cmd
     }
 
+    /// `pipe args` started in the background, stdout and stderr captured.
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+        self.command(args, env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pipe")
+    }
+
+    /// A named pipe (FIFO) at `rel` in the project.
+    pub fn mkfifo(&self, rel: &str) -> PathBuf {
+        let path = self.path().join(rel);
+        let made = Command::new("mkfifo").arg(&path).status().expect("mkfifo");
+        assert!(made.success(), "mkfifo {}", path.display());
+        path
+    }
+
     pub fn pipe(&self, args: &[&str]) -> Run {
         self.pipe_env(args, &[])
     }
@@ -325,4 +342,16 @@ impl Drop for PgObjects {
                 .output();
         }
     }
+}
+
+/// Kill `child` with SIGKILL if it is still running, and reap it: whether it was running.
+pub fn kill9(child: &mut Child) -> bool {
+    let running = child.try_wait().expect("try_wait").is_none();
+    if running {
+        let _ = Command::new("kill")
+            .args(["-KILL", &child.id().to_string()])
+            .status();
+    }
+    let _ = child.wait();
+    running
 }
