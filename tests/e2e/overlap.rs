@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dest::Dest;
@@ -177,7 +176,7 @@ fn the_default_lease_outlives_a_paused_run() {
         "name = \"slow\"\n[source]\ntype = \"file\"\npath = \"fifo.csv\"\n\
          columns = [{ name = \"id\", type = \"int64\" }]\n[destination]\ntype = \"null\"\n",
     );
-    let fifo = p.mkfifo("fifo.csv");
+    p.mkfifo("fifo.csv");
     let mut first = p.spawn(&["run", "slow.toml"], &[]);
     // The first run holds the lease while it waits for the FIFO's writer.
     let started = Instant::now();
