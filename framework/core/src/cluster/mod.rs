@@ -49,7 +49,6 @@ pub const MAX_SEGMENT_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Debug)]
 pub struct SortKey {
     columns: Vec<usize>,
-    names: Vec<String>,
     converter: RowConverter,
 }
 
@@ -72,7 +71,6 @@ impl SortKey {
             .map_err(|e| Error::user(format!("cannot cluster by {}: {e}", names.join(", "))))?;
         Ok(Arc::new(Self {
             columns: columns.iter().map(|&(i, _)| i).collect(),
-            names,
             converter,
         }))
     }
@@ -80,11 +78,6 @@ impl SortKey {
     /// The key's columns (indices in the schema it was made for), in order.
     pub fn columns(&self) -> &[usize] {
         &self.columns
-    }
-
-    /// The key's column names, in order.
-    pub fn names(&self) -> &[String] {
-        &self.names
     }
 
     /// The key of every row of `batch` (of the schema the key was made for).
