@@ -31,6 +31,7 @@ use chrono::{DateTime, NaiveDate};
 use delta_kernel::table_properties::DataSkippingNumIndexedCols;
 use deltalake::kernel::Add;
 use deltalake::logstore::ObjectStoreRef;
+use futures::TryStreamExt;
 use object_store::path::Path;
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetObjectReader};
 use parquet::basic::{ConvertedType, LogicalType, TimeUnit, Type as Physical};
@@ -62,20 +63,25 @@ pub(crate) async fn restate(
     spec: &StatsSpec,
     nan_columns: &HashSet<String>,
 ) -> Result<()> {
-    for add in adds.iter_mut() {
-        let path = Path::parse(&add.path).unwrap_or_else(|_| Path::from(add.path.as_str()));
-        let mut reader = ParquetObjectReader::new(Arc::clone(store), path);
-        if let Ok(size) = u64::try_from(add.size) {
-            reader = reader.with_file_size(size);
-        }
-        let metadata = reader
-            .get_metadata(None)
-            .await
-            .map_err(data(format!("reading the footer of {}", add.path)))?;
-        add.stats = Some(file_stats(&metadata, spec, nan_columns));
-    }
-    Ok(())
+    futures::stream::iter(adds.iter_mut().map(Ok))
+        .try_for_each_concurrent(FOOTER_READS, |add| async move {
+            let path = Path::parse(&add.path).unwrap_or_else(|_| Path::from(add.path.as_str()));
+            let mut reader = ParquetObjectReader::new(Arc::clone(store), path);
+            if let Ok(size) = u64::try_from(add.size) {
+                reader = reader.with_file_size(size);
+            }
+            let metadata = reader
+                .get_metadata(None)
+                .await
+                .map_err(data(format!("reading the footer of {}", add.path)))?;
+            add.stats = Some(file_stats(&metadata, spec, nan_columns));
+            Ok(())
+        })
+        .await
 }
+
+/// Footers read at once by [`restate`]: on an object store each is a round trip.
+const FOOTER_READS: usize = 8;
 
 /// One bound as aggregated over row groups.
 #[derive(Debug, Clone, PartialEq, PartialOrd)]
