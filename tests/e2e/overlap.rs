@@ -61,8 +61,13 @@ fn parallel_backfills_commit_every_window_once_on_every_destination() {
         .map(String::from)
         .to_vec()
     };
+    // 3 rounds in CI; PIPE_STRESS_ROUNDS=20 for the release check (kill points vary by round).
+    let rounds: u64 = std::env::var("PIPE_STRESS_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
     for dest in Dest::ALL {
-        for round in 0..3 {
+        for round in 0..rounds {
             let p = Project::new();
             let source = pg_source(&t, "cursor = \"day\"\nbatch_rows = 100");
             let f = dest.pipeline(&p, "pbf", &source, "pbf", "append", "");
@@ -71,7 +76,7 @@ fn parallel_backfills_commit_every_window_once_on_every_destination() {
             if round > 0 {
                 // Kill the backfill partway, then resume it.
                 let mut child = p.spawn(&a, &[]);
-                std::thread::sleep(Duration::from_millis(400 * round));
+                std::thread::sleep(Duration::from_millis(150 + 250 * (round % 6)));
                 kill9(&mut child);
             }
             let out = p.pipe(&a).assert_ok().json();

@@ -19,7 +19,8 @@ use arrow_select::filter::filter_record_batch;
 use deltalake::logstore::ObjectStoreRef;
 use futures::{StreamExt, TryStreamExt};
 use pipe_framework::cluster::{self, BatchStream, Extent, SortKey};
-use pipe_framework::merge_keys::{KeyValue, Matched, StagedMerge};
+use pipe_framework::merge_keys::{KeyIndex, KeyValue, Matched, StagedMerge};
+use pipe_framework::parallel::{self, SCANS_AT_ONCE};
 
 use crate::error::{DeltaError, Result, data};
 use crate::read::{self, LiveFile};
@@ -123,12 +124,29 @@ impl MergeState {
         let mut outcome = MergeOutcome::default();
         let mut touched = Vec::new();
         let mut matched = Matched::default();
-        for file in live.iter().filter(|f| self.may_match(f, partition_columns)) {
+        let candidates: Vec<LiveFile> = live
+            .iter()
+            .filter(|f| self.may_match(f, partition_columns))
+            .cloned()
+            .collect();
+        let scanner = Scanner {
+            store: Arc::clone(store),
+            keys: self.staged.shared_keys(),
+            cluster: self.cluster.clone(),
+            schema: Arc::clone(&self.schema),
+            partition_columns: partition_columns.into(),
+        };
+        // Key columns of several files decoded at once, each on its own task.
+        let mut scans = parallel::spawn_each(candidates, SCANS_AT_ONCE, move |file: LiveFile| {
+            let scanner = scanner.clone();
+            async move { (scanner.scan(&file).await, file) }
+        });
+        while let Some((scan, file)) = scans.try_next().await? {
+            let scan = scan?;
             outcome.scanned += 1;
-            let scan = self.scan(store, file, partition_columns).await?;
             if !scan.hits.is_empty() {
                 matched.extend(scan.hits);
-                touched.push(((file.clone(), scan.keep), scan.extent));
+                touched.push(((file, scan.keep), scan.extent));
             }
         }
         outcome.rewritten = touched.iter().map(|((f, _), _)| f.clone()).collect();
@@ -138,11 +156,19 @@ impl MergeState {
             .enumerate()
             .map(|(n, batch)| self.staged.dedup(n, &batch?));
         let schema = &self.schema;
-        let copied = AtomicU64::new(0);
-        let copied_ref = &copied;
-        let remainder = move |(file, keep): Touched| async move {
-            let rows = read::read(store, &file, schema.clone(), partition_columns).await?;
-            Ok::<_, DeltaError>(kept_rows(file, rows, keep, copied_ref))
+        let copied = Arc::new(AtomicU64::new(0));
+        let shared = (
+            Arc::clone(store),
+            Arc::clone(schema),
+            Arc::<[String]>::from(partition_columns),
+            Arc::clone(&copied),
+        );
+        let remainder = move |(file, keep): Touched| {
+            let (store, schema, partition_columns, copied) = shared.clone();
+            async move {
+                let rows = read::read(&store, &file, schema, &partition_columns).await?;
+                Ok::<_, DeltaError>(kept_rows(file, rows, keep, copied))
+            }
         };
         let incoming = futures::stream::iter(incoming).boxed();
         let mut rows =
@@ -152,21 +178,28 @@ impl MergeState {
             writer.write(batch).await?;
         }
         drop(rows);
-        outcome.copied = copied.into_inner();
+        outcome.copied = copied.load(Ordering::Relaxed);
         outcome.updated = matched.len();
         outcome.inserted = (keys.len() as u64).saturating_sub(outcome.updated);
         Ok(outcome)
     }
+}
 
+/// What a merge's key scan of one data file needs, shared by the scans' tasks.
+#[derive(Clone)]
+struct Scanner {
+    store: ObjectStoreRef,
+    keys: Arc<KeyIndex>,
+    cluster: Option<Arc<SortKey>>,
+    schema: SchemaRef,
+    partition_columns: Arc<[String]>,
+}
+
+impl Scanner {
     /// Read `file`'s key columns (and cluster key columns): which incoming keys it holds,
     /// which of its rows stay, and how its rows lie along the cluster key.
-    async fn scan(
-        &self,
-        store: &ObjectStoreRef,
-        file: &LiveFile,
-        partition_columns: &[String],
-    ) -> Result<Scan> {
-        let keys = self.staged.keys();
+    async fn scan(&self, file: &LiveFile) -> Result<Scan> {
+        let keys = &self.keys;
         let cluster_at: &[usize] = self.cluster.as_deref().map_or(&[], |k| k.columns());
         let mut columns: Vec<usize> = keys.columns.iter().chain(cluster_at).copied().collect();
         columns.sort_unstable();
@@ -185,7 +218,8 @@ impl MergeState {
             extent: Extent::new(),
         };
         let mut keep = BooleanBufferBuilder::new(0);
-        let mut stream = Box::pin(read::read(store, file, scan_schema, partition_columns).await?);
+        let rows = read::read(&self.store, file, scan_schema, &self.partition_columns).await?;
+        let mut stream = Box::pin(rows);
         while let Some(batch) = stream.try_next().await? {
             let pick = |at: &[usize]| -> Vec<ArrayRef> {
                 at.iter().map(|&i| Arc::clone(batch.column(i))).collect()
@@ -217,15 +251,15 @@ struct Scan {
 
 /// The rows of `rows` (all of `file`'s, read again) that `keep` keeps, counted into
 /// `copied`; an error if the file does not return the rows the key scan saw.
-fn kept_rows<'a>(
+fn kept_rows(
     file: LiveFile,
-    rows: impl futures::Stream<Item = Result<RecordBatch>> + Send + 'a,
+    rows: impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static,
     keep: BooleanBuffer,
-    copied: &'a AtomicU64,
-) -> BatchStream<'a> {
+    copied: Arc<AtomicU64>,
+) -> BatchStream<'static> {
     let (rows, file) = (rows.boxed(), Arc::new(file));
     futures::stream::try_unfold((rows, 0usize), move |(mut rows, at)| {
-        let (keep, file) = (keep.clone(), file.clone());
+        let (keep, file, copied) = (keep.clone(), file.clone(), Arc::clone(&copied));
         async move {
             let Some(batch) = rows.try_next().await? else {
                 return if at == keep.len() {

@@ -15,6 +15,7 @@ use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use arrow_select::filter::filter_record_batch;
 use hashbrown::HashMap;
 use hashbrown::hash_map::Entry;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::spool::{BatchSpool, Spooled};
@@ -36,60 +37,103 @@ pub enum KeyValue {
     Bytes(Vec<u8>),
 }
 
-/// Values of `column` as [`KeyValue`]s (`None` for types bounds cannot prune on).
-fn key_values(column: &ArrayRef) -> Option<Vec<KeyValue>> {
-    let n = column.len();
-    let ints = |f: &dyn Fn(usize) -> i128| Some((0..n).map(|i| KeyValue::Int(f(i))).collect());
-    match column.data_type() {
-        DataType::Int32 => {
-            let a = column.as_primitive::<Int32Type>();
-            ints(&|i| i128::from(a.value(i)))
+/// The first key column's incoming values, for pruning data files by their column bounds:
+/// 8 bytes a key for the integer types bounds hold as 64-bit integers (a merge's usual key),
+/// a [`KeyValue`] (32 bytes and the string's own) for the others.
+#[derive(Debug)]
+enum Firsts {
+    Int(Vec<i64>),
+    Other(Vec<KeyValue>),
+}
+
+impl Firsts {
+    /// `column`'s values (`None` for types bounds cannot prune on).
+    fn of(column: &ArrayRef) -> Option<Self> {
+        let n = column.len();
+        let ints = |f: &dyn Fn(usize) -> i64| Some(Self::Int((0..n).map(f).collect()));
+        let other = |f: &dyn Fn(usize) -> KeyValue| Some(Self::Other((0..n).map(f).collect()));
+        match column.data_type() {
+            DataType::Int32 => {
+                let a = column.as_primitive::<Int32Type>();
+                ints(&|i| i64::from(a.value(i)))
+            }
+            DataType::Int64 => {
+                let a = column.as_primitive::<Int64Type>();
+                ints(&|i| a.value(i))
+            }
+            DataType::Date32 => {
+                let a = column.as_primitive::<Date32Type>();
+                ints(&|i| i64::from(a.value(i)))
+            }
+            DataType::Time64(TimeUnit::Microsecond) => {
+                let a = column.as_primitive::<Time64MicrosecondType>();
+                ints(&|i| a.value(i))
+            }
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                let a = column.as_primitive::<TimestampMicrosecondType>();
+                ints(&|i| a.value(i))
+            }
+            DataType::Decimal128(_, _) => {
+                let a = column.as_primitive::<Decimal128Type>();
+                other(&|i| KeyValue::Int(a.value(i)))
+            }
+            DataType::Utf8 => {
+                let a = column.as_string::<i32>();
+                other(&|i| KeyValue::Str(a.value(i).to_string()))
+            }
+            DataType::LargeBinary => {
+                let a = column.as_binary::<i64>();
+                other(&|i| KeyValue::Bytes(a.value(i).to_vec()))
+            }
+            DataType::FixedSizeBinary(_) => {
+                let a = column.as_fixed_size_binary();
+                other(&|i| KeyValue::Bytes(a.value(i).to_vec()))
+            }
+            _ => None,
         }
-        DataType::Int64 => {
-            let a = column.as_primitive::<Int64Type>();
-            ints(&|i| i128::from(a.value(i)))
+    }
+
+    /// Add `more` (values of the same column); `false` if they are of another kind.
+    fn append(&mut self, more: Self) -> bool {
+        match (self, more) {
+            (Self::Int(a), Self::Int(mut b)) => a.append(&mut b),
+            (Self::Other(a), Self::Other(mut b)) => a.append(&mut b),
+            _ => return false,
         }
-        DataType::Date32 => {
-            let a = column.as_primitive::<Date32Type>();
-            ints(&|i| i128::from(a.value(i)))
+        true
+    }
+
+    fn seal(&mut self) {
+        match self {
+            Self::Int(v) => {
+                v.sort_unstable();
+                v.dedup();
+                v.shrink_to_fit();
+            }
+            Self::Other(v) => {
+                v.sort_unstable();
+                v.dedup();
+                v.shrink_to_fit();
+            }
         }
-        DataType::Time64(TimeUnit::Microsecond) => {
-            let a = column.as_primitive::<Time64MicrosecondType>();
-            ints(&|i| i128::from(a.value(i)))
+    }
+
+    /// Whether a value lies in `[lo, hi]` (`lo <= hi`).
+    fn any_within(&self, lo: &KeyValue, hi: &KeyValue) -> bool {
+        match self {
+            Self::Int(v) => {
+                let (KeyValue::Int(lo), KeyValue::Int(hi)) = (lo, hi) else {
+                    // Bounds of another kind than the column's: they cannot rule a file out.
+                    return true;
+                };
+                let at = v.partition_point(|&x| i128::from(x) < *lo);
+                v.get(at).is_some_and(|&x| i128::from(x) <= *hi)
+            }
+            Self::Other(v) => {
+                let at = v.partition_point(|x| x < lo);
+                v.get(at).is_some_and(|x| x <= hi)
+            }
         }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            let a = column.as_primitive::<TimestampMicrosecondType>();
-            ints(&|i| i128::from(a.value(i)))
-        }
-        DataType::Decimal128(_, _) => {
-            let a = column.as_primitive::<Decimal128Type>();
-            ints(&|i| a.value(i))
-        }
-        DataType::Utf8 => {
-            let a = column.as_string::<i32>();
-            Some(
-                (0..n)
-                    .map(|i| KeyValue::Str(a.value(i).to_string()))
-                    .collect(),
-            )
-        }
-        DataType::LargeBinary => {
-            let a = column.as_binary::<i64>();
-            Some(
-                (0..n)
-                    .map(|i| KeyValue::Bytes(a.value(i).to_vec()))
-                    .collect(),
-            )
-        }
-        DataType::FixedSizeBinary(_) => {
-            let a = column.as_fixed_size_binary();
-            Some(
-                (0..n)
-                    .map(|i| KeyValue::Bytes(a.value(i).to_vec()))
-                    .collect(),
-            )
-        }
-        _ => None,
     }
 }
 
@@ -98,8 +142,40 @@ fn key_values(column: &ArrayRef) -> Option<Vec<KeyValue>> {
 /// columns, strings, decimals, ...) as its arrow-row encoding.
 enum Ids {
     /// The key column's type (lookups must be of the same type) and the keys.
-    Int(DataType, HashMap<Option<i64>, u32>),
+    Int(DataType, IntIds),
     Rows(RowConverter, HashMap<Box<[u8]>, u32>),
+}
+
+/// Integer keys → ids, the NULL key kept apart: an entry takes 16 bytes, not the 24 of an
+/// `Option<i64>` key (at 5M keys, the difference is 60 MB of hash table).
+#[derive(Default)]
+struct IntIds {
+    map: HashMap<i64, u32>,
+    null: Option<u32>,
+}
+
+impl IntIds {
+    fn get(&self, key: Option<i64>) -> Option<u32> {
+        match key {
+            Some(k) => self.map.get(&k).copied(),
+            None => self.null,
+        }
+    }
+
+    /// Give `key` the id `id(its id so far)` returns.
+    fn set(&mut self, key: Option<i64>, id: impl FnOnce(Option<u32>) -> u32) {
+        match key {
+            Some(k) => match self.map.entry(k) {
+                Entry::Occupied(e) => {
+                    id(Some(*e.get()));
+                }
+                Entry::Vacant(e) => {
+                    e.insert(id(None));
+                }
+            },
+            None => self.null = Some(id(self.null)),
+        }
+    }
 }
 
 /// `column`'s values as integers, when it is one of the types [`Ids::Int`] keys on.
@@ -159,8 +235,10 @@ pub struct KeyIndex {
     /// Id → (batch, row) of the key's last occurrence.
     last: Vec<(u32, u32)>,
     /// The first key column's values, sorted and distinct after [`KeyIndex::seal`]; `None`
-    /// when its type cannot prune.
-    first: Option<Vec<KeyValue>>,
+    /// when its type cannot prune (or it holds NULLs). Created by the first batch.
+    first: Option<Firsts>,
+    /// Whether the first key column can prune (false once it held a NULL or an unusable type).
+    prunes: bool,
     batches: u32,
 }
 
@@ -225,7 +303,7 @@ impl KeyIndex {
             .map(|&i| schema.field(i).data_type().clone())
             .collect();
         let ids = match types.as_slice() {
-            [one] if is_int_key(one) => Ids::Int(one.clone(), HashMap::new()),
+            [one] if is_int_key(one) => Ids::Int(one.clone(), IntIds::default()),
             _ => {
                 let fields = types.into_iter().map(SortField::new).collect();
                 let converter = RowConverter::new(fields).map_err(data("setting up merge keys"))?;
@@ -236,7 +314,8 @@ impl KeyIndex {
             columns,
             ids,
             last: Vec::new(),
-            first: Some(Vec::new()),
+            first: None,
+            prunes: true,
             batches: 0,
         })
     }
@@ -255,8 +334,8 @@ impl KeyIndex {
         match &self.ids {
             Ids::Int(data_type, map) => {
                 let values = int_column(data_type, key_columns)?;
-                for (r, v) in values.iter().enumerate() {
-                    f(r, map.get(v).copied());
+                for (r, v) in values.into_iter().enumerate() {
+                    f(r, map.get(v));
                 }
             }
             Ids::Rows(converter, map) => {
@@ -277,6 +356,7 @@ impl KeyIndex {
         let columns = self.key_columns(batch);
         if columns.first().is_none_or(|c| c.null_count() > 0) {
             // Column bounds say nothing about NULLs: every file is a candidate.
+            self.prunes = false;
             self.first = None;
         }
         let n = self.batches;
@@ -300,14 +380,7 @@ impl KeyIndex {
             Ids::Int(data_type, map) => {
                 let values = int_column(data_type, &columns)?;
                 for (r, v) in values.into_iter().enumerate() {
-                    match map.entry(v) {
-                        Entry::Occupied(e) => {
-                            record(Some(*e.get()), r);
-                        }
-                        Entry::Vacant(e) => {
-                            e.insert(record(None, r));
-                        }
-                    }
+                    map.set(v, |id| record(id, r));
                 }
             }
             Ids::Rows(converter, map) => {
@@ -323,10 +396,18 @@ impl KeyIndex {
                 }
             }
         }
-        if let Some(first) = &mut self.first {
-            match columns.first().and_then(key_values) {
-                Some(mut v) => first.append(&mut v),
-                None => self.first = None,
+        if self.prunes {
+            let more = columns.first().and_then(Firsts::of);
+            self.prunes = match (&mut self.first, more) {
+                (_, None) => false,
+                (None, Some(more)) => {
+                    self.first = Some(more);
+                    true
+                }
+                (Some(first), Some(more)) => first.append(more),
+            };
+            if !self.prunes {
+                self.first = None;
             }
         }
         self.batches += 1;
@@ -336,8 +417,7 @@ impl KeyIndex {
     /// Sort the first key column's values; call once every batch was added.
     pub fn seal(&mut self) {
         if let Some(first) = &mut self.first {
-            first.sort_unstable();
-            first.dedup();
+            first.seal();
         }
     }
 
@@ -387,6 +467,9 @@ impl KeyIndex {
     /// Whether a data file whose first key column lies in `[lower, upper]` can hold an
     /// incoming key (no bounds, or no usable first-key values: it can).
     pub fn may_match(&self, lower: Option<KeyValue>, upper: Option<KeyValue>) -> bool {
+        if self.is_empty() {
+            return false;
+        }
         let (Some(first), Some(lo), Some(hi)) = (&self.first, lower, upper) else {
             return true;
         };
@@ -394,8 +477,7 @@ impl KeyIndex {
             // Bounds from a writer that ordered differently (signed UUID bytes, say).
             return true;
         }
-        let at = first.partition_point(|v| v < &lo);
-        first.get(at).is_some_and(|v| v <= &hi)
+        first.any_within(&lo, &hi)
     }
 }
 
@@ -403,7 +485,8 @@ impl KeyIndex {
 /// then read back deduplicated (the last occurrence of a key wins). Memory holds the keys.
 #[derive(Debug)]
 pub struct StagedMerge {
-    keys: KeyIndex,
+    /// Shared once the merge finishes staging (rewrites read files on tasks of their own).
+    keys: Arc<KeyIndex>,
     /// The incoming rows; taken by [`StagedMerge::finish`].
     spool: Option<BatchSpool>,
 }
@@ -414,7 +497,7 @@ impl StagedMerge {
         let keys = KeyIndex::new(&schema, key_columns)?;
         let spool = BatchSpool::new(schema, "merge")?;
         Ok(Self {
-            keys,
+            keys: Arc::new(keys),
             spool: Some(spool),
         })
     }
@@ -422,6 +505,16 @@ impl StagedMerge {
     /// The incoming keys.
     pub fn keys(&self) -> &KeyIndex {
         &self.keys
+    }
+
+    /// The incoming keys, to share with tasks once staging finished.
+    pub fn shared_keys(&self) -> Arc<KeyIndex> {
+        Arc::clone(&self.keys)
+    }
+
+    fn keys_mut(&mut self) -> Result<&mut KeyIndex> {
+        Arc::get_mut(&mut self.keys)
+            .ok_or_else(|| Error::internal("merge keys changed while they were shared"))
     }
 
     /// Stage one batch.
@@ -432,7 +525,9 @@ impl StagedMerge {
         let Some(spool) = &mut self.spool else {
             return Err(Error::internal("merge rows after the merge finished"));
         };
-        self.keys.add(batch)?;
+        Arc::get_mut(&mut self.keys)
+            .ok_or_else(|| Error::internal("merge keys changed while they were shared"))?
+            .add(batch)?;
         spool.write(batch)
     }
 
@@ -444,7 +539,7 @@ impl StagedMerge {
             .take()
             .ok_or_else(|| Error::internal("the merge finished twice"))?
             .finish()?;
-        self.keys.seal();
+        self.keys_mut()?.seal();
         Ok(spooled)
     }
 

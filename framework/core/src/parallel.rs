@@ -19,6 +19,9 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
+/// Data files a merge scans for its keys at once (each decoded on a task of its own).
+pub const SCANS_AT_ONCE: usize = 4;
+
 /// Batches in flight per writer, round-robin.
 const DEPTH: usize = 2;
 
@@ -175,6 +178,48 @@ impl<T: Send + 'static> RoundRobin<T> {
     }
 }
 
+/// A spawned task, aborted when dropped unfinished (a stream of them dropped early, by an
+/// error, leaves nothing running).
+struct Task<R>(JoinHandle<R>);
+
+impl<R> Future for Task<R> {
+    type Output = std::result::Result<R, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<R> Drop for Task<R> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `work(item)` for every item, each on a task of its own (so CPU-bound work such as decoding
+/// data files uses every core), at most `at_once` at a time; results in the items' order.
+pub fn spawn_each<T, F, Fut, R>(
+    items: Vec<T>,
+    at_once: usize,
+    work: F,
+) -> futures::stream::BoxStream<'static, Result<R>>
+where
+    T: Send + 'static,
+    F: Fn(T) -> Fut + Send + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: Send + 'static,
+{
+    use futures::StreamExt;
+    futures::stream::iter(items)
+        .map(move |item| Task(tokio::spawn(work(item))))
+        .buffered(at_once.max(1))
+        .map(|joined| joined.map_err(|e| Error::internal(format!("a task stopped: {e}"))))
+        .boxed()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -219,6 +264,20 @@ mod tests {
         let got = w.close().await.unwrap();
         assert_eq!(got[0], [vec![0, 1000, 2000], vec![6000, 7000, 8000]]);
         assert_eq!(got[1], [vec![3000, 4000, 5000], vec![9000]]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spawned_work_comes_back_in_order() {
+        use futures::TryStreamExt;
+        let got: Vec<u64> = spawn_each((0..50u64).collect(), 4, |i| async move {
+            // later items finish first
+            tokio::time::sleep(std::time::Duration::from_millis(50 - i)).await;
+            i * 2
+        })
+        .try_collect()
+        .await
+        .unwrap();
+        assert_eq!(got, (0..50).map(|i| i * 2).collect::<Vec<_>>());
     }
 
     #[tokio::test]

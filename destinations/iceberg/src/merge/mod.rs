@@ -23,6 +23,7 @@ use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{Datum, PrimitiveLiteral};
 use pipe_framework::cluster::{self, SortKey};
 use pipe_framework::merge_keys::{KeyValue, Matched, StagedMerge};
+use pipe_framework::parallel::{self, SCANS_AT_ONCE};
 
 use crate::commit::live::LiveFile;
 use crate::error::Result;
@@ -91,7 +92,6 @@ impl MergeState {
     ) -> Result<MergeOutcome> {
         let spooled = self.staged.finish()?;
         let keys = self.staged.keys();
-        let cluster = self.cluster.as_deref();
         let mut matched = Matched::default();
         let mut touched = Vec::new();
         let mut scanned = 0;
@@ -100,13 +100,33 @@ impl MergeState {
                 "mode = \"merge\" needs merge_keys".into(),
             ));
         };
-        for file in live.iter().filter(|f| self.may_match(f, first_key)) {
+        let candidates: Vec<String> = live
+            .iter()
+            .filter(|f| self.may_match(f, first_key))
+            .map(|f| f.entry.file_path().to_string())
+            .collect();
+        let table = Arc::new(table.clone());
+        let shared = (
+            io.clone(),
+            Arc::clone(&table),
+            self.staged.shared_keys(),
+            Arc::clone(&self.schema),
+            self.cluster.clone(),
+        );
+        // Key columns of several files decoded at once, each on its own task.
+        let mut scans = parallel::spawn_each(candidates, SCANS_AT_ONCE, move |path: String| {
+            let (io, table, keys, schema, cluster) = shared.clone();
+            async move {
+                let scan = read::scan(&io, &path, &table, &keys, &schema, cluster.as_deref());
+                (scan.await, path)
+            }
+        });
+        while let Some((scan, path)) = scans.try_next().await? {
+            let scan = scan?;
             scanned += 1;
-            let path = file.entry.file_path();
-            let scan = read::scan(io, path, table, keys, &self.schema, cluster).await?;
             if !scan.hits.is_empty() {
                 matched.extend(scan.hits);
-                touched.push((path.to_string(), scan.extent));
+                touched.push((path, scan.extent));
             }
         }
         let rewritten: HashSet<String> = touched.iter().map(|(p, _)| p.clone()).collect();
@@ -115,8 +135,15 @@ impl MergeState {
             .enumerate()
             .map(|(n, batch)| self.staged.dedup(n, &batch?));
         let schema = &self.schema;
-        let remainder = move |path: String| async move {
-            read::remainder(io, &path, table, schema, keys).await
+        let shared = (
+            io.clone(),
+            table,
+            Arc::clone(schema),
+            self.staged.shared_keys(),
+        );
+        let remainder = move |path: String| {
+            let (io, table, schema, keys) = shared.clone();
+            async move { read::remainder(&io, &path, &table, &schema, keys).await }
         };
         let incoming = futures::stream::iter(incoming).boxed();
         let mut rows =

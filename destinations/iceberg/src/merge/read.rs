@@ -193,13 +193,13 @@ pub(super) async fn scan(
 }
 
 /// Data file `path`'s rows whose key is not incoming, in the table's current schema.
-pub(super) async fn remainder<'a>(
+pub(super) async fn remainder(
     io: &FileIO,
     path: &str,
     table: &Schema,
     write_schema: &SchemaRef,
-    keys: &'a KeyIndex,
-) -> Result<BatchStream<'a>> {
+    keys: Arc<KeyIndex>,
+) -> Result<BatchStream<'static>> {
     let batches = batches(io, path, table, write_schema).await?;
     Ok(batches
         .map_err(pipe_framework::Error::from)

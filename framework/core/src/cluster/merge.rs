@@ -92,7 +92,11 @@ impl<'a> SortedMerge<'a> {
 
     /// The next up to [`BATCH_ROWS`] rows in key order, or `None` when every input is done.
     pub async fn next(&mut self) -> Result<Option<RecordBatch>> {
-        let mut pieces: Vec<(RecordBatch, usize, usize)> = Vec::new();
+        // The batches the output's rows come from, each once; `held[i]`: input i's current
+        // batch among them, if it gave rows yet.
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        let mut held: Vec<Option<usize>> = vec![None; self.inputs.len()];
+        let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
         let mut taken = 0;
         while taken < BATCH_ROWS {
             let Some(&i) = self.order.first() else {
@@ -104,13 +108,20 @@ impl<'a> SortedMerge<'a> {
                 None => input.batch.num_rows(),
             };
             let n = (end - input.at).clamp(1, BATCH_ROWS - taken);
-            pieces.push((input.batch.clone(), input.at, n));
+            let b = *held[i].get_or_insert_with(|| {
+                batches.push(input.batch.clone());
+                batches.len() - 1
+            });
+            pieces.push((b, input.at, n));
             taken += n;
             let input = &mut self.inputs[i];
             input.at += n;
             self.order.remove(0);
-            if input.at == input.batch.num_rows() && !input.advance(&self.key).await? {
-                continue;
+            if input.at == input.batch.num_rows() {
+                held[i] = None;
+                if !input.advance(&self.key).await? {
+                    continue;
+                }
             }
             let head = self.inputs[i].head();
             let at = self
@@ -118,7 +129,7 @@ impl<'a> SortedMerge<'a> {
                 .partition_point(|&k| self.inputs[k].head().cmp(&head) != Ordering::Greater);
             self.order.insert(at, i);
         }
-        gather(&pieces)
+        gather(&batches, &pieces)
     }
 
     /// The merged rows as a stream.
@@ -137,11 +148,25 @@ fn step<'a>(mut merge: SortedMerge<'a>) -> futures::future::BoxFuture<'a, Step<'
     async move { Ok(merge.next().await?.map(|batch| (batch, merge))) }.boxed()
 }
 
-/// The end (exclusive) of `input`'s rows that sort at or before `next`'s next row: binary
-/// search, as an input's rows are sorted.
+/// The end (exclusive) of `input`'s rows that sort at or before `next`'s next row. The rows
+/// are sorted: gallop from the current row (runs are often short where inputs interleave),
+/// then search the last step in halves.
 fn upto(input: &Input<'_>, next: &Input<'_>) -> usize {
     let bound = next.head();
-    let (mut lo, mut hi) = (input.at, input.batch.num_rows());
+    let rows = input.batch.num_rows();
+    let (mut lo, mut step) = (input.at, 1);
+    // rows before `lo` sort at or before `bound`; find `hi` with a row after it
+    let mut hi = loop {
+        let probe = lo + step;
+        if probe >= rows {
+            break rows;
+        }
+        if input.rows.row(probe) > bound {
+            break probe;
+        }
+        lo = probe;
+        step *= 2;
+    };
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         if input.rows.row(mid) <= bound {
@@ -153,36 +178,22 @@ fn upto(input: &Input<'_>, next: &Input<'_>) -> usize {
     lo
 }
 
-/// One batch of `pieces` (batch, first row, rows), in order: a slice if there is one piece.
-fn gather(pieces: &[(RecordBatch, usize, usize)]) -> Result<Option<RecordBatch>> {
+/// One batch of `pieces` (batch index in `batches`, first row, rows), in order: a slice if
+/// there is one piece.
+fn gather(
+    batches: &[RecordBatch],
+    pieces: &[(usize, usize, usize)],
+) -> Result<Option<RecordBatch>> {
     match pieces {
         [] => Ok(None),
-        [(batch, at, n)] => Ok(Some(batch.slice(*at, *n))),
+        [(b, at, n)] => Ok(batches.get(*b).map(|batch| batch.slice(*at, *n))),
         _ => {
-            let mut batches: Vec<&RecordBatch> = Vec::new();
             let mut indices = Vec::with_capacity(pieces.iter().map(|p| p.2).sum());
-            for (batch, at, n) in pieces {
-                // consecutive pieces of one batch share its index
-                let same = batches
-                    .last()
-                    .is_some_and(|last: &&RecordBatch| same_batch(last, batch));
-                if !same {
-                    batches.push(batch);
-                }
-                let b = batches.len() - 1;
-                indices.extend((*at..at + n).map(|r| (b, r)));
+            for &(b, at, n) in pieces {
+                indices.extend((at..at + n).map(|r| (b, r)));
             }
-            Ok(Some(interleave_record_batch(&batches, &indices)?))
+            let refs: Vec<&RecordBatch> = batches.iter().collect();
+            Ok(Some(interleave_record_batch(&refs, &indices)?))
         }
     }
-}
-
-/// Whether two batches share their columns (clones of one batch).
-fn same_batch(a: &RecordBatch, b: &RecordBatch) -> bool {
-    a.num_rows() == b.num_rows()
-        && a.columns().len() == b.columns().len()
-        && a.columns()
-            .iter()
-            .zip(b.columns())
-            .all(|(x, y)| Arc::ptr_eq(x, y))
 }

@@ -15,6 +15,7 @@
 //!
 //! The writers cut files at key-range boundaries ([`crate::parallel::RoundRobin::clustered`]).
 
+mod ahead;
 mod merge;
 mod sort;
 
@@ -29,6 +30,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::destination::WriteMode;
 use crate::error::{Error, Result};
 
+pub use ahead::{AHEAD, read_ahead};
 pub use merge::SortedMerge;
 pub use sort::{ExternalSort, FAN_IN};
 
@@ -165,8 +167,9 @@ pub fn chain<T>(files: Vec<(T, Extent)>) -> (Vec<T>, Vec<T>) {
 /// read by `remainder`) and its `incoming` rows. Clustered (`key`), in key order: the
 /// incoming rows and the remains of files that overlap others go through an external sort,
 /// merged with the remains of sorted files with disjoint ranges (see [`chain`]), which are
-/// streamed in key order, not sorted again. Not clustered: everything as it comes.
-pub async fn merge_output<'a, T, F, Fut, E: 'a>(
+/// streamed in key order, not sorted again. Not clustered: everything as it comes. The
+/// remains are decoded on tasks of their own, [`AHEAD`] batches ahead of the merge.
+pub async fn merge_output<'a, T, F, Fut, E>(
     key: Option<&Arc<SortKey>>,
     schema: &SchemaRef,
     touched: Vec<(T, Extent)>,
@@ -174,9 +177,10 @@ pub async fn merge_output<'a, T, F, Fut, E: 'a>(
     mut incoming: BatchStream<'a>,
 ) -> Result<BatchStream<'a>>
 where
-    T: Send + 'a,
-    F: Fn(T) -> Fut + Copy + Send + 'a,
-    Fut: Future<Output = std::result::Result<BatchStream<'a>, E>> + Send + 'a,
+    T: Send + 'static,
+    F: Fn(T) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<BatchStream<'static>, E>> + Send + 'static,
+    E: 'static,
     Error: From<E>,
 {
     let (ordered, unordered) = match key {
@@ -184,11 +188,13 @@ where
         None => (Vec::new(), touched.into_iter().map(|(t, _)| t).collect()),
     };
     let files = |files: Vec<T>| {
-        futures::stream::iter(files)
+        let remainder = remainder.clone();
+        let rows = futures::stream::iter(files)
             .then(remainder)
             .map_err(Error::from)
             .try_flatten()
-            .boxed()
+            .boxed();
+        read_ahead(rows, AHEAD)
     };
     let (mut unordered, ordered) = (files(unordered), files(ordered));
     let Some(key) = key else {

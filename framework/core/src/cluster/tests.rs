@@ -172,3 +172,68 @@ fn cluster_by_defaults_to_merge_keys_then_the_sort_order() {
     assert_eq!(segment_bytes(512 << 20), MAX_SEGMENT_BYTES);
     assert_eq!(segment_bytes(8 << 20), 8 << 20);
 }
+
+#[tokio::test]
+async fn a_merge_of_finely_interleaved_inputs_keeps_every_row_in_order() {
+    // runs of 1, 2, 3, … rows alternate between the inputs (what a uniform merge sees)
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut k, mut run) = (0i64, 1);
+    while k < 30_000 {
+        for _ in 0..run {
+            a.push(Some(k));
+            k += 1;
+        }
+        for _ in 0..(run % 7 + 1) {
+            b.push(Some(k));
+            k += 1;
+        }
+        run = run % 40 + 1;
+    }
+    let stream = |keys: &[Option<i64>], chunk: usize| -> BatchStream<'static> {
+        let batches: Vec<_> = keys.chunks(chunk).map(|c| Ok(batch(c))).collect();
+        futures::stream::iter(batches).boxed()
+    };
+    let merge = SortedMerge::new(key(), vec![stream(&a, 5000), stream(&b, 777)])
+        .await
+        .unwrap();
+    let got = keys_of(merge.into_stream()).await;
+    let want: Vec<Option<i64>> = (0..k).map(Some).collect();
+    assert!(got == want, "{} rows, {} expected", got.len(), want.len());
+}
+
+#[tokio::test]
+async fn merge_output_streams_chained_files_and_sorts_the_rest_with_the_incoming_rows() {
+    let files: Vec<(Vec<Option<i64>>, Extent)> = [
+        (0..100).map(|i| Some(i * 3)).collect::<Vec<_>>(), // sorted, 0..297
+        (100..200).map(|i| Some(i * 3)).collect(),         // sorted, 300..597
+        (0..50).rev().map(|i| Some(i * 3 + 1)).collect(),  // unsorted
+    ]
+    .into_iter()
+    .map(|keys| {
+        let mut e = Extent::new();
+        e.add(&key().rows(&batch(&keys)).unwrap());
+        (keys, e)
+    })
+    .collect();
+    // what remains of a file: its rows but the ones whose key is a multiple of 10
+    let remainder = |keys: Vec<Option<i64>>| async move {
+        let kept: Vec<Option<i64>> = keys.into_iter().filter(|k| k.unwrap() % 10 != 0).collect();
+        let stream: BatchStream<'static> = futures::stream::iter(vec![Ok(batch(&kept))]).boxed();
+        Ok::<_, Error>(stream)
+    };
+    let incoming_keys: Vec<Option<i64>> = (0..60).map(|i| Some(i * 10)).rev().collect();
+    let incoming = futures::stream::iter(vec![Ok(batch(&incoming_keys))]).boxed();
+    let out = merge_output(Some(&key()), &schema(), files, remainder, incoming)
+        .await
+        .unwrap();
+    let got = keys_of(out).await;
+    let mut want: Vec<Option<i64>> = (0..200)
+        .map(|i| i * 3)
+        .chain((0..50).map(|i| i * 3 + 1))
+        .filter(|k| k % 10 != 0)
+        .chain((0..60).map(|i| i * 10))
+        .map(Some)
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+}
