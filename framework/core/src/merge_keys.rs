@@ -2,6 +2,8 @@
 //! wins) and the first key column's values, for pruning data files by their column bounds.
 //! Destinations turn their file statistics into [`KeyValue`]s.
 
+use std::sync::Arc;
+
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Date32Type, Decimal128Type, Int8Type, Int16Type, Int32Type, Int64Type, Time64MicrosecondType,
@@ -15,7 +17,6 @@ use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use arrow_select::filter::filter_record_batch;
 use hashbrown::HashMap;
 use hashbrown::hash_map::Entry;
-use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::spool::{BatchSpool, Spooled};
