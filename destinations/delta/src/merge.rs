@@ -1,13 +1,14 @@
-//! Copy-on-write merge: the run's rows are spooled to a local Arrow IPC file while their keys
-//! are indexed; at commit, live data files whose statistics can hold an incoming key are read
+//! Copy-on-write merge: the run's rows are staged (sorted as they come when clustered by the
+//! merge keys, else spooled to a local Arrow IPC file) while their keys are indexed; at
+//! commit, live data files whose statistics can hold an incoming key are read
 //! (key columns first, the whole file only if a key matches), rewritten without the matched
 //! rows, and the deduplicated incoming rows (last occurrence of a key wins) are added. Memory
 //! holds the incoming keys, not the table.
 //!
-//! Clustered (a sort key): the rows written come out in key order — the incoming rows and the
-//! remains of unsorted or overlapping files through an external sort, merged with the remains
-//! of the sorted, disjoint files streamed in key order — so the new files hold disjoint key
-//! ranges and the next merge touches few of them.
+//! Clustered (a sort key): the rows written come out in key order — the incoming rows sorted
+//! while they were staged, the remains of unsorted or overlapping files through an external
+//! sort, and the remains of the sorted, disjoint files streamed in key order, all merged — so
+//! the new files hold disjoint key ranges and the next merge touches few of them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,7 +64,7 @@ impl MergeState {
             .iter()
             .map(|&i| schema.field(i).name().clone())
             .collect();
-        let staged = StagedMerge::new(schema.clone(), key_columns)?;
+        let staged = StagedMerge::new(schema.clone(), key_columns, cluster.as_ref())?;
         Ok(Self {
             staged,
             key_names,
@@ -120,7 +121,8 @@ impl MergeState {
         partition_columns: &[String],
         writer: &mut ParallelWriter,
     ) -> Result<MergeOutcome> {
-        let spooled = self.staged.finish()?;
+        // The incoming rows' sort finishes on a task of its own while the files are scanned.
+        let incoming = parallel::spawn(self.staged.finish()?);
         let mut outcome = MergeOutcome::default();
         let mut touched = Vec::new();
         let mut matched = Matched::default();
@@ -151,10 +153,7 @@ impl MergeState {
         }
         outcome.rewritten = touched.iter().map(|((f, _), _)| f.clone()).collect();
         let keys = self.staged.keys();
-        let incoming = spooled
-            .batches()?
-            .enumerate()
-            .map(|(n, batch)| self.staged.dedup(n, &batch?));
+        let incoming = incoming.await??;
         let schema = &self.schema;
         let copied = Arc::new(AtomicU64::new(0));
         let shared = (
@@ -170,7 +169,6 @@ impl MergeState {
                 Ok::<_, DeltaError>(kept_rows(file, rows, keep, copied))
             }
         };
-        let incoming = futures::stream::iter(incoming).boxed();
         let mut rows =
             cluster::merge_output(self.cluster.as_ref(), schema, touched, remainder, incoming)
                 .await?;

@@ -199,6 +199,20 @@ impl<R> Drop for Task<R> {
     }
 }
 
+/// `work` on a task of its own, started now: its result when awaited (an error if the task
+/// panicked). Dropping the returned future unfinished aborts the task.
+pub fn spawn<Fut, R>(work: Fut) -> impl Future<Output = Result<R>> + Send + use<Fut, R>
+where
+    Fut: Future<Output = R> + Send + 'static,
+    R: Send + 'static,
+{
+    let task = Task(tokio::spawn(work));
+    async move {
+        task.await
+            .map_err(|e| Error::internal(format!("a task stopped: {e}")))
+    }
+}
+
 /// `work(item)` for every item, each on a task of its own (so CPU-bound work such as decoding
 /// data files uses every core), at most `at_once` at a time; results in the items' order.
 pub fn spawn_each<T, F, Fut, R>(

@@ -1,13 +1,14 @@
-//! Copy-on-write merge: the run's rows are spooled to a local Arrow IPC file while their keys
-//! are indexed; at commit, live data files whose column bounds can hold an incoming key are
+//! Copy-on-write merge: the run's rows are staged (sorted as they come when clustered by the
+//! merge keys, else spooled to a local Arrow IPC file) while their keys are indexed; at
+//! commit, live data files whose column bounds can hold an incoming key are
 //! read (key columns first, the whole file only if a key matches), rewritten without the
 //! matched rows, and the deduplicated incoming rows (last occurrence of a key wins) are
 //! added. Memory holds the incoming keys, not the table.
 //!
-//! Clustered (a sort key): the rows written come out in key order — the incoming rows and the
-//! remains of unsorted or overlapping files through an external sort, merged with the remains
-//! of the sorted, disjoint files streamed in key order — so the new files hold disjoint key
-//! ranges and the next merge touches few of them.
+//! Clustered (a sort key): the rows written come out in key order — the incoming rows sorted
+//! while they were staged, the remains of unsorted or overlapping files through an external
+//! sort, and the remains of the sorted, disjoint files streamed in key order, all merged — so
+//! the new files hold disjoint key ranges and the next merge touches few of them.
 
 pub(crate) mod read;
 
@@ -19,7 +20,7 @@ use arrow_schema::SchemaRef;
 use iceberg::io::FileIO;
 use iceberg::spec::Schema;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use iceberg::spec::{Datum, PrimitiveLiteral};
 use pipe_framework::cluster::{self, SortKey};
 use pipe_framework::merge_keys::{KeyValue, Matched, StagedMerge};
@@ -58,7 +59,7 @@ impl MergeState {
         key_columns: Vec<usize>,
         cluster: Option<Arc<SortKey>>,
     ) -> Result<Self> {
-        let staged = StagedMerge::new(schema.clone(), key_columns)?;
+        let staged = StagedMerge::new(schema.clone(), key_columns, cluster.as_ref())?;
         Ok(Self {
             staged,
             schema,
@@ -90,7 +91,8 @@ impl MergeState {
         live: &[LiveFile],
         writer: &mut ParallelWriter,
     ) -> Result<MergeOutcome> {
-        let spooled = self.staged.finish()?;
+        // The incoming rows' sort finishes on a task of its own while the files are scanned.
+        let incoming = parallel::spawn(self.staged.finish()?);
         let keys = self.staged.keys();
         let mut matched = Matched::default();
         let mut touched = Vec::new();
@@ -130,10 +132,7 @@ impl MergeState {
             }
         }
         let rewritten: HashSet<String> = touched.iter().map(|(p, _)| p.clone()).collect();
-        let incoming = spooled
-            .batches()?
-            .enumerate()
-            .map(|(n, batch)| self.staged.dedup(n, &batch?));
+        let incoming = incoming.await??;
         let schema = &self.schema;
         let shared = (
             io.clone(),
@@ -145,7 +144,6 @@ impl MergeState {
             let (io, table, schema, keys) = shared.clone();
             async move { read::remainder(&io, &path, &table, &schema, keys).await }
         };
-        let incoming = futures::stream::iter(incoming).boxed();
         let mut rows =
             cluster::merge_output(self.cluster.as_ref(), schema, touched, remainder, incoming)
                 .await?;

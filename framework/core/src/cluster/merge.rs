@@ -2,7 +2,9 @@
 //! keys as rows); the input whose next row is smallest hands on every row up to the next
 //! smallest input's next row at once — a whole slice where inputs do not interleave (a
 //! merge's sorted new rows against a long run of untouched old rows), a few rows where they
-//! do. Memory: one batch per input and one output batch.
+//! do. Rows of equal keys come out in the order of their inputs (stable: an external sort's
+//! runs are given oldest first, so equal keys keep their arrival order). Memory: one batch per
+//! input and one output batch.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -63,7 +65,7 @@ impl<'a> Input<'a> {
 pub struct SortedMerge<'a> {
     key: Arc<SortKey>,
     inputs: Vec<Input<'a>>,
-    /// Inputs with rows left, smallest next row first.
+    /// Inputs with rows left, smallest next row first (of equal next rows, the earlier input).
     order: Vec<usize>,
 }
 
@@ -77,7 +79,7 @@ impl std::fmt::Debug for SortedMerge<'_> {
 }
 
 impl<'a> SortedMerge<'a> {
-    /// Merge `streams`, each sorted by `key`.
+    /// Merge `streams`, each sorted by `key`; of equal keys, those of earlier streams first.
     pub async fn new(key: Arc<SortKey>, streams: Vec<BatchStream<'a>>) -> Result<Self> {
         let mut inputs = Vec::with_capacity(streams.len());
         for stream in streams {
@@ -86,6 +88,7 @@ impl<'a> SortedMerge<'a> {
             }
         }
         let mut order: Vec<usize> = (0..inputs.len()).collect();
+        // stable: equal heads keep the inputs' order
         order.sort_by(|&a, &b| inputs[a].head().cmp(&inputs[b].head()));
         Ok(Self { key, inputs, order })
     }
@@ -104,7 +107,8 @@ impl<'a> SortedMerge<'a> {
             };
             let input = &self.inputs[i];
             let end = match self.order.get(1) {
-                Some(&j) => upto(input, &self.inputs[j]),
+                // rows equal to the next input's head go first only from an earlier input
+                Some(&j) => upto(input, &self.inputs[j], i < j),
                 None => input.batch.num_rows(),
             };
             let n = (end - input.at).clamp(1, BATCH_ROWS - taken);
@@ -126,7 +130,11 @@ impl<'a> SortedMerge<'a> {
             let head = self.inputs[i].head();
             let at = self
                 .order
-                .partition_point(|&k| self.inputs[k].head().cmp(&head) != Ordering::Greater);
+                .partition_point(|&k| match self.inputs[k].head().cmp(&head) {
+                    Ordering::Less => true,
+                    Ordering::Equal => k < i,
+                    Ordering::Greater => false,
+                });
             self.order.insert(at, i);
         }
         gather(&batches, &pieces)
@@ -148,20 +156,22 @@ fn step<'a>(mut merge: SortedMerge<'a>) -> futures::future::BoxFuture<'a, Step<'
     async move { Ok(merge.next().await?.map(|batch| (batch, merge))) }.boxed()
 }
 
-/// The end (exclusive) of `input`'s rows that sort at or before `next`'s next row. The rows
-/// are sorted: gallop from the current row (runs are often short where inputs interleave),
-/// then search the last step in halves.
-fn upto(input: &Input<'_>, next: &Input<'_>) -> usize {
+/// The end (exclusive) of `input`'s rows that sort before `next`'s next row, or at it too
+/// when `ties` (`input` is the earlier of the two). The rows are sorted: gallop from the
+/// current row (runs are often short where inputs interleave), then search the last step in
+/// halves.
+fn upto(input: &Input<'_>, next: &Input<'_>, ties: bool) -> usize {
     let bound = next.head();
+    let before = |row: arrow_row::Row<'_>| if ties { row <= bound } else { row < bound };
     let rows = input.batch.num_rows();
     let (mut lo, mut step) = (input.at, 1);
-    // rows before `lo` sort at or before `bound`; find `hi` with a row after it
+    // rows before `lo` go before `bound`; find `hi` with a row that does not
     let mut hi = loop {
         let probe = lo + step;
         if probe >= rows {
             break rows;
         }
-        if input.rows.row(probe) > bound {
+        if !before(input.rows.row(probe)) {
             break probe;
         }
         lo = probe;
@@ -169,7 +179,7 @@ fn upto(input: &Input<'_>, next: &Input<'_>) -> usize {
     };
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        if input.rows.row(mid) <= bound {
+        if before(input.rows.row(mid)) {
             lo = mid + 1;
         } else {
             hi = mid;

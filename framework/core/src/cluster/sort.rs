@@ -1,7 +1,9 @@
 //! Sorting any number of rows in bounded memory: batches (with their keys in the row format)
 //! are held until they take the budget, then sorted and spilled to an Arrow IPC temp file as
 //! one sorted run; the runs are merged at the end, at most [`FAN_IN`] at a time (more runs
-//! are merged into longer runs first). Rows that fit are never spilled.
+//! are merged into longer runs first), with the rows still held as the last run (they are
+//! not written out only to be read back). Rows that fit are never spilled. The sort is
+//! stable: rows of equal keys come out in the order they were pushed.
 
 use std::sync::Arc;
 
@@ -18,8 +20,10 @@ use crate::spool::{BatchSpool, Spooled};
 /// Most sorted runs merged at once (each holds a batch and two file handles while merged).
 pub const FAN_IN: usize = 64;
 
-/// Bytes per held row besides the row itself: its place in the sort order.
-const ORDER_BYTES: usize = std::mem::size_of::<(usize, usize)>();
+/// Bytes per held row besides the row itself: its place in the sort order, and its key while
+/// it is sorted.
+const ORDER_BYTES: usize =
+    std::mem::size_of::<(usize, usize)>() + std::mem::size_of::<(u128, u32, u32)>();
 
 /// Sorts the rows pushed into it by a [`SortKey`].
 #[derive(Debug)]
@@ -94,16 +98,15 @@ impl ExternalSort {
         Ok(())
     }
 
-    /// Every row pushed, in key order.
+    /// Every row pushed, in key order (of equal keys, in the order they were pushed).
     pub async fn finish(mut self) -> Result<BatchStream<'static>> {
+        let held = self.take_held();
         if self.runs.is_empty() {
-            return Ok(futures::stream::iter(self.take_held()).boxed());
+            return Ok(futures::stream::iter(held).boxed());
         }
-        if !self.held.is_empty() {
-            self.spill()?;
-        }
-        // Too many runs to merge at once: merge the oldest into longer runs first.
-        while self.runs.len() > FAN_IN {
+        // Too many runs to merge at once (the held rows are one more): merge the oldest into
+        // a longer run first, which stays the oldest.
+        while self.runs.len() >= FAN_IN {
             let batch: Vec<Spooled> = self.runs.drain(..FAN_IN).collect();
             let mut inputs = Vec::with_capacity(batch.len());
             for run in &batch {
@@ -115,12 +118,13 @@ impl ExternalSort {
                 spool.write(&b)?;
             }
             drop(merged);
-            self.runs.push(spool.finish()?);
+            self.runs.insert(0, spool.finish()?);
         }
-        let mut inputs = Vec::with_capacity(self.runs.len());
+        let mut inputs = Vec::with_capacity(self.runs.len() + 1);
         for run in &self.runs {
             inputs.push(futures::stream::iter(run.batches()?).boxed());
         }
+        inputs.push(futures::stream::iter(held).boxed());
         // The spooled runs are deleted once the merge (which holds their readers) and this
         // list are dropped; the readers keep their files open until then.
         let runs = std::mem::take(&mut self.runs);
@@ -144,20 +148,65 @@ struct Sorted {
 }
 
 impl Sorted {
-    /// `batches` ordered by their keys `rows` (one [`Rows`] per batch).
+    /// `batches` ordered by their keys `rows` (one [`Rows`] per batch); equal keys keep their
+    /// order.
     fn new(batches: Vec<RecordBatch>, rows: &[Rows]) -> Self {
-        let mut order: Vec<(usize, usize)> = batches
-            .iter()
-            .enumerate()
-            .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r)))
-            .collect();
-        order.sort_by(|x, y| rows[x.0].row(x.1).cmp(&rows[y.0].row(y.1)));
+        let order = fixed_width_order(rows).unwrap_or_else(|| {
+            let mut order: Vec<(usize, usize)> = rows
+                .iter()
+                .enumerate()
+                .flat_map(|(b, rows)| (0..rows.num_rows()).map(move |r| (b, r)))
+                .collect();
+            order.sort_by(|x, y| rows[x.0].row(x.1).cmp(&rows[y.0].row(y.1)));
+            order
+        });
         Self {
             batches,
             order,
             at: 0,
         }
     }
+}
+
+/// The order of `rows` when every key encodes to the same number of bytes, at most 16 (an
+/// integer, a date, a timestamp, two 32-bit integers, ...): each key as a big-endian `u128`,
+/// compared as one integer instead of byte by byte. Equal-length byte strings compare like
+/// the integers they spell, so the order is the row format's; the position breaks ties, so it
+/// is stable. `None` for keys of other widths (strings, wide composites).
+pub(super) fn fixed_width_order(rows: &[Rows]) -> Option<Vec<(usize, usize)>> {
+    let width = rows
+        .iter()
+        .find(|r| r.num_rows() > 0)?
+        .row(0)
+        .as_ref()
+        .len();
+    if width > 16 {
+        return None;
+    }
+    let total = rows.iter().map(Rows::num_rows).sum();
+    let mut keyed: Vec<(u128, u32, u32)> = Vec::with_capacity(total);
+    for (b, rows) in rows.iter().enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            let bytes = row.as_ref();
+            if bytes.len() != width {
+                return None;
+            }
+            let mut key = [0u8; 16];
+            key[..width].copy_from_slice(bytes);
+            keyed.push((
+                u128::from_be_bytes(key),
+                u32::try_from(b).ok()?,
+                u32::try_from(r).ok()?,
+            ));
+        }
+    }
+    keyed.sort_unstable();
+    Some(
+        keyed
+            .into_iter()
+            .map(|(_, b, r)| (b as usize, r as usize))
+            .collect(),
+    )
 }
 
 impl Iterator for Sorted {

@@ -222,7 +222,10 @@ async fn merge_output_streams_chained_files_and_sorts_the_rest_with_the_incoming
         Ok::<_, Error>(stream)
     };
     let incoming_keys: Vec<Option<i64>> = (0..60).map(|i| Some(i * 10)).rev().collect();
-    let incoming = futures::stream::iter(vec![Ok(batch(&incoming_keys))]).boxed();
+    let incoming = Incoming {
+        rows: futures::stream::iter(vec![Ok(batch(&incoming_keys))]).boxed(),
+        sorted_by: None,
+    };
     let out = merge_output(Some(&key()), &schema(), files, remainder, incoming)
         .await
         .unwrap();
@@ -236,4 +239,115 @@ async fn merge_output_streams_chained_files_and_sorts_the_rest_with_the_incoming
         .collect();
     want.sort();
     assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn merge_output_takes_incoming_rows_sorted_by_its_key_as_they_come() {
+    let sorted_key = key();
+    let file: Vec<Option<i64>> = (0..100).map(|i| Some(i * 2)).collect();
+    let mut extent = Extent::new();
+    extent.add(&sorted_key.rows(&batch(&file)).unwrap());
+    let remainder = |keys: Vec<Option<i64>>| async move {
+        let stream: BatchStream<'static> = futures::stream::iter(vec![Ok(batch(&keys))]).boxed();
+        Ok::<_, Error>(stream)
+    };
+    let incoming_keys: Vec<Option<i64>> = (0..50).map(|i| Some(i * 4 + 1)).collect();
+    let incoming = Incoming {
+        rows: futures::stream::iter(vec![Ok(batch(&incoming_keys))]).boxed(),
+        sorted_by: Some(Arc::clone(&sorted_key)),
+    };
+    let out = merge_output(
+        Some(&sorted_key),
+        &schema(),
+        vec![(file.clone(), extent)],
+        remainder,
+        incoming,
+    )
+    .await
+    .unwrap();
+    let mut want: Vec<Option<i64>> = file.into_iter().chain(incoming_keys).collect();
+    want.sort();
+    assert_eq!(keys_of(out).await, want);
+}
+
+/// Rows whose keys are all equal, numbered in the order they are pushed.
+fn numbered(from: i64, n: i64) -> RecordBatch {
+    let values: Vec<String> = (from..from + n).map(|i| format!("{i:08}")).collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from(vec![Some(7); n as usize])),
+            Arc::new(StringArray::from(values)),
+        ],
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_external_sort_keeps_equal_keys_in_the_order_they_were_pushed() {
+    // runs spilled (a tiny budget), more of them than the fan-in, and rows still held
+    let mut sorter = ExternalSort::new(schema(), key(), 1);
+    let mut pushed = 0;
+    for n in (0..FAN_IN as i64 + 10).map(|i| i % 5 + 1) {
+        sorter.push(numbered(pushed, n)).unwrap();
+        pushed += n;
+    }
+    let mut held = ExternalSort::new(schema(), key(), SORT_MEMORY);
+    held.push(numbered(0, 3)).unwrap();
+    for (sorter, rows) in [(sorter, pushed), (held, 3)] {
+        let batches: Vec<RecordBatch> = sorter.finish().await.unwrap().try_collect().await.unwrap();
+        let mut values = Vec::new();
+        for b in &batches {
+            let v = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+            values.extend((0..v.len()).map(|i| v.value(i).to_string()));
+        }
+        let want: Vec<String> = (0..rows).map(|i| format!("{i:08}")).collect();
+        assert!(
+            values == want,
+            "{} rows, first {:?}",
+            values.len(),
+            values.first()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_merge_of_equal_keys_takes_the_earlier_input_first() {
+    let stream = |from: i64, n: i64, chunk: usize| -> BatchStream<'static> {
+        let b = numbered(from, n);
+        let batches: Vec<_> = (0..b.num_rows())
+            .step_by(chunk)
+            .map(|at| Ok(b.slice(at, chunk.min(b.num_rows() - at))))
+            .collect();
+        futures::stream::iter(batches).boxed()
+    };
+    // the earlier input's batches end in the middle of the equal keys
+    let merge = SortedMerge::new(key(), vec![stream(0, 10, 3), stream(10, 10, 4)])
+        .await
+        .unwrap();
+    let batches: Vec<RecordBatch> = merge.into_stream().try_collect().await.unwrap();
+    let mut values = Vec::new();
+    for b in &batches {
+        let v = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        values.extend((0..v.len()).map(|i| v.value(i).to_string()));
+    }
+    let want: Vec<String> = (0..20).map(|i| format!("{i:08}")).collect();
+    assert_eq!(values, want);
+}
+
+#[test]
+fn fixed_width_keys_sort_like_their_rows() {
+    // negative, positive and NULL integers: the u128 order must be the row format's
+    let k = key();
+    let a = k
+        .rows(&batch(&[Some(5), None, Some(-3), Some(i64::MIN)]))
+        .unwrap();
+    let b = k
+        .rows(&batch(&[Some(i64::MAX), Some(0), Some(-3)]))
+        .unwrap();
+    let order = super::sort::fixed_width_order(&[a, b]).unwrap();
+    assert_eq!(
+        order,
+        [(0, 1), (0, 3), (0, 2), (1, 2), (1, 1), (0, 0), (1, 0)]
+    );
 }

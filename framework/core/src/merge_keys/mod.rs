@@ -2,8 +2,6 @@
 //! wins) and the first key column's values, for pruning data files by their column bounds.
 //! Destinations turn their file statistics into [`KeyValue`]s.
 
-use std::sync::Arc;
-
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Date32Type, Decimal128Type, Int8Type, Int16Type, Int32Type, Int64Type, Time64MicrosecondType,
@@ -19,7 +17,10 @@ use hashbrown::HashMap;
 use hashbrown::hash_map::Entry;
 
 use crate::error::{Error, Result};
-use crate::spool::{BatchSpool, Spooled};
+
+mod staged;
+
+pub use staged::StagedMerge;
 
 fn data<E: std::error::Error + Send + Sync + 'static>(
     what: &'static str,
@@ -465,6 +466,20 @@ impl KeyIndex {
             .map_err(data("rewriting a data file"))
     }
 
+    /// Incoming batch number `n` (counting from 0, as they were added) without the rows a
+    /// later row of the same key replaces.
+    fn dedup(&self, n: usize, batch: &RecordBatch) -> Result<RecordBatch> {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let mut keep = BooleanBufferBuilder::new(batch.num_rows());
+        let last = &self.last;
+        self.each(&self.key_columns(batch), |r, id| {
+            let r = u32::try_from(r).unwrap_or(u32::MAX);
+            keep.append(id.and_then(|id| last.get(id as usize)) == Some(&(n, r)));
+        })?;
+        filter_record_batch(batch, &BooleanArray::new(keep.finish(), None))
+            .map_err(data("deduplicating merge rows"))
+    }
+
     /// Whether a data file whose first key column lies in `[lower, upper]` can hold an
     /// incoming key (no bounds, or no usable first-key values: it can).
     pub fn may_match(&self, lower: Option<KeyValue>, upper: Option<KeyValue>) -> bool {
@@ -479,81 +494,5 @@ impl KeyIndex {
             return true;
         }
         first.any_within(&lo, &hi)
-    }
-}
-
-/// A merge's incoming rows: spooled to a local Arrow IPC file while their keys are indexed,
-/// then read back deduplicated (the last occurrence of a key wins). Memory holds the keys.
-#[derive(Debug)]
-pub struct StagedMerge {
-    /// Shared once the merge finishes staging (rewrites read files on tasks of their own).
-    keys: Arc<KeyIndex>,
-    /// The incoming rows; taken by [`StagedMerge::finish`].
-    spool: Option<BatchSpool>,
-}
-
-impl StagedMerge {
-    /// Stage rows of `schema` keyed on the columns at `key_columns`.
-    pub fn new(schema: SchemaRef, key_columns: Vec<usize>) -> Result<Self> {
-        let keys = KeyIndex::new(&schema, key_columns)?;
-        let spool = BatchSpool::new(schema, "merge")?;
-        Ok(Self {
-            keys: Arc::new(keys),
-            spool: Some(spool),
-        })
-    }
-
-    /// The incoming keys.
-    pub fn keys(&self) -> &KeyIndex {
-        &self.keys
-    }
-
-    /// The incoming keys, to share with tasks once staging finished.
-    pub fn shared_keys(&self) -> Arc<KeyIndex> {
-        Arc::clone(&self.keys)
-    }
-
-    fn keys_mut(&mut self) -> Result<&mut KeyIndex> {
-        Arc::get_mut(&mut self.keys)
-            .ok_or_else(|| Error::internal("merge keys changed while they were shared"))
-    }
-
-    /// Stage one batch.
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let Some(spool) = &mut self.spool else {
-            return Err(Error::internal("merge rows after the merge finished"));
-        };
-        Arc::get_mut(&mut self.keys)
-            .ok_or_else(|| Error::internal("merge keys changed while they were shared"))?
-            .add(batch)?;
-        spool.write(batch)
-    }
-
-    /// Every row is staged: seal the keys and hand back the spooled rows (deduplicate each
-    /// batch, in order, with [`StagedMerge::dedup`]).
-    pub fn finish(&mut self) -> Result<Spooled> {
-        let spooled = self
-            .spool
-            .take()
-            .ok_or_else(|| Error::internal("the merge finished twice"))?
-            .finish()?;
-        self.keys_mut()?.seal();
-        Ok(spooled)
-    }
-
-    /// Spooled batch number `n` without the rows a later row of the same key replaces.
-    pub fn dedup(&self, n: usize, batch: &RecordBatch) -> Result<RecordBatch> {
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        let mut keep = BooleanBufferBuilder::new(batch.num_rows());
-        let last = &self.keys.last;
-        self.keys.each(&self.keys.key_columns(batch), |r, id| {
-            let r = u32::try_from(r).unwrap_or(u32::MAX);
-            keep.append(id.and_then(|id| last.get(id as usize)) == Some(&(n, r)));
-        })?;
-        filter_record_batch(batch, &BooleanArray::new(keep.finish(), None))
-            .map_err(data("deduplicating merge rows"))
     }
 }
