@@ -100,13 +100,14 @@ impl ExternalSort {
 
     /// Every row pushed, in key order (of equal keys, in the order they were pushed).
     pub async fn finish(mut self) -> Result<BatchStream<'static>> {
+        let holds = usize::from(!self.held.is_empty());
         let held = self.take_held();
         if self.runs.is_empty() {
             return Ok(futures::stream::iter(held).boxed());
         }
-        // Too many runs to merge at once (the held rows are one more): merge the oldest into
-        // a longer run first, which stays the oldest.
-        while self.runs.len() >= FAN_IN {
+        // Too many runs to merge at once (the held rows, if any, are one more): merge the
+        // oldest into a longer run first, which stays the oldest.
+        while self.runs.len() + holds > FAN_IN {
             let batch: Vec<Spooled> = self.runs.drain(..FAN_IN).collect();
             let mut inputs = Vec::with_capacity(batch.len());
             for run in &batch {

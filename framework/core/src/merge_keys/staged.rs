@@ -89,15 +89,16 @@ impl StagedMerge {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        if self.staging.is_none() {
+        let Some(staging) = &mut self.staging else {
             return Err(Error::internal("merge rows after the merge finished"));
-        }
-        self.keys_mut()?.add(batch)?;
+        };
+        Arc::get_mut(&mut self.keys)
+            .ok_or_else(|| Error::internal("merge keys changed while they were shared"))?
+            .add(batch)?;
         self.rows += batch.num_rows() as u64;
-        match &mut self.staging {
-            Some(Staging::Spool(spool)) => spool.write(batch),
-            Some(Staging::Sorted(sorter, _)) => sorter.push(batch.clone()),
-            None => Ok(()),
+        match staging {
+            Staging::Spool(spool) => spool.write(batch),
+            Staging::Sorted(sorter, _) => sorter.push(batch.clone()),
         }
     }
 
