@@ -53,6 +53,11 @@ impl ExternalSort {
         }
     }
 
+    /// The key the rows are sorted by.
+    pub fn key(&self) -> &Arc<SortKey> {
+        &self.key
+    }
+
     /// Rows pushed so far.
     pub fn rows(&self) -> u64 {
         self.rows

@@ -41,8 +41,8 @@ pub struct StagedMerge {
 enum Staging {
     /// In arrival order, in a temporary file.
     Spool(Box<BatchSpool>),
-    /// Sorted by the key (on the merge keys' columns) as they come.
-    Sorted(ExternalSort, Arc<SortKey>),
+    /// Sorted by the sorter's key (on the merge keys' columns) as they come.
+    Sorted(ExternalSort),
 }
 
 impl StagedMerge {
@@ -56,10 +56,9 @@ impl StagedMerge {
     ) -> Result<Self> {
         let keys = KeyIndex::new(&schema, key_columns)?;
         let staging = match cluster {
-            Some(key) if same_columns(key.columns(), &keys.columns) => Staging::Sorted(
-                ExternalSort::new(schema, Arc::clone(key), SORT_MEMORY),
-                Arc::clone(key),
-            ),
+            Some(key) if same_columns(key.columns(), &keys.columns) => {
+                Staging::Sorted(ExternalSort::new(schema, Arc::clone(key), SORT_MEMORY))
+            }
             _ => Staging::Spool(Box::new(BatchSpool::new(schema, "merge")?)),
         };
         Ok(Self {
@@ -98,7 +97,7 @@ impl StagedMerge {
         self.rows += batch.num_rows() as u64;
         match staging {
             Staging::Spool(spool) => spool.write(batch),
-            Staging::Sorted(sorter, _) => sorter.push(batch.clone()),
+            Staging::Sorted(sorter) => sorter.push(batch.clone()),
         }
     }
 
@@ -136,7 +135,8 @@ impl StagedMerge {
                         sorted_by: None,
                     })
                 }
-                Staging::Sorted(sorter, key) => {
+                Staging::Sorted(sorter) => {
+                    let key = Arc::clone(sorter.key());
                     let sorted = sorter.finish().await?;
                     let rows = if repeated {
                         last_of_each_key(sorted, Arc::clone(&key))
