@@ -353,7 +353,12 @@ def files(column, kind, args):
     out = []
     for path in paths:
         values = pq.read_table(path, columns=[column]).column(0)
-        out.append({"path": path, "rows": len(values),
+        meta = pq.ParquetFile(path).metadata
+        # the columns written with a dictionary (in any row group)
+        dictionary = sorted({meta.row_group(g).column(c).path_in_schema
+                             for g in range(meta.num_row_groups) for c in range(meta.num_columns)
+                             if meta.row_group(g).column(c).has_dictionary_page})
+        out.append({"path": path, "rows": len(values), "dictionary": dictionary,
                     "min": scalar(pc.min(values).as_py()), "max": scalar(pc.max(values).as_py())})
     return sorted(out, key=lambda f: (f["min"] is None, f["min"]))
 

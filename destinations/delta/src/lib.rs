@@ -34,6 +34,7 @@ use pipe_framework::evolution::{SchemaChange, TypeRules, fill_null_types, plan_e
 use pipe_framework::operations::{
     OperationReport, OptimizeRequest, RestoreTarget, TableOperations, VacuumRequest,
 };
+use pipe_framework::parquet_options::WriterSettings;
 use pipe_framework::{
     BuildContext, CommitInfo, Destination, DestinationFactory, Error, PrepareRequest, Result,
     RunContext, Sink, State, TableInfo, WriteMode, WriteSpec,
@@ -51,7 +52,7 @@ use predicate::Predicate;
 use sink::SinkParts;
 use stats::StatsSpec;
 use store::{RecordingStore, Written};
-use write::{ParallelWriter, WriteOptions};
+use write::ParallelWriter;
 
 /// Columns with statistics when the table does not say (Delta's default).
 const DEFAULT_INDEXED_COLUMNS: u64 = 32;
@@ -90,7 +91,7 @@ impl DestinationFactory for DeltaFactory {
 pub struct DeltaDestination {
     config: DeltaConfig,
     location: Location,
-    options: WriteOptions,
+    options: WriterSettings,
 }
 
 impl DeltaDestination {
@@ -102,18 +103,12 @@ impl DeltaDestination {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let location = Location::new(&config.path, options)?;
-        let settings = pipe_framework::parquet_options::WriterSettings::resolve(
+        let options = WriterSettings::resolve(
             config.target_file_size_mb,
             config.row_group_rows,
             config.writers,
             &config.compression,
         )?;
-        let options = WriteOptions {
-            target_file_size: settings.target_file_size,
-            row_group_rows: settings.row_group_rows,
-            compression: settings.compression,
-            writers: settings.writers,
-        };
         Ok(Self {
             config,
             location,

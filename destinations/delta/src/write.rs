@@ -5,22 +5,18 @@
 //! busy. Column statistics are ours, written from each file's footer when the writers close
 //! (see `stats.rs`).
 
+use std::collections::HashSet;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use std::collections::HashSet;
-
-use arrow_array::{ArrayRef, RecordBatch};
-use arrow_row::{RowConverter, SortField};
-use arrow_schema::{DataType, SchemaRef};
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
 use delta_kernel::table_properties::DataSkippingNumIndexedCols;
 use deltalake::kernel::Add;
 use deltalake::logstore::ObjectStoreRef;
 use deltalake::operations::write::writer::{DeltaWriter, WriterConfig};
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
 use pipe_framework::parallel::{Piece, RoundRobin};
+use pipe_framework::parquet_options::{FirstRows, Sampled, WriterSettings};
 use tokio::sync::mpsc;
 
 use crate::error::{Result, delta};
@@ -29,85 +25,16 @@ use crate::stats::{self, StatsSpec};
 /// Rows handed to the Parquet writer at a time (the granularity of the file size check).
 const WRITE_BATCH_ROWS: usize = 64 * 1024;
 
-/// How data files are written.
-#[derive(Debug, Clone)]
-pub(crate) struct WriteOptions {
-    /// Roll to a new file past this many bytes.
-    pub target_file_size: u64,
-    /// Rows per row group.
-    pub row_group_rows: usize,
-    /// Parquet compression.
-    pub compression: Compression,
-    /// Parallel writer tasks.
-    pub writers: usize,
-}
-
-impl WriteOptions {
-    /// Parquet properties; the columns in `plain` are written without dictionary encoding.
-    fn properties(&self, plain: &[String]) -> WriterProperties {
-        let mut builder = WriterProperties::builder()
-            .set_compression(self.compression)
-            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
-            .set_created_by(format!("pipe {}", env!("CARGO_PKG_VERSION")));
-        for column in plain {
-            builder =
-                builder.set_column_dictionary_enabled(ColumnPath::from(column.as_str()), false);
-        }
-        builder.build()
-    }
-}
-
-/// Rows of the first batch looked at to pick the columns written without a dictionary.
-const SAMPLE_ROWS: usize = 64 * 1024;
-/// Below this many rows the first batch says too little; every column keeps its dictionary.
-const MIN_SAMPLE_ROWS: usize = 4096;
-/// Share of distinct values above which a column is written without a dictionary.
-const PLAIN_ABOVE: f64 = 0.9;
-
-/// The top-level columns of `sample` (the run's first batch) whose values are nearly all
-/// distinct. A Parquet writer hashes every value into the column's dictionary until the
-/// dictionary page is full (1 MiB), then falls back to plain encoding for the rest of the
-/// row group: for keys, timestamps, amounts and free text that hashing is wasted work (a
-/// fifth of a merge's CPU on the benchmark's orders). Nested, boolean and dictionary
-/// columns keep the default.
-fn high_cardinality_columns(sample: &RecordBatch) -> Vec<String> {
-    let rows = sample.num_rows().min(SAMPLE_ROWS);
-    if rows < MIN_SAMPLE_ROWS {
-        return Vec::new();
-    }
-    let schema = sample.schema();
-    schema
-        .fields()
-        .iter()
-        .zip(sample.columns())
-        .filter(|(field, _)| {
-            let t = field.data_type();
-            !t.is_nested() && !matches!(t, DataType::Boolean | DataType::Dictionary(_, _))
-        })
-        .filter(|(_, column)| {
-            distinct(&column.slice(0, rows)).is_some_and(|d| d as f64 > PLAIN_ABOVE * rows as f64)
-        })
-        .map(|(field, _)| field.name().clone())
-        .collect()
-}
-
-/// Distinct values of `column` (NULL counting as one).
-fn distinct(column: &ArrayRef) -> Option<usize> {
-    let converter = RowConverter::new(vec![SortField::new(column.data_type().clone())]).ok()?;
-    let rows = converter
-        .convert_columns(std::slice::from_ref(column))
-        .ok()?;
-    let values: HashSet<&[u8]> = rows.iter().map(|r| r.data()).collect();
-    Some(values.len())
-}
-
 /// The run's data file writers: [`DeltaWriter`]s fed round-robin, each on its own task,
-/// started by the first batch (which picks the columns written without a dictionary).
+/// started once the first rows (a sample of them picks the columns written without a
+/// dictionary) came.
 #[derive(Debug)]
 pub(crate) struct ParallelWriter {
     /// What the writers need to start.
     setup: Setup,
-    /// The writers, once the first batch came.
+    /// The first rows, until the writers start.
+    first: FirstRows,
+    /// The writers, once the first rows came.
     running: Option<RoundRobin<Vec<Add>>>,
     /// Top-level float columns a NaN was written into (no bounds for them).
     nan_columns: HashSet<String>,
@@ -118,18 +45,17 @@ struct Setup {
     store: ObjectStoreRef,
     schema: SchemaRef,
     stats: StatsSpec,
-    options: WriteOptions,
+    options: WriterSettings,
     /// Clustered: the writers take sorted rows a key-range segment at a time.
     segment_bytes: Option<usize>,
 }
 
 impl Setup {
-    fn start(&self, first: &RecordBatch) -> RoundRobin<Vec<Add>> {
-        let plain = high_cardinality_columns(first);
+    fn start(&self, plain: &[String]) -> RoundRobin<Vec<Add>> {
         if !plain.is_empty() {
             tracing::debug!(columns = ?plain, "writing without dictionary encoding");
         }
-        let properties = self.options.properties(&plain);
+        let properties = self.options.properties(plain);
         let start = |_, rx| {
             let (store, schema) = (Arc::clone(&self.store), self.schema.clone());
             let partitions = self.stats.partition_columns.clone();
@@ -192,7 +118,7 @@ impl ParallelWriter {
         store: ObjectStoreRef,
         schema: SchemaRef,
         stats: StatsSpec,
-        options: &WriteOptions,
+        options: &WriterSettings,
         segment_bytes: Option<usize>,
     ) -> Self {
         Self {
@@ -203,6 +129,7 @@ impl ParallelWriter {
                 options: options.clone(),
                 segment_bytes,
             },
+            first: FirstRows::default(),
             running: None,
             nan_columns: HashSet::new(),
         }
@@ -214,14 +141,30 @@ impl ParallelWriter {
             return Ok(());
         }
         stats::nan_columns(&batch, &mut self.nan_columns);
-        let setup = &self.setup;
-        let writers = self.running.get_or_insert_with(|| setup.start(&batch));
-        Ok(writers.write(batch).await?)
+        if let Some(writers) = &mut self.running {
+            return Ok(writers.write(batch).await?);
+        }
+        let sampled = self.first.push(batch, self.setup.options.row_group_rows)?;
+        self.start(sampled).await
+    }
+
+    /// Start the writers with the first rows, once they came.
+    async fn start(&mut self, sampled: Option<Sampled>) -> Result<()> {
+        let Some(Sampled { plain, batches }) = sampled else {
+            return Ok(());
+        };
+        let writers = self.running.insert(self.setup.start(&plain));
+        for batch in batches {
+            writers.write(batch).await?;
+        }
+        Ok(())
     }
 
     /// Finish every writer: all their files with exact statistics, or the first error (none
     /// if no row came).
-    pub(crate) async fn close(self) -> Result<Vec<Add>> {
+    pub(crate) async fn close(mut self) -> Result<Vec<Add>> {
+        let sampled = self.first.finish(self.setup.options.row_group_rows)?;
+        self.start(sampled).await?;
         let Some(writers) = self.running else {
             return Ok(Vec::new());
         };
@@ -234,34 +177,5 @@ impl ParallelWriter {
         )
         .await?;
         Ok(adds)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use arrow_array::{BooleanArray, Int64Array, StringArray};
-
-    use super::*;
-
-    #[test]
-    fn nearly_distinct_columns_are_written_without_a_dictionary() {
-        let n = 10_000_i64;
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from_iter_values(0..n)),
-            Arc::new(StringArray::from_iter_values(
-                (0..n).map(|i| format!("c{}", i % 7)),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                (0..n).map(|i| format!("free text {i}")),
-            )),
-            Arc::new(BooleanArray::from_iter((0..n).map(|i| Some(i % 2 == 0)))),
-        ];
-        let names = ["id", "status", "comment", "flag"];
-        let batch = RecordBatch::try_from_iter(names.into_iter().zip(columns)).unwrap();
-        assert_eq!(high_cardinality_columns(&batch), ["id", "comment"]);
-        // too few rows to judge: every column keeps its dictionary
-        assert!(high_cardinality_columns(&batch.slice(0, 100)).is_empty());
     }
 }

@@ -36,8 +36,9 @@ pub use sink::IcebergSink;
 use catalog::CommitTarget;
 use merge::MergeState;
 use pipe_framework::cluster::{self, ExternalSort};
+use pipe_framework::parquet_options::WriterSettings;
 use sink::{SinkOptions, Writing};
-use write::{DataFiles, WriteOptions, WrittenFiles};
+use write::{DataFiles, WrittenFiles};
 
 /// Registers as `type = "iceberg"`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -80,8 +81,7 @@ impl DestinationFactory for IcebergFactory {
 pub struct IcebergDestination {
     config: IcebergConfig,
     table: iceberg::TableIdent,
-    options: WriteOptions,
-    writers: usize,
+    options: WriterSettings,
     /// The catalog, connected once per destination (reconcile, prepare and commit share it).
     target: tokio::sync::OnceCell<Arc<dyn CommitTarget>>,
 }
@@ -93,23 +93,16 @@ impl IcebergDestination {
         for entry in &config.partition_by {
             layout::parse_partition(entry)?;
         }
-        let settings = pipe_framework::parquet_options::WriterSettings::resolve(
+        let options = WriterSettings::resolve(
             config.target_file_size_mb,
             config.row_group_rows,
             config.writers,
             &config.compression,
         )?;
-        let options = WriteOptions {
-            target_file_size: usize::try_from(settings.target_file_size).unwrap_or(usize::MAX),
-            row_group_rows: settings.row_group_rows,
-            compression: settings.compression,
-        };
-        let writers = settings.writers;
         Ok(Self {
             config,
             table,
             options,
-            writers,
             target: tokio::sync::OnceCell::new(),
         })
     }
@@ -204,6 +197,7 @@ impl IcebergDestination {
             spec,
             prefix: format!("{}-{}", request.ctx.run_id, uuid::Uuid::now_v7().simple()),
             options: self.options.clone(),
+            plain: Vec::new(),
             written: written.clone(),
         };
         let cluster = layout::cluster_key(
@@ -214,8 +208,8 @@ impl IcebergDestination {
         )?;
         let segment = cluster
             .as_ref()
-            .map(|_| cluster::segment_bytes(self.options.target_file_size as u64));
-        let writer = parallel::ParallelWriter::new(&files, self.writers, segment);
+            .map(|_| cluster::segment_bytes(self.options.target_file_size));
+        let writer = parallel::ParallelWriter::new(files, self.options.writers, segment);
         let merge = if request.write.mode == WriteMode::Merge {
             let columns = key_field_ids
                 .iter()

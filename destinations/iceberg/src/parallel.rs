@@ -1,11 +1,14 @@
 //! Several [`DataWriter`]s, each on its own task (the framework's [`RoundRobin`]): Parquet
 //! encoding and compression are the expensive part of a load, and one writer keeps one core
 //! busy. Fed batch by batch in turn, or, for clustered rows, a key-range segment at a time,
-//! each segment closing the writer's files (so files hold disjoint key ranges).
+//! each segment closing the writer's files (so files hold disjoint key ranges). The writers
+//! start once the first rows came: a sample of them picks the columns written without a
+//! dictionary.
 
 use arrow_array::RecordBatch;
 use iceberg::spec::DataFile;
 use pipe_framework::parallel::{Piece, RoundRobin};
+use pipe_framework::parquet_options::{FirstRows, Sampled};
 use tokio::sync::mpsc;
 
 use crate::error::Result;
@@ -14,7 +17,16 @@ use crate::write::DataFiles;
 /// The run's data file writers.
 #[derive(Debug)]
 pub(crate) struct ParallelWriter {
-    inner: RoundRobin<Vec<DataFile>>,
+    /// Where and how the files are written.
+    files: DataFiles,
+    /// Writer tasks.
+    writers: usize,
+    /// Clustered: the writers take sorted rows a key-range segment at a time.
+    segment_bytes: Option<usize>,
+    /// The first rows, until the writers start.
+    first: FirstRows,
+    /// The writers, once the first rows came.
+    running: Option<RoundRobin<Vec<DataFile>>>,
     rows: u64,
 }
 
@@ -42,21 +54,53 @@ async fn drive(
 }
 
 impl ParallelWriter {
-    /// Start `writers` tasks writing `files`, fed in turn, or by key-range segments of
-    /// `segment_bytes` when the rows come sorted (`Some`).
-    pub(crate) fn new(files: &DataFiles, writers: usize, segment_bytes: Option<usize>) -> Self {
-        let start = |i: usize, rx| drive(files.clone(), i.to_string(), rx);
-        let inner = match segment_bytes {
-            Some(bytes) => RoundRobin::clustered(writers, bytes, start),
-            None => RoundRobin::spawn(writers, start),
+    /// `writers` tasks writing `files`, fed in turn, or by key-range segments of
+    /// `segment_bytes` when the rows come sorted (`Some`); they start with the first batch.
+    pub(crate) fn new(files: DataFiles, writers: usize, segment_bytes: Option<usize>) -> Self {
+        Self {
+            files,
+            writers,
+            segment_bytes,
+            first: FirstRows::default(),
+            running: None,
+            rows: 0,
+        }
+    }
+
+    /// Start the writers with the first rows, once they came.
+    async fn start(&mut self, sampled: Option<Sampled>) -> Result<()> {
+        let Some(Sampled { plain, batches }) = sampled else {
+            return Ok(());
         };
-        Self { inner, rows: 0 }
+        if !plain.is_empty() {
+            tracing::debug!(columns = ?plain, "writing without dictionary encoding");
+        }
+        let files = DataFiles {
+            plain,
+            ..self.files.clone()
+        };
+        let start = |i: usize, rx| drive(files.clone(), i.to_string(), rx);
+        let writers = self.running.insert(match self.segment_bytes {
+            Some(bytes) => RoundRobin::clustered(self.writers, bytes, start),
+            None => RoundRobin::spawn(self.writers, start),
+        });
+        for batch in batches {
+            writers.write(batch).await?;
+        }
+        Ok(())
     }
 
     /// Hand one batch (of the table's write schema) to a writer.
     pub(crate) async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
         self.rows += batch.num_rows() as u64;
-        Ok(self.inner.write(batch).await?)
+        if let Some(writers) = &mut self.running {
+            return Ok(writers.write(batch).await?);
+        }
+        let sampled = self.first.push(batch, self.files.options.row_group_rows)?;
+        self.start(sampled).await
     }
 
     /// Rows handed out so far.
@@ -64,8 +108,13 @@ impl ParallelWriter {
         self.rows
     }
 
-    /// Finish every writer; all their files, or the first error.
-    pub(crate) async fn close(self) -> Result<Vec<DataFile>> {
-        Ok(self.inner.close().await?.into_iter().flatten().collect())
+    /// Finish every writer; all their files, or the first error (none if no row came).
+    pub(crate) async fn close(mut self) -> Result<Vec<DataFile>> {
+        let sampled = self.first.finish(self.files.options.row_group_rows)?;
+        self.start(sampled).await?;
+        let Some(writers) = self.running else {
+            return Ok(Vec::new());
+        };
+        Ok(writers.close().await?.into_iter().flatten().collect())
     }
 }

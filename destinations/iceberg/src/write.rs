@@ -15,8 +15,7 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::writer::partitioning::unpartitioned_writer::UnpartitionedWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use pipe_framework::parquet_options::WriterSettings;
 
 use crate::error::{Result, ice};
 
@@ -59,17 +58,6 @@ impl LocationGenerator for Recording {
     }
 }
 
-/// How data files are written.
-#[derive(Debug, Clone)]
-pub(crate) struct WriteOptions {
-    /// Roll to a new file past this size.
-    pub target_file_size: usize,
-    /// Rows per row group.
-    pub row_group_rows: usize,
-    /// Parquet compression.
-    pub compression: Compression,
-}
-
 type Builder = DataFileWriterBuilder<ParquetWriterBuilder, Recording, DefaultFileNameGenerator>;
 
 enum Inner {
@@ -106,7 +94,9 @@ pub(crate) struct DataFiles {
     pub spec: PartitionSpecRef,
     /// File names start with this (then the writer's name and a counter).
     pub prefix: String,
-    pub options: WriteOptions,
+    pub options: WriterSettings,
+    /// Top-level columns written without dictionary encoding (`parquet_options::plain_columns`).
+    pub plain: Vec<String>,
     /// Records every location handed out.
     pub written: WrittenFiles,
 }
@@ -114,11 +104,7 @@ pub(crate) struct DataFiles {
 impl DataFiles {
     /// A writer of files named `<prefix>-<name>-<n>.parquet`.
     pub(crate) fn open(&self, name: &str) -> Result<DataWriter> {
-        let options = &self.options;
-        let props = WriterProperties::builder()
-            .set_compression(options.compression)
-            .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
-            .build();
+        let props = self.options.properties(&self.plain);
         let parquet = ParquetWriterBuilder::new(props, self.schema.clone());
         let location = Recording {
             inner: DefaultLocationGenerator::with_data_location(self.data_location.clone()),
@@ -131,7 +117,7 @@ impl DataFiles {
         );
         let rolling = RollingFileWriterBuilder::new(
             parquet,
-            options.target_file_size,
+            usize::try_from(self.options.target_file_size).unwrap_or(usize::MAX),
             self.io.clone(),
             location,
             names,

@@ -13,6 +13,7 @@ use futures::TryStreamExt;
 use iceberg::spec::{NullOrder, Schema, SortDirection, TableMetadata};
 use pipe_framework::cluster::{self, ExternalSort, SortKey};
 use pipe_framework::operations::{OperationReport, OptimizeRequest};
+use pipe_framework::parquet_options::WriterSettings;
 
 use crate::catalog::{CommitTarget, Loaded};
 use crate::commit::live::{self, LiveFile};
@@ -20,7 +21,7 @@ use crate::commit::{Removal, SnapshotChange, commit_once};
 use crate::error::{IcebergError, Result};
 use crate::merge::read;
 use crate::parallel::ParallelWriter;
-use crate::write::{DataFiles, WriteOptions, WrittenFiles};
+use crate::write::{DataFiles, WrittenFiles};
 
 /// Files at least this share of the target size are left alone.
 const SMALL_SHARE: (u64, u64) = (3, 4);
@@ -28,8 +29,7 @@ const SMALL_SHARE: (u64, u64) = (3, 4);
 /// The compaction's settings.
 #[derive(Debug)]
 pub(super) struct Settings<'a> {
-    pub options: &'a WriteOptions,
-    pub writers: usize,
+    pub options: &'a WriterSettings,
     pub retries: u32,
 }
 
@@ -105,7 +105,7 @@ pub(super) async fn optimize(
     let io = target.file_io();
     let size = request
         .target_file_size
-        .unwrap_or(settings.options.target_file_size as u64);
+        .unwrap_or(settings.options.target_file_size);
     let groups = plan(
         &base.metadata,
         live::live_data_files(io, &base.metadata).await?,
@@ -150,8 +150,8 @@ async fn rewrite(
     let schema = meta.current_schema().as_ref().clone();
     let write_schema: SchemaRef = Arc::new(crate::schema::write_schema(&schema)?);
     let order = sort_columns(&schema, meta, &write_schema, &request.order_by)?;
-    let options = WriteOptions {
-        target_file_size: usize::try_from(size).unwrap_or(usize::MAX),
+    let options = WriterSettings {
+        target_file_size: size,
         ..settings.options.clone()
     };
     let data_location = meta
@@ -166,6 +166,7 @@ async fn rewrite(
         spec: meta.default_partition_spec().clone(),
         prefix: format!("optimize-{}", uuid::Uuid::now_v7().simple()),
         options,
+        plain: Vec::new(),
         written: written.clone(),
     };
     // Sorted: each partition's rows through an external sort (bounded memory), written by one
@@ -190,9 +191,9 @@ async fn rewrite(
     let writers = if key.is_some() {
         1
     } else {
-        settings.writers.max(1)
+        settings.options.writers.max(1)
     };
-    let mut writer = ParallelWriter::new(&files, writers, None);
+    let mut writer = ParallelWriter::new(files, writers, None);
     let mut removed: HashSet<String> = HashSet::new();
     let copied = async {
         for group in &groups {

@@ -52,7 +52,6 @@ impl TableOperations for IcebergDestination {
         let target = self.connect().await?;
         let settings = compact::Settings {
             options: &self.options,
-            writers: self.writers,
             retries: self.config.commit_retries,
         };
         Ok(compact::optimize(&target, request, &settings).await?)

@@ -4,9 +4,9 @@
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Date32Type, Decimal128Type, Int8Type, Int16Type, Int32Type, Int64Type, Time64MicrosecondType,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type,
+    Date32Type, Int8Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type,
+    UInt32Type,
 };
 use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, BooleanArray, RecordBatch};
 use arrow_buffer::{BooleanBuffer, BooleanBufferBuilder};
@@ -18,125 +18,17 @@ use hashbrown::hash_map::Entry;
 
 use crate::error::{Error, Result};
 
+mod bounds;
 mod staged;
 
+use bounds::Firsts;
+pub use bounds::KeyValue;
 pub use staged::StagedMerge;
 
 fn data<E: std::error::Error + Send + Sync + 'static>(
     what: &'static str,
 ) -> impl FnOnce(E) -> Error {
     move |e| Error::external(what).with_source(e)
-}
-
-/// A key value, ordered like table formats order their column bounds.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum KeyValue {
-    /// Integers, dates, times, timestamps, decimals (of one scale).
-    Int(i128),
-    /// Strings (UTF-8 byte order).
-    Str(String),
-    /// Binary and fixed.
-    Bytes(Vec<u8>),
-}
-
-/// The first key column's incoming values, for pruning data files by their column bounds:
-/// 8 bytes a key for the integer types bounds hold as 64-bit integers (a merge's usual key),
-/// a [`KeyValue`] (32 bytes and the string's own) for the others.
-#[derive(Debug)]
-enum Firsts {
-    Int(Vec<i64>),
-    Other(Vec<KeyValue>),
-}
-
-impl Firsts {
-    /// `column`'s values (`None` for types bounds cannot prune on).
-    fn of(column: &ArrayRef) -> Option<Self> {
-        let n = column.len();
-        let ints = |f: &dyn Fn(usize) -> i64| Some(Self::Int((0..n).map(f).collect()));
-        let other = |f: &dyn Fn(usize) -> KeyValue| Some(Self::Other((0..n).map(f).collect()));
-        match column.data_type() {
-            DataType::Int32 => {
-                let a = column.as_primitive::<Int32Type>();
-                ints(&|i| i64::from(a.value(i)))
-            }
-            DataType::Int64 => {
-                let a = column.as_primitive::<Int64Type>();
-                ints(&|i| a.value(i))
-            }
-            DataType::Date32 => {
-                let a = column.as_primitive::<Date32Type>();
-                ints(&|i| i64::from(a.value(i)))
-            }
-            DataType::Time64(TimeUnit::Microsecond) => {
-                let a = column.as_primitive::<Time64MicrosecondType>();
-                ints(&|i| a.value(i))
-            }
-            DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                let a = column.as_primitive::<TimestampMicrosecondType>();
-                ints(&|i| a.value(i))
-            }
-            DataType::Decimal128(_, _) => {
-                let a = column.as_primitive::<Decimal128Type>();
-                other(&|i| KeyValue::Int(a.value(i)))
-            }
-            DataType::Utf8 => {
-                let a = column.as_string::<i32>();
-                other(&|i| KeyValue::Str(a.value(i).to_string()))
-            }
-            DataType::LargeBinary => {
-                let a = column.as_binary::<i64>();
-                other(&|i| KeyValue::Bytes(a.value(i).to_vec()))
-            }
-            DataType::FixedSizeBinary(_) => {
-                let a = column.as_fixed_size_binary();
-                other(&|i| KeyValue::Bytes(a.value(i).to_vec()))
-            }
-            _ => None,
-        }
-    }
-
-    /// Add `more` (values of the same column); `false` if they are of another kind.
-    fn append(&mut self, more: Self) -> bool {
-        match (self, more) {
-            (Self::Int(a), Self::Int(mut b)) => a.append(&mut b),
-            (Self::Other(a), Self::Other(mut b)) => a.append(&mut b),
-            _ => return false,
-        }
-        true
-    }
-
-    fn seal(&mut self) {
-        match self {
-            Self::Int(v) => {
-                v.sort_unstable();
-                v.dedup();
-                v.shrink_to_fit();
-            }
-            Self::Other(v) => {
-                v.sort_unstable();
-                v.dedup();
-                v.shrink_to_fit();
-            }
-        }
-    }
-
-    /// Whether a value lies in `[lo, hi]` (`lo <= hi`).
-    fn any_within(&self, lo: &KeyValue, hi: &KeyValue) -> bool {
-        match self {
-            Self::Int(v) => {
-                let (KeyValue::Int(lo), KeyValue::Int(hi)) = (lo, hi) else {
-                    // Bounds of another kind than the column's: they cannot rule a file out.
-                    return true;
-                };
-                let at = v.partition_point(|&x| i128::from(x) < *lo);
-                v.get(at).is_some_and(|&x| i128::from(x) <= *hi)
-            }
-            Self::Other(v) => {
-                let at = v.partition_point(|x| x < lo);
-                v.get(at).is_some_and(|x| x <= hi)
-            }
-        }
-    }
 }
 
 /// Incoming keys → dense ids (0, 1, ... in order of first occurrence). A key of one integer
@@ -234,8 +126,11 @@ pub struct KeyIndex {
     /// Positions of the key columns in the write schema.
     pub columns: Vec<usize>,
     ids: Ids,
-    /// Id → (batch, row) of the key's last occurrence.
-    last: Vec<(u32, u32)>,
+    /// Id → (batch, row) of the key's last occurrence, to deduplicate spooled rows; `None`
+    /// when the rows are deduplicated by sorting them (8 bytes a key saved).
+    last: Option<Vec<(u32, u32)>>,
+    /// Distinct keys (their ids are `0..keys`).
+    keys: u32,
     /// The first key column's values, sorted and distinct after [`KeyIndex::seal`]; `None`
     /// when its type cannot prune (or it holds NULLs). Created by the first batch.
     first: Option<Firsts>,
@@ -248,7 +143,7 @@ impl std::fmt::Debug for KeyIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyIndex")
             .field("columns", &self.columns)
-            .field("keys", &self.last.len())
+            .field("keys", &self.keys)
             .field("integer", &matches!(self.ids, Ids::Int(..)))
             .finish()
     }
@@ -315,11 +210,18 @@ impl KeyIndex {
         Ok(Self {
             columns,
             ids,
-            last: Vec::new(),
+            last: Some(Vec::new()),
+            keys: 0,
             first: None,
             prunes: true,
             batches: 0,
         })
+    }
+
+    /// Keep no positions: the rows are deduplicated by sorting them, not by [`Self::dedup`].
+    fn without_positions(mut self) -> Self {
+        self.last = None;
+        self
     }
 
     /// `batch`'s key columns (a batch of the write schema).
@@ -362,19 +264,23 @@ impl KeyIndex {
             self.first = None;
         }
         let n = self.batches;
-        let last = &mut self.last;
+        let (last, keys) = (&mut self.last, &mut self.keys);
         let mut record = |id: Option<u32>, r: usize| -> u32 {
             let r = u32::try_from(r).unwrap_or(u32::MAX);
             match id {
                 Some(id) => {
-                    if let Some(slot) = last.get_mut(id as usize) {
+                    if let Some(slot) = last.as_mut().and_then(|l| l.get_mut(id as usize)) {
                         *slot = (n, r);
                     }
                     id
                 }
                 None => {
-                    last.push((n, r));
-                    u32::try_from(last.len() - 1).unwrap_or(u32::MAX)
+                    if let Some(last) = last {
+                        last.push((n, r));
+                    }
+                    let id = *keys;
+                    *keys = keys.saturating_add(1);
+                    id
                 }
             }
         };
@@ -425,12 +331,12 @@ impl KeyIndex {
 
     /// Distinct incoming keys.
     pub fn len(&self) -> usize {
-        self.last.len()
+        self.keys as usize
     }
 
     /// Whether no key was added.
     pub fn is_empty(&self) -> bool {
-        self.last.is_empty()
+        self.keys == 0
     }
 
     /// The ids of the incoming keys among the rows of `key_columns` (in key order).
@@ -471,7 +377,9 @@ impl KeyIndex {
     fn dedup(&self, n: usize, batch: &RecordBatch) -> Result<RecordBatch> {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         let mut keep = BooleanBufferBuilder::new(batch.num_rows());
-        let last = &self.last;
+        let last = self.last.as_ref().ok_or_else(|| {
+            Error::internal("merge rows deduplicated by position without their positions")
+        })?;
         self.each(&self.key_columns(batch), |r, id| {
             let r = u32::try_from(r).unwrap_or(u32::MAX);
             keep.append(id.and_then(|id| last.get(id as usize)) == Some(&(n, r)));

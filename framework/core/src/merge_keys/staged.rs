@@ -55,11 +55,15 @@ impl StagedMerge {
         cluster: Option<&Arc<SortKey>>,
     ) -> Result<Self> {
         let keys = KeyIndex::new(&schema, key_columns)?;
-        let staging = match cluster {
+        let (keys, staging) = match cluster {
             Some(key) if same_columns(key.columns(), &keys.columns) => {
-                Staging::Sorted(ExternalSort::new(schema, Arc::clone(key), SORT_MEMORY))
+                let sort = ExternalSort::new(schema, Arc::clone(key), SORT_MEMORY);
+                (keys.without_positions(), Staging::Sorted(sort))
             }
-            _ => Staging::Spool(Box::new(BatchSpool::new(schema, "merge")?)),
+            _ => (
+                keys,
+                Staging::Spool(Box::new(BatchSpool::new(schema, "merge")?)),
+            ),
         };
         Ok(Self {
             keys: Arc::new(keys),
