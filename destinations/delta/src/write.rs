@@ -16,7 +16,7 @@ use deltalake::kernel::Add;
 use deltalake::logstore::ObjectStoreRef;
 use deltalake::operations::write::writer::{DeltaWriter, WriterConfig};
 use pipe_framework::parallel::{Piece, RoundRobin};
-use pipe_framework::parquet_options::{FirstRows, Sampled, WriterSettings};
+use pipe_framework::parquet_options::{SampledWriters, WriterSettings};
 use tokio::sync::mpsc;
 
 use crate::error::{Result, delta};
@@ -32,10 +32,8 @@ const WRITE_BATCH_ROWS: usize = 64 * 1024;
 pub(crate) struct ParallelWriter {
     /// What the writers need to start.
     setup: Setup,
-    /// The first rows, until the writers start.
-    first: FirstRows,
-    /// The writers, once the first rows came.
-    running: Option<RoundRobin<Vec<Add>>>,
+    /// The writers, started once the first rows came.
+    writers: SampledWriters<Vec<Add>>,
     /// Top-level float columns a NaN was written into (no bounds for them).
     nan_columns: HashSet<String>,
 }
@@ -52,9 +50,6 @@ struct Setup {
 
 impl Setup {
     fn start(&self, plain: &[String]) -> RoundRobin<Vec<Add>> {
-        if !plain.is_empty() {
-            tracing::debug!(columns = ?plain, "writing without dictionary encoding");
-        }
         let properties = self.options.properties(plain);
         let start = |_, rx| {
             let (store, schema) = (Arc::clone(&self.store), self.schema.clone());
@@ -129,8 +124,7 @@ impl ParallelWriter {
                 options: options.clone(),
                 segment_bytes,
             },
-            first: FirstRows::default(),
-            running: None,
+            writers: SampledWriters::new(options.row_group_rows),
             nan_columns: HashSet::new(),
         }
     }
@@ -141,34 +135,19 @@ impl ParallelWriter {
             return Ok(());
         }
         stats::nan_columns(&batch, &mut self.nan_columns);
-        if let Some(writers) = &mut self.running {
-            return Ok(writers.write(batch).await?);
-        }
-        let sampled = self.first.push(batch, self.setup.options.row_group_rows)?;
-        self.start(sampled).await
-    }
-
-    /// Start the writers with the first rows, once they came.
-    async fn start(&mut self, sampled: Option<Sampled>) -> Result<()> {
-        let Some(Sampled { plain, batches }) = sampled else {
-            return Ok(());
-        };
-        let writers = self.running.insert(self.setup.start(&plain));
-        for batch in batches {
-            writers.write(batch).await?;
-        }
-        Ok(())
+        let setup = &self.setup;
+        Ok(self
+            .writers
+            .write(batch, |plain| setup.start(&plain))
+            .await?)
     }
 
     /// Finish every writer: all their files with exact statistics, or the first error (none
     /// if no row came).
-    pub(crate) async fn close(mut self) -> Result<Vec<Add>> {
-        let sampled = self.first.finish(self.setup.options.row_group_rows)?;
-        self.start(sampled).await?;
-        let Some(writers) = self.running else {
-            return Ok(Vec::new());
-        };
-        let mut adds: Vec<Add> = writers.close().await?.into_iter().flatten().collect();
+    pub(crate) async fn close(self) -> Result<Vec<Add>> {
+        let setup = &self.setup;
+        let files = self.writers.close(|plain| setup.start(&plain)).await?;
+        let mut adds: Vec<Add> = files.into_iter().flatten().collect();
         stats::restate(
             &self.setup.store,
             &mut adds,

@@ -8,7 +8,7 @@
 use arrow_array::RecordBatch;
 use iceberg::spec::DataFile;
 use pipe_framework::parallel::{Piece, RoundRobin};
-use pipe_framework::parquet_options::{FirstRows, Sampled};
+use pipe_framework::parquet_options::SampledWriters;
 use tokio::sync::mpsc;
 
 use crate::error::Result;
@@ -17,17 +17,36 @@ use crate::write::DataFiles;
 /// The run's data file writers.
 #[derive(Debug)]
 pub(crate) struct ParallelWriter {
+    setup: Setup,
+    /// The writers, started once the first rows came.
+    running: SampledWriters<Vec<DataFile>>,
+    rows: u64,
+}
+
+/// What the writers need to start.
+#[derive(Debug)]
+struct Setup {
     /// Where and how the files are written.
     files: DataFiles,
     /// Writer tasks.
     writers: usize,
     /// Clustered: the writers take sorted rows a key-range segment at a time.
     segment_bytes: Option<usize>,
-    /// The first rows, until the writers start.
-    first: FirstRows,
-    /// The writers, once the first rows came.
-    running: Option<RoundRobin<Vec<DataFile>>>,
-    rows: u64,
+}
+
+impl Setup {
+    /// The writer tasks, writing the columns in `plain` without a dictionary.
+    fn start(&self, plain: Vec<String>) -> RoundRobin<Vec<DataFile>> {
+        let files = DataFiles {
+            plain,
+            ..self.files.clone()
+        };
+        let start = |i: usize, rx| drive(files.clone(), i.to_string(), rx);
+        match self.segment_bytes {
+            Some(bytes) => RoundRobin::clustered(self.writers, bytes, start),
+            None => RoundRobin::spawn(self.writers, start),
+        }
+    }
 }
 
 /// Writer `name`'s task: a new set of files after every cut.
@@ -55,39 +74,18 @@ async fn drive(
 
 impl ParallelWriter {
     /// `writers` tasks writing `files`, fed in turn, or by key-range segments of
-    /// `segment_bytes` when the rows come sorted (`Some`); they start with the first batch.
+    /// `segment_bytes` when the rows come sorted (`Some`); they start once the first rows
+    /// came.
     pub(crate) fn new(files: DataFiles, writers: usize, segment_bytes: Option<usize>) -> Self {
         Self {
-            files,
-            writers,
-            segment_bytes,
-            first: FirstRows::default(),
-            running: None,
+            running: SampledWriters::new(files.options.row_group_rows),
+            setup: Setup {
+                files,
+                writers,
+                segment_bytes,
+            },
             rows: 0,
         }
-    }
-
-    /// Start the writers with the first rows, once they came.
-    async fn start(&mut self, sampled: Option<Sampled>) -> Result<()> {
-        let Some(Sampled { plain, batches }) = sampled else {
-            return Ok(());
-        };
-        if !plain.is_empty() {
-            tracing::debug!(columns = ?plain, "writing without dictionary encoding");
-        }
-        let files = DataFiles {
-            plain,
-            ..self.files.clone()
-        };
-        let start = |i: usize, rx| drive(files.clone(), i.to_string(), rx);
-        let writers = self.running.insert(match self.segment_bytes {
-            Some(bytes) => RoundRobin::clustered(self.writers, bytes, start),
-            None => RoundRobin::spawn(self.writers, start),
-        });
-        for batch in batches {
-            writers.write(batch).await?;
-        }
-        Ok(())
     }
 
     /// Hand one batch (of the table's write schema) to a writer.
@@ -96,11 +94,11 @@ impl ParallelWriter {
             return Ok(());
         }
         self.rows += batch.num_rows() as u64;
-        if let Some(writers) = &mut self.running {
-            return Ok(writers.write(batch).await?);
-        }
-        let sampled = self.first.push(batch, self.files.options.row_group_rows)?;
-        self.start(sampled).await
+        let setup = &self.setup;
+        Ok(self
+            .running
+            .write(batch, |plain| setup.start(plain))
+            .await?)
     }
 
     /// Rows handed out so far.
@@ -109,12 +107,9 @@ impl ParallelWriter {
     }
 
     /// Finish every writer; all their files, or the first error (none if no row came).
-    pub(crate) async fn close(mut self) -> Result<Vec<DataFile>> {
-        let sampled = self.first.finish(self.files.options.row_group_rows)?;
-        self.start(sampled).await?;
-        let Some(writers) = self.running else {
-            return Ok(Vec::new());
-        };
-        Ok(writers.close().await?.into_iter().flatten().collect())
+    pub(crate) async fn close(self) -> Result<Vec<DataFile>> {
+        let setup = &self.setup;
+        let done = self.running.close(|plain| setup.start(plain)).await?;
+        Ok(done.into_iter().flatten().collect())
     }
 }

@@ -16,6 +16,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
+use crate::parallel::RoundRobin;
 
 /// How a table destination writes data files, resolved from its config keys
 /// (`target_file_size_mb`, `row_group_rows`, `writers`, `compression`; each destination
@@ -203,7 +204,7 @@ fn distinct(column: &ArrayRef) -> Option<usize> {
 /// A run's first rows, held until there are [`SAMPLE_ROWS`] of them (or 32 MiB, or the run
 /// ended) to pick the columns written without a dictionary before the writers start.
 #[derive(Debug, Default)]
-pub struct FirstRows {
+struct FirstRows {
     held: Vec<RecordBatch>,
     rows: usize,
     bytes: usize,
@@ -211,14 +212,14 @@ pub struct FirstRows {
 
 /// The rows held, and the columns to write without a dictionary.
 #[derive(Debug)]
-pub struct Sampled {
-    pub plain: Vec<String>,
-    pub batches: Vec<RecordBatch>,
+struct Sampled {
+    plain: Vec<String>,
+    batches: Vec<RecordBatch>,
 }
 
 impl FirstRows {
     /// Hold `batch`; once enough rows came, hand them all back with the plain columns.
-    pub fn push(&mut self, batch: RecordBatch, row_group_rows: usize) -> Result<Option<Sampled>> {
+    fn push(&mut self, batch: RecordBatch, row_group_rows: usize) -> Result<Option<Sampled>> {
         self.rows += batch.num_rows();
         self.bytes += crate::cluster::batch_bytes(&batch);
         self.held.push(batch);
@@ -229,7 +230,7 @@ impl FirstRows {
     }
 
     /// Hand back what is held (`None` if nothing is).
-    pub fn finish(&mut self, row_group_rows: usize) -> Result<Option<Sampled>> {
+    fn finish(&mut self, row_group_rows: usize) -> Result<Option<Sampled>> {
         let batches = std::mem::take(&mut self.held);
         (self.rows, self.bytes) = (0, 0);
         let Some(first) = batches.first() else {
@@ -252,6 +253,73 @@ impl FirstRows {
             plain_columns(&sample, row_group_rows)
         };
         Ok(Some(Sampled { plain, batches }))
+    }
+}
+
+/// A run's parallel data file writers ([`RoundRobin`]), started once its first rows came:
+/// they pick the columns written without a dictionary ([`plain_columns`]), which `start`
+/// receives to make the writers.
+#[derive(Debug)]
+pub struct SampledWriters<T> {
+    row_group_rows: usize,
+    first: FirstRows,
+    running: Option<RoundRobin<T>>,
+}
+
+impl<T: Send + 'static> SampledWriters<T> {
+    /// Writers of row groups of `row_group_rows` rows, not started yet.
+    pub fn new(row_group_rows: usize) -> Self {
+        Self {
+            row_group_rows,
+            first: FirstRows::default(),
+            running: None,
+        }
+    }
+
+    /// Hand `batch` to the writers, starting them with `start(plain columns)` once the first
+    /// rows came.
+    pub async fn write(
+        &mut self,
+        batch: RecordBatch,
+        start: impl FnOnce(Vec<String>) -> RoundRobin<T>,
+    ) -> Result<()> {
+        if let Some(writers) = &mut self.running {
+            return writers.write(batch).await;
+        }
+        let sampled = self.first.push(batch, self.row_group_rows)?;
+        self.start(sampled, start).await
+    }
+
+    /// Finish every writer (starting them first if the run had fewer rows than the sample):
+    /// what each returned, or the first error; nothing if no row came.
+    pub async fn close(
+        mut self,
+        start: impl FnOnce(Vec<String>) -> RoundRobin<T>,
+    ) -> Result<Vec<T>> {
+        let sampled = self.first.finish(self.row_group_rows)?;
+        self.start(sampled, start).await?;
+        match self.running {
+            Some(writers) => writers.close().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn start(
+        &mut self,
+        sampled: Option<Sampled>,
+        start: impl FnOnce(Vec<String>) -> RoundRobin<T>,
+    ) -> Result<()> {
+        let Some(Sampled { plain, batches }) = sampled else {
+            return Ok(());
+        };
+        if !plain.is_empty() {
+            tracing::debug!(columns = ?plain, "writing without dictionary encoding");
+        }
+        let writers = self.running.insert(start(plain));
+        for batch in batches {
+            writers.write(batch).await?;
+        }
+        Ok(())
     }
 }
 
