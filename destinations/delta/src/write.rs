@@ -26,8 +26,8 @@ use crate::stats::{self, StatsSpec};
 const WRITE_BATCH_ROWS: usize = 64 * 1024;
 
 /// The run's data file writers: [`DeltaWriter`]s fed round-robin, each on its own task,
-/// started once the first rows (a sample of them picks the columns written without a
-/// dictionary) came.
+/// started once the run's first rows came (a sample of them picks the columns written
+/// without a dictionary).
 #[derive(Debug)]
 pub(crate) struct ParallelWriter {
     /// What the writers need to start.

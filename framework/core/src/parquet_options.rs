@@ -71,7 +71,7 @@ impl WriterSettings {
 }
 
 /// Rows looked at to pick the columns written without a dictionary.
-pub const SAMPLE_ROWS: usize = 64 * 1024;
+const SAMPLE_ROWS: usize = 64 * 1024;
 /// At most this much Arrow memory is held for the sample (wide or large rows end it early).
 const SAMPLE_BYTES: usize = 32 * 1024 * 1024;
 /// Below this many rows a run says too little; every column keeps its dictionary.
@@ -83,14 +83,13 @@ const PLAIN_ABOVE: f64 = 0.9;
 const DICTIONARY_PAGE_BYTES: f64 =
     parquet::file::properties::DEFAULT_DICTIONARY_PAGE_SIZE_LIMIT as f64;
 
-/// The top-level columns of `sample` (a run's first rows, up to [`SAMPLE_ROWS`]) that are
-/// more than 90% distinct values, or whose dictionary would outgrow its page within a row
-/// group of `row_group_rows` rows. A Parquet
-/// writer hashes every value into the column's dictionary until the dictionary page is full
-/// (1 MiB), then falls back to plain encoding for the rest of the row group: for keys,
-/// timestamps, amounts and free text that hashing is wasted work (a fifth of a merge's CPU
-/// on the benchmark's orders), while a column with fewer distinct values (a customer key
-/// within a clustered file) compresses far better with its dictionary. The distinct values
+/// The top-level columns of `sample` (a run's first rows, up to 64k) that are more than 90%
+/// distinct values, or whose dictionary would outgrow its page within a row group of
+/// `row_group_rows` rows. A Parquet writer hashes every value into the column's dictionary
+/// until the dictionary page is full (1 MiB), then falls back to plain encoding for the rest
+/// of the row group: for keys, timestamps, amounts and free text that hashing is wasted work
+/// (a fifth of a merge's CPU on the benchmark's orders), while a column with fewer distinct
+/// values (a customer key within a clustered file) keeps its dictionary. The distinct values
 /// a row group will hold are extrapolated from the sample's as if it were drawn at random
 /// (sorted rows make them look fewer: the choice then errs toward the dictionary). Nested,
 /// boolean and dictionary columns keep the default.
@@ -201,8 +200,8 @@ fn distinct(column: &ArrayRef) -> Option<usize> {
     Some(values.len())
 }
 
-/// A run's first rows, held until there are [`SAMPLE_ROWS`] of them (or 32 MiB, or the run
-/// ended) to pick the columns written without a dictionary before the writers start.
+/// A run's first rows, held until there are 64k of them (or 32 MiB, or the run ended) to
+/// pick the columns written without a dictionary before the writers start.
 #[derive(Debug, Default)]
 struct FirstRows {
     held: Vec<RecordBatch>,
