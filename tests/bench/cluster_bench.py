@@ -3,6 +3,7 @@
 
     cluster_bench.py PIPE_BINARY [--rows 5000000] [--changed 500000] [--target-mb 16]
                      [--work /var/tmp/pipe-bench] [--formats iceberg delta]
+                     [--uniform-runs 5] [--today EARLIER_PIPE_BINARY] [--no-compaction]
 
 For Iceberg and Delta, two tables of the same `rows` orders (keys 0, 10, 20, …, arriving in a
 shuffled order) are loaded by pipe with mode = "merge":
@@ -13,10 +14,15 @@ Both use `target_file_size_mb` = --target-mb. Then into each table, as separate 
 (time and peak RSS from wait4):
   - a narrow merge: `changed` rows whose keys lie in 1% of the key range (every existing key
     there updated, the rest new keys between them);
-  - a uniform merge: `changed` rows spread over the whole range (60% updates, 40% new keys).
+  - a uniform merge: `changed` rows spread over the whole range (60% updates, 40% new keys),
+    --uniform-runs times per layout, the layouts taking turns, each from a copy of the
+    table as the narrow merge left it: the ratio of each side-by-side pair, and their median.
+With --today, a third table goes through the same steps with an earlier pipe build (as that
+build writes it; no `cluster_by` key): the merges as they ran before clustering, beside the
+current build's reference layout.
 For each merge the bytes of the data files it replaced are measured from the table's own
 listing (deltalake add actions, pyiceberg files table) before and after, as a share of the
-table. Both layouts must end with the same count and checksum (read back by the format's
+table. Every layout must end with the same count and checksum (read back by the format's
 Python library, summed in DuckDB).
 
 Then Iceberg compaction: `rows` orders loaded as ~1 MB files (cluster_by = [], the table's
@@ -28,6 +34,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -164,32 +171,64 @@ def merges(a, fmt):
     print(f"\n{fmt}: {a.rows:,} orders, merges of {a.changed:,} changed rows, "
           f"target_file_size_mb = {a.target_mb}")
     base = parquet(a.work, "base", a.rows, 0)
-    results, checks = {}, set()
-    for layout in ("reference", "clustered"):
+    layouts = {"reference": a.pipe, "clustered": a.pipe}
+    if a.today:
+        layouts["today"] = a.today
+    results, tables = {}, {}
+    for layout, pipe in layouts.items():
         name = f"cluster-{fmt}-{layout}"
         shutil.rmtree(os.path.join(a.work, name), ignore_errors=True)
         toml = pipeline(a.work, fmt, name, layout, a.target_mb)
-        secs, rss = pipe_run(a.pipe, toml, base)
+        secs, rss = pipe_run(pipe, toml, base)
         listed = files(a.work, fmt, name)
         show(f"{layout}: load", a.rows, secs, rss, f"   {len(listed)} files")
-        for kind in ("narrow", "uniform"):
-            before = files(a.work, fmt, name)
-            secs, rss = pipe_run(a.pipe, toml, parquet(a.work, kind, a.rows, a.changed))
-            after = files(a.work, fmt, name)
-            replaced = sum(size for path, size in before.items() if path not in after)
-            share = replaced / sum(before.values())
-            results[(layout, kind)] = (secs, share)
-            show(f"{layout}: {kind} merge", a.changed, secs, rss,
-                 f"   rewrote {share:6.1%} of the table "
-                 f"({len(set(before) - set(after))} of {len(before)} files)")
+        results[layout] = merge(a, fmt, pipe, name, toml, layout, "narrow")
+        # every uniform merge starts from the table as the narrow merge left it
+        pristine = os.path.join(a.work, f"{name}-pristine")
+        shutil.rmtree(pristine, ignore_errors=True)
+        shutil.copytree(os.path.join(a.work, name), pristine)
+        tables[layout] = (pipe, name, toml, pristine)
+    # The uniform merges take turns between the layouts (this VM's speed drifts by up to 25%
+    # within minutes): each ratio compares runs made side by side.
+    times = {layout: [] for layout in layouts}
+    for i in range(a.uniform_runs):
+        for layout, (pipe, name, toml, pristine) in tables.items():
+            if i > 0:
+                shutil.rmtree(os.path.join(a.work, name))
+                shutil.copytree(pristine, os.path.join(a.work, name))
+            secs, _ = merge(a, fmt, pipe, name, toml, layout, "uniform", shown=i == 0)
+            times[layout].append(secs)
+    checks = set()
+    for _, name, _, pristine in tables.values():
         checks.add(py(where(a.work, fmt, name), CHECKSUM))
+        shutil.rmtree(pristine)
     if len(checks) != 1:
-        sys.exit(f"{fmt}: the two layouts' tables differ: {checks}")
-    print(f"  both tables: (count, checksum) = {checks.pop()}")
-    (ref_n, ref_share), (new_n, new_share) = results[("reference", "narrow")], results[("clustered", "narrow")]
-    ref_u, new_u = results[("reference", "uniform")][0], results[("clustered", "uniform")][0]
-    print(f"  narrow merge: {ref_n / new_n:.1f}x faster, rewrote {new_share:.1%} "
-          f"(reference {ref_share:.1%}); uniform merge: clustered / reference time {new_u / ref_u:.2f}")
+        sys.exit(f"{fmt}: the layouts' tables differ: {checks}")
+    print(f"  all tables: (count, checksum) = {checks.pop()}")
+    for layout in times:
+        print(f"  uniform merges, {layout}: {' / '.join(f'{t:.2f}' for t in times[layout])} s")
+    new_n, new_share = results["clustered"]
+    for base_layout in [layout for layout in layouts if layout != "clustered"]:
+        ref_n, ref_share = results[base_layout]
+        ratios = [c / r for r, c in zip(times[base_layout], times["clustered"])]
+        print(f"  against {base_layout}: narrow merge {ref_n / new_n:.1f}x faster, rewrote "
+              f"{new_share:.1%} ({base_layout} {ref_share:.1%}); uniform merge clustered / "
+              f"{base_layout} {' / '.join(f'{r:.2f}' for r in ratios)}, "
+              f"median {statistics.median(ratios):.2f}")
+
+
+def merge(a, fmt, pipe, name, toml, layout, kind, shown=True):
+    """One merge of `kind` into table `name`: its time and the share of the table it rewrote."""
+    before = files(a.work, fmt, name)
+    secs, rss = pipe_run(pipe, toml, parquet(a.work, kind, a.rows, a.changed))
+    after = files(a.work, fmt, name)
+    replaced = sum(size for path, size in before.items() if path not in after)
+    share = replaced / sum(before.values())
+    if shown:
+        show(f"{layout}: {kind} merge", a.changed, secs, rss,
+             f"   rewrote {share:6.1%} of the table "
+             f"({len(set(before) - set(after))} of {len(before)} files)")
+    return secs, share
 
 
 def compaction(a):
@@ -218,8 +257,13 @@ def main():
     ap.add_argument("--work", default="/var/tmp/pipe-bench")
     ap.add_argument("--formats", nargs="+", default=["iceberg", "delta"])
     ap.add_argument("--no-compaction", action="store_true")
+    ap.add_argument("--uniform-runs", type=int, default=5,
+                    help="uniform merges per layout, taking turns, each from the same table")
+    ap.add_argument("--today", metavar="PIPE_BINARY",
+                    help="also run the merges with this (earlier) pipe build, round-robin layout")
     a = ap.parse_args()
     a.pipe = os.path.abspath(a.pipe)
+    a.today = a.today and os.path.abspath(a.today)
     os.makedirs(a.work, exist_ok=True)
     for fmt in a.formats:
         merges(a, fmt)

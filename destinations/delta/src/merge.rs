@@ -13,13 +13,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_buffer::{BooleanBuffer, BooleanBufferBuilder};
 use arrow_schema::{Schema, SchemaRef};
-use arrow_select::filter::filter_record_batch;
 use deltalake::logstore::ObjectStoreRef;
 use futures::{StreamExt, TryStreamExt};
-use pipe_framework::cluster::{self, BatchStream, Extent, SortKey};
+use pipe_framework::cluster::{self, Extent, Remains, RemainsStream, SortKey};
 use pipe_framework::merge_keys::{KeyIndex, KeyValue, Matched, StagedMerge};
 use pipe_framework::parallel::{self, SCANS_AT_ONCE};
 
@@ -247,14 +246,14 @@ struct Scan {
     extent: Extent,
 }
 
-/// The rows of `rows` (all of `file`'s, read again) that `keep` keeps, counted into
-/// `copied`; an error if the file does not return the rows the key scan saw.
+/// The rows of `rows` (all of `file`'s, read again) with those `keep` keeps marked, counted
+/// into `copied`; an error if the file does not return the rows the key scan saw.
 fn kept_rows(
     file: LiveFile,
     rows: impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static,
     keep: BooleanBuffer,
     copied: Arc<AtomicU64>,
-) -> BatchStream<'static> {
+) -> RemainsStream<'static> {
     let (rows, file) = (rows.boxed(), Arc::new(file));
     futures::stream::try_unfold((rows, 0usize), move |(mut rows, at)| {
         let (keep, file, copied) = (keep.clone(), file.clone(), Arc::clone(&copied));
@@ -270,10 +269,9 @@ fn kept_rows(
             if at + n > keep.len() {
                 return Err(changed(&file).into());
             }
-            let kept = filter_record_batch(&batch, &BooleanArray::new(keep.slice(at, n), None))
-                .map_err(data("rewriting a data file"))?;
-            copied.fetch_add(kept.num_rows() as u64, Ordering::Relaxed);
-            Ok(Some((kept, (rows, at + n))))
+            let remains = Remains::kept(batch, keep.slice(at, n));
+            copied.fetch_add(remains.num_rows() as u64, Ordering::Relaxed);
+            Ok(Some((remains, (rows, at + n))))
         }
     })
     .boxed()

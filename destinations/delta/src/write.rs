@@ -70,10 +70,7 @@ impl Setup {
             };
             drive(open, rx)
         };
-        match self.segment_bytes {
-            Some(bytes) => RoundRobin::clustered(self.options.writers, bytes, start),
-            None => RoundRobin::spawn(self.options.writers, start),
-        }
+        RoundRobin::new(self.options.writers, self.segment_bytes, start)
     }
 }
 

@@ -197,7 +197,6 @@ impl IcebergDestination {
             spec,
             prefix: format!("{}-{}", request.ctx.run_id, uuid::Uuid::now_v7().simple()),
             options: self.options.clone(),
-            plain: Vec::new(),
             written: written.clone(),
         };
         let cluster = layout::cluster_key(

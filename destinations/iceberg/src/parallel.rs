@@ -5,6 +5,8 @@
 //! start once the first rows came: a sample of them picks the columns written without a
 //! dictionary.
 
+use std::sync::Arc;
+
 use arrow_array::RecordBatch;
 use iceberg::spec::DataFile;
 use pipe_framework::parallel::{Piece, RoundRobin};
@@ -37,33 +39,29 @@ struct Setup {
 impl Setup {
     /// The writer tasks, writing the columns in `plain` without a dictionary.
     fn start(&self, plain: Vec<String>) -> RoundRobin<Vec<DataFile>> {
-        let files = DataFiles {
-            plain,
-            ..self.files.clone()
-        };
-        let start = |i: usize, rx| drive(files.clone(), i.to_string(), rx);
-        match self.segment_bytes {
-            Some(bytes) => RoundRobin::clustered(self.writers, bytes, start),
-            None => RoundRobin::spawn(self.writers, start),
-        }
+        let plain: Arc<[String]> = plain.into();
+        let start = |i: usize, rx| drive(self.files.clone(), Arc::clone(&plain), i.to_string(), rx);
+        RoundRobin::new(self.writers, self.segment_bytes, start)
     }
 }
 
-/// Writer `name`'s task: a new set of files after every cut.
+/// Writer `name`'s task (the columns in `plain` without a dictionary): a new set of files
+/// after every cut.
 async fn drive(
     files: DataFiles,
+    plain: Arc<[String]>,
     name: String,
     mut rx: mpsc::Receiver<Piece>,
 ) -> pipe_framework::Result<Vec<DataFile>> {
     let mut done = Vec::new();
     let mut segment = 0;
-    let mut writer = files.open(&name)?;
+    let mut writer = files.open(&name, &plain)?;
     while let Some(piece) = rx.recv().await {
         match piece {
             Piece::Rows(batch, _held) => writer.write(batch).await?,
             Piece::Cut => {
                 segment += 1;
-                let next = files.open(&format!("{name}s{segment}"))?;
+                let next = files.open(&format!("{name}s{segment}"), &plain)?;
                 done.extend(std::mem::replace(&mut writer, next).close().await?);
             }
         }

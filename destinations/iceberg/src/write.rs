@@ -95,16 +95,15 @@ pub(crate) struct DataFiles {
     /// File names start with this (then the writer's name and a counter).
     pub prefix: String,
     pub options: WriterSettings,
-    /// Top-level columns written without dictionary encoding (`parquet_options::plain_columns`).
-    pub plain: Vec<String>,
     /// Records every location handed out.
     pub written: WrittenFiles,
 }
 
 impl DataFiles {
-    /// A writer of files named `<prefix>-<name>-<n>.parquet`.
-    pub(crate) fn open(&self, name: &str) -> Result<DataWriter> {
-        let props = self.options.properties(&self.plain);
+    /// A writer of files named `<prefix>-<name>-<n>.parquet`, writing the top-level columns
+    /// in `plain` without dictionary encoding (`parquet_options::plain_columns`).
+    pub(crate) fn open(&self, name: &str, plain: &[String]) -> Result<DataWriter> {
+        let props = self.options.properties(plain);
         let parquet = ParquetWriterBuilder::new(props, self.schema.clone());
         let location = Recording {
             inner: DefaultLocationGenerator::with_data_location(self.data_location.clone()),

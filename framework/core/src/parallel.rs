@@ -64,6 +64,18 @@ fn joined<T>(result: std::result::Result<Result<T>, tokio::task::JoinError>) -> 
 }
 
 impl<T: Send + 'static> RoundRobin<T> {
+    /// [`RoundRobin::clustered`] with `segment_bytes`, else [`RoundRobin::spawn`].
+    pub fn new<F, Fut>(writers: usize, segment_bytes: Option<usize>, start: F) -> Self
+    where
+        F: FnMut(usize, mpsc::Receiver<Piece>) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        match segment_bytes {
+            Some(bytes) => Self::clustered(writers, bytes, start),
+            None => Self::spawn(writers, start),
+        }
+    }
+
     /// Start `writers` tasks (at least one) fed batch by batch in turn: `start(i, pieces)` is
     /// task `i`'s work, which ends when `pieces` does.
     pub fn spawn<F, Fut>(writers: usize, start: F) -> Self

@@ -159,6 +159,13 @@ fn domain_size(distinct: f64, n: f64) -> f64 {
 /// Bytes one value takes in a Parquet dictionary: the type's width, or for strings and
 /// binaries their mean length plus the 4-byte length prefix.
 fn value_width(column: &ArrayRef) -> Option<f64> {
+    if let DataType::Decimal32(p, _)
+    | DataType::Decimal64(p, _)
+    | DataType::Decimal128(p, _)
+    | DataType::Decimal256(p, _) = column.data_type()
+    {
+        return Some(decimal_width(*p));
+    }
     if let Some(width) = column.data_type().primitive_width() {
         return Some(width as f64);
     }
@@ -179,6 +186,16 @@ fn value_width(column: &ArrayRef) -> Option<f64> {
         _ => return None,
     };
     Some(bytes as f64 / n + 4.0)
+}
+
+/// The bytes Parquet stores a decimal of `precision` digits in: INT32 up to 9 digits, INT64 up
+/// to 18, else the fewest bytes that hold the digits (a fixed-length byte array).
+fn decimal_width(precision: u8) -> f64 {
+    match precision {
+        0..=9 => 4.0,
+        10..=18 => 8.0,
+        p => ((f64::from(p) * std::f64::consts::LOG2_10 + 1.0) / 8.0).ceil(),
+    }
 }
 
 /// The value bytes of a string or binary array.
@@ -410,6 +427,12 @@ mod tests {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    #[test]
+    fn decimals_count_the_bytes_parquet_stores_them_in() {
+        let widths: Vec<f64> = [1, 9, 10, 18, 19, 38].map(decimal_width).to_vec();
+        assert_eq!(widths, [4.0, 4.0, 8.0, 8.0, 9.0, 16.0]);
     }
 
     #[test]

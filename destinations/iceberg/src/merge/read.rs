@@ -15,7 +15,7 @@ use parquet::arrow::{PARQUET_FIELD_ID_META_KEY, ProjectionMask};
 
 use crate::error::{IcebergError, Result, data, ice};
 use futures::StreamExt;
-use pipe_framework::cluster::{BatchStream, Extent, SortKey};
+use pipe_framework::cluster::{Extent, RemainsStream, SortKey};
 use pipe_framework::merge_keys::KeyIndex;
 
 const BATCH_ROWS: usize = 64 * 1024;
@@ -192,18 +192,19 @@ pub(super) async fn scan(
     Ok(out)
 }
 
-/// Data file `path`'s rows whose key is not incoming, in the table's current schema.
+/// Data file `path`'s rows in the table's current schema, those whose key is not incoming
+/// marked to stay.
 pub(super) async fn remainder(
     io: &FileIO,
     path: &str,
     table: &Schema,
     write_schema: &SchemaRef,
     keys: Arc<KeyIndex>,
-) -> Result<BatchStream<'static>> {
+) -> Result<RemainsStream<'static>> {
     let batches = batches(io, path, table, write_schema).await?;
     Ok(batches
         .map_err(pipe_framework::Error::from)
-        .and_then(move |batch| futures::future::ready(keys.without_incoming(&batch)))
+        .and_then(move |batch| futures::future::ready(keys.remains(batch)))
         .boxed())
 }
 

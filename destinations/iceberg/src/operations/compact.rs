@@ -166,7 +166,6 @@ async fn rewrite(
         spec: meta.default_partition_spec().clone(),
         prefix: format!("optimize-{}", uuid::Uuid::now_v7().simple()),
         options,
-        plain: Vec::new(),
         written: written.clone(),
     };
     // Sorted: each partition's rows through an external sort (bounded memory), written by one

@@ -2,10 +2,10 @@
 //! decoding the files a merge rewrites runs on another core than the merge that consumes them.
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::BatchStream;
 use crate::error::{Error, Result};
 
 /// Batches a read-ahead task may decode before its reader takes them.
@@ -14,7 +14,10 @@ pub const AHEAD: usize = 4;
 /// `stream`, polled on a task of its own up to `depth` batches ahead of the returned stream.
 /// The task stops at the first error (handed on) or when the returned stream is dropped; a
 /// task that panics ends the stream with an error, never early as if it were complete.
-pub fn read_ahead(stream: BatchStream<'static>, depth: usize) -> BatchStream<'static> {
+pub fn read_ahead<T: Send + 'static>(
+    stream: BoxStream<'static, Result<T>>,
+    depth: usize,
+) -> BoxStream<'static, Result<T>> {
     let (tx, rx) = mpsc::channel(depth.max(1));
     let task = tokio::spawn(async move {
         let mut stream = stream;
@@ -35,12 +38,12 @@ pub fn read_ahead(stream: BatchStream<'static>, depth: usize) -> BatchStream<'st
     .boxed()
 }
 
-struct Ahead {
-    rx: mpsc::Receiver<Result<arrow_array::RecordBatch>>,
+struct Ahead<T> {
+    rx: mpsc::Receiver<Result<T>>,
     task: Option<JoinHandle<()>>,
 }
 
-impl Drop for Ahead {
+impl<T> Drop for Ahead<T> {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
             task.abort();
@@ -48,7 +51,7 @@ impl Drop for Ahead {
     }
 }
 
-async fn next(mut ahead: Ahead) -> Option<(Result<arrow_array::RecordBatch>, Ahead)> {
+async fn next<T>(mut ahead: Ahead<T>) -> Option<(Result<T>, Ahead<T>)> {
     if let Some(item) = ahead.rx.recv().await {
         return Some((item, ahead));
     }

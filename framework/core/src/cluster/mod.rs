@@ -8,7 +8,8 @@
 //! - [`ExternalSort`]: sorts any number of rows in bounded memory (sorted runs spilled to
 //!   Arrow IPC temp files, then merged).
 //! - [`SortedMerge`]: merges sorted batch streams into one sorted stream, copying whole
-//!   slices where the inputs do not interleave.
+//!   slices where the inputs do not interleave; an input's batches may carry a mask of the
+//!   rows that stay ([`Remains`]: the rows of a file a merge rewrites), copied only once.
 //! - [`Extent`] and [`chain`]: which existing files are sorted and disjoint, so a merge can
 //!   stream their remaining rows in order instead of sorting them again.
 //! - [`resolve`]: the `cluster_by` key table formats share.
@@ -22,9 +23,11 @@ mod sort;
 use std::future::Future;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow_buffer::BooleanBuffer;
 use arrow_row::{OwnedRow, RowConverter, Rows, SortField};
 use arrow_schema::{Schema, SchemaRef, SortOptions};
+use arrow_select::filter::filter_record_batch;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::destination::WriteMode;
@@ -36,6 +39,48 @@ pub use sort::{ExternalSort, FAN_IN};
 
 /// A stream of record batches (a sorted one, where this module hands it out).
 pub type BatchStream<'a> = futures::stream::BoxStream<'a, Result<RecordBatch>>;
+
+/// A stream of [`Remains`]: a data file's rows as read, with those that stay marked.
+pub type RemainsStream<'a> = futures::stream::BoxStream<'a, Result<Remains>>;
+
+/// A batch of a data file a merge rewrites, and which of its rows stay (`None`: all). The
+/// ordered merge copies only the rows that stay, straight from the batch as read.
+#[derive(Debug, Clone)]
+pub struct Remains {
+    /// The rows as read.
+    pub batch: RecordBatch,
+    /// Which rows stay (`None`: every row).
+    pub keep: Option<BooleanBuffer>,
+}
+
+impl Remains {
+    /// Every row of `batch` stays.
+    pub fn all(batch: RecordBatch) -> Self {
+        Self { batch, keep: None }
+    }
+
+    /// The rows of `batch` that `keep` marks (of `batch`'s length) stay.
+    pub fn kept(batch: RecordBatch, keep: BooleanBuffer) -> Self {
+        let keep = (keep.count_set_bits() < keep.len()).then_some(keep);
+        Self { batch, keep }
+    }
+
+    /// How many rows stay.
+    pub fn num_rows(&self) -> usize {
+        self.keep
+            .as_ref()
+            .map_or(self.batch.num_rows(), BooleanBuffer::count_set_bits)
+    }
+
+    /// The rows that stay, as a batch of their own.
+    pub fn into_batch(self) -> Result<RecordBatch> {
+        match self.keep {
+            None => Ok(self.batch),
+            Some(keep) => filter_record_batch(&self.batch, &BooleanArray::new(keep, None))
+                .map_err(|e| Error::external("rewriting a data file").with_source(e)),
+        }
+    }
+}
 
 /// Memory an [`ExternalSort`] holds before it spills a sorted run to disk. A merge holds it
 /// beside its key index: at 128 MiB a first load of 5M rows by merge peaked above 512 MiB.
@@ -168,9 +213,10 @@ pub fn chain<T>(files: Vec<(T, Extent)>) -> (Vec<T>, Vec<T>) {
 /// read by `remainder`) and its `incoming` rows. Clustered (`key`), in key order: the remains
 /// of files that overlap others go through an external sort (with the incoming rows too,
 /// unless they come sorted by `key` already), merged with the remains of sorted files with
-/// disjoint ranges (see [`chain`]), which are streamed in key order, not sorted again. Not
-/// clustered: everything as it comes. The remains are decoded on tasks of their own,
-/// [`AHEAD`] batches ahead of the merge.
+/// disjoint ranges (see [`chain`]), which are streamed in key order, not sorted again, and
+/// copied once (from the batches as read, passing over the rows that go). Not clustered:
+/// everything as it comes. The remains are decoded on tasks of their own, [`AHEAD`] batches
+/// ahead of the merge.
 pub async fn merge_output<T, F, Fut, E>(
     key: Option<&Arc<SortKey>>,
     schema: &SchemaRef,
@@ -181,7 +227,7 @@ pub async fn merge_output<T, F, Fut, E>(
 where
     T: Send + 'static,
     F: Fn(T) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = std::result::Result<BatchStream<'static>, E>> + Send + 'static,
+    Fut: Future<Output = std::result::Result<RemainsStream<'static>, E>> + Send + 'static,
     E: 'static,
     Error: From<E>,
 {
@@ -191,14 +237,20 @@ where
     };
     let files = |files: Vec<T>| {
         let remainder = remainder.clone();
-        let rows = futures::stream::iter(files)
+        futures::stream::iter(files)
             .then(remainder)
             .map_err(Error::from)
             .try_flatten()
-            .boxed();
-        read_ahead(rows, AHEAD)
     };
-    let (mut unordered, ordered) = (files(unordered), files(ordered));
+    // Files streamed as they are (in no order, or through the sort) are filtered on the
+    // read-ahead task; the chain's rows are filtered by the ordered merge as it copies them.
+    let mut unordered = read_ahead(
+        files(unordered)
+            .and_then(|remains| futures::future::ready(remains.into_batch()))
+            .boxed(),
+        AHEAD,
+    );
+    let ordered = read_ahead(files(ordered).boxed(), AHEAD);
     let Some(key) = key else {
         return Ok(unordered.chain(incoming.rows).boxed());
     };
@@ -210,9 +262,9 @@ where
     while let Some(batch) = unordered.try_next().await? {
         sorter.push(batch)?;
     }
-    let mut inputs = Vec::with_capacity(3);
+    let mut inputs: Vec<RemainsStream<'static>> = Vec::with_capacity(3);
     if presorted {
-        inputs.push(incoming.rows);
+        inputs.push(incoming.rows.map_ok(Remains::all).boxed());
     } else {
         let mut rows = incoming.rows;
         while let Some(batch) = rows.try_next().await? {
@@ -221,11 +273,11 @@ where
     }
     if sorter.rows() > 0 {
         let spilled = sorter.spilled_runs();
-        inputs.push(sorter.finish().await?);
+        inputs.push(sorter.finish().await?.map_ok(Remains::all).boxed());
         tracing::debug!(spilled, presorted, "merge output sorted");
     }
     inputs.push(ordered);
-    Ok(SortedMerge::new(Arc::clone(key), inputs)
+    Ok(SortedMerge::of_remains(Arc::clone(key), inputs)
         .await?
         .into_stream())
 }

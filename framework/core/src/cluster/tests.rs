@@ -215,11 +215,17 @@ async fn merge_output_streams_chained_files_and_sorts_the_rest_with_the_incoming
         (keys, e)
     })
     .collect();
-    // what remains of a file: its rows but the ones whose key is a multiple of 10
+    // what remains of a file: its rows but the ones whose key is a multiple of 10, in
+    // batches of 7 rows with those marked to go
     let remainder = |keys: Vec<Option<i64>>| async move {
-        let kept: Vec<Option<i64>> = keys.into_iter().filter(|k| k.unwrap() % 10 != 0).collect();
-        let stream: BatchStream<'static> = futures::stream::iter(vec![Ok(batch(&kept))]).boxed();
-        Ok::<_, Error>(stream)
+        let batches: Vec<Result<Remains>> = keys
+            .chunks(7)
+            .map(|c| {
+                let keep = c.iter().map(|k| k.unwrap() % 10 != 0).collect();
+                Ok(Remains::kept(batch(c), keep))
+            })
+            .collect();
+        Ok::<_, Error>(futures::stream::iter(batches).boxed())
     };
     let incoming_keys: Vec<Option<i64>> = (0..60).map(|i| Some(i * 10)).rev().collect();
     let incoming = Incoming {
@@ -248,7 +254,8 @@ async fn merge_output_takes_incoming_rows_sorted_by_its_key_as_they_come() {
     let mut extent = Extent::new();
     extent.add(&sorted_key.rows(&batch(&file)).unwrap());
     let remainder = |keys: Vec<Option<i64>>| async move {
-        let stream: BatchStream<'static> = futures::stream::iter(vec![Ok(batch(&keys))]).boxed();
+        let stream: RemainsStream<'static> =
+            futures::stream::iter(vec![Ok(Remains::all(batch(&keys)))]).boxed();
         Ok::<_, Error>(stream)
     };
     let incoming_keys: Vec<Option<i64>> = (0..50).map(|i| Some(i * 4 + 1)).collect();
@@ -350,4 +357,69 @@ fn fixed_width_keys_sort_like_their_rows() {
         order,
         [(0, 1), (0, 3), (0, 2), (1, 2), (1, 1), (0, 0), (1, 0)]
     );
+}
+
+#[tokio::test]
+async fn a_merge_passes_over_the_rows_its_inputs_drop() {
+    // Three sorted inputs over 0..30_000 (each key in one or two inputs), in batches of
+    // different sizes, some rows marked to go: whole batches, runs across batch edges, and
+    // single rows; the output must be the rows that stay, sorted, equal keys by input.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let mut inputs: Vec<Vec<(i64, bool)>> = vec![Vec::new(); 3];
+    let mut gone = 0;
+    for k in 0..30_000 {
+        for input in &mut inputs {
+            if next(3) == 0 {
+                // runs of dropped rows: whole stretches near multiples of 5000
+                let stays = !(k % 5000 < 900 || next(10) == 0);
+                gone += usize::from(!stays);
+                input.push((k, stays));
+            }
+        }
+    }
+    let streams: Vec<RemainsStream<'static>> = inputs
+        .iter()
+        .zip([1000, 333, 8192])
+        .map(|(rows, chunk)| {
+            let batches: Vec<Result<Remains>> = rows
+                .chunks(chunk)
+                .map(|c| {
+                    let keys: Vec<Option<i64>> = c.iter().map(|r| Some(r.0)).collect();
+                    Ok(Remains::kept(batch(&keys), c.iter().map(|r| r.1).collect()))
+                })
+                .collect();
+            futures::stream::iter(batches).boxed()
+        })
+        .collect();
+    let merge = SortedMerge::of_remains(key(), streams).await.unwrap();
+    let batches: Vec<RecordBatch> = merge.into_stream().try_collect().await.unwrap();
+    assert!(batches.iter().all(|b| b.num_rows() <= BATCH_ROWS));
+    let got = keys_of(futures::stream::iter(batches.into_iter().map(Ok)).boxed()).await;
+    let mut want: Vec<Option<i64>> = inputs
+        .iter()
+        .flatten()
+        .filter(|r| r.1)
+        .map(|r| Some(r.0))
+        .collect();
+    want.sort();
+    assert!(gone > 3000, "{gone}");
+    assert!(got == want, "{} rows, {} expected", got.len(), want.len());
+}
+
+#[tokio::test]
+async fn a_merge_of_inputs_that_drop_every_row_is_empty() {
+    let gone =
+        |keys: &[Option<i64>]| Ok(Remains::kept(batch(keys), vec![false; keys.len()].into()));
+    let streams: Vec<RemainsStream<'static>> = vec![
+        futures::stream::iter(vec![gone(&[Some(1), Some(2)]), gone(&[Some(3)])]).boxed(),
+        futures::stream::iter(vec![gone(&[Some(0)])]).boxed(),
+    ];
+    let merge = SortedMerge::of_remains(key(), streams).await.unwrap();
+    assert!(keys_of(merge.into_stream()).await.is_empty());
 }

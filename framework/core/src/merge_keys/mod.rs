@@ -16,6 +16,7 @@ use arrow_select::filter::filter_record_batch;
 use hashbrown::HashMap;
 use hashbrown::hash_map::Entry;
 
+use crate::cluster::Remains;
 use crate::error::{Error, Result};
 
 mod bounds;
@@ -367,9 +368,14 @@ impl KeyIndex {
     /// `batch` (of the schema the index was made for) without the rows whose key is
     /// incoming: what stays of a data file a merge rewrites.
     pub fn without_incoming(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let split = self.split(&self.key_columns(batch))?;
-        filter_record_batch(batch, &BooleanArray::new(split.keep, None))
-            .map_err(data("rewriting a data file"))
+        self.remains(batch.clone())?.into_batch()
+    }
+
+    /// `batch` (of the schema the index was made for) with the rows whose key is not
+    /// incoming marked to stay: what stays of a data file a merge rewrites, not yet copied.
+    pub fn remains(&self, batch: RecordBatch) -> Result<Remains> {
+        let split = self.split(&self.key_columns(&batch))?;
+        Ok(Remains::kept(batch, split.keep))
     }
 
     /// Incoming batch number `n` (counting from 0, as they were added) without the rows a
