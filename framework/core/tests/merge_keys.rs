@@ -93,7 +93,7 @@ fn an_integer_key_keeps_its_last_occurrence_and_null_matches_null() {
         split.keep.iter().collect::<Vec<_>>(),
         [true, false, false, false, true]
     );
-    let kept = keys.without_incoming(&table).unwrap();
+    let kept = keys.remains(table.clone()).unwrap().into_batch().unwrap();
     assert_eq!(kept.column(0).as_primitive::<Int64Type>().values(), &[5, 7]);
     let mut matched = Matched::default();
     matched.extend(split.hits.iter().copied());
@@ -119,7 +119,7 @@ fn a_two_column_key_is_matched_on_both_columns() {
         &["eu", "apac", "eu", "us"],
         &[1, 2, 3, 4],
     );
-    let kept = keys.without_incoming(&table).unwrap();
+    let kept = keys.remains(table.clone()).unwrap().into_batch().unwrap();
     assert_eq!(
         kept.column(2)
             .as_primitive::<arrow_array::types::Int32Type>()

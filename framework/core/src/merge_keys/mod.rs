@@ -365,12 +365,6 @@ impl KeyIndex {
         })
     }
 
-    /// `batch` (of the schema the index was made for) without the rows whose key is
-    /// incoming: what stays of a data file a merge rewrites.
-    pub fn without_incoming(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        self.remains(batch.clone())?.into_batch()
-    }
-
     /// `batch` (of the schema the index was made for) with the rows whose key is not
     /// incoming marked to stay: what stays of a data file a merge rewrites, not yet copied.
     pub fn remains(&self, batch: RecordBatch) -> Result<Remains> {
