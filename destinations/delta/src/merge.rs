@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_buffer::{BooleanBuffer, BooleanBufferBuilder};
+use arrow_buffer::BooleanBuffer;
 use arrow_schema::{Schema, SchemaRef};
 use deltalake::logstore::ObjectStoreRef;
 use futures::{StreamExt, TryStreamExt};
-use pipe_framework::cluster::{self, Extent, Remains, RemainsStream, SortKey};
-use pipe_framework::merge_keys::{KeyIndex, KeyValue, Matched, StagedMerge};
+use pipe_framework::cluster::{self, SortKey};
+use pipe_framework::merge_keys::{FileScan, KeyIndex, KeyValue, Matched, StagedMerge};
 use pipe_framework::parallel::{self, SCANS_AT_ONCE};
 
 use crate::error::{DeltaError, Result, data};
@@ -143,12 +143,8 @@ impl MergeState {
             async move { (scanner.scan(&file).await, file) }
         });
         while let Some((scan, file)) = scans.try_next().await? {
-            let scan = scan?;
             outcome.scanned += 1;
-            if !scan.hits.is_empty() {
-                matched.extend(scan.hits);
-                touched.push(((file, scan.keep), scan.extent));
-            }
+            touched.extend(scan?.finish(file, &mut matched));
         }
         outcome.rewritten = touched.iter().map(|((f, _), _)| f.clone()).collect();
         let keys = self.staged.keys();
@@ -165,7 +161,11 @@ impl MergeState {
             let (store, schema, partition_columns, copied) = shared.clone();
             async move {
                 let rows = read::read(&store, &file, schema, &partition_columns).await?;
-                Ok::<_, DeltaError>(kept_rows(file, rows, keep, copied))
+                let rows = rows.map_err(pipe_framework::Error::from).boxed();
+                let kept = cluster::kept_rows(&file.remove.path, rows, keep).inspect_ok(move |r| {
+                    copied.fetch_add(r.num_rows() as u64, Ordering::Relaxed);
+                });
+                Ok::<_, DeltaError>(kept.boxed())
             }
         };
         let mut rows =
@@ -195,7 +195,7 @@ struct Scanner {
 impl Scanner {
     /// Read `file`'s key columns (and cluster key columns): which incoming keys it holds,
     /// which of its rows stay, and how its rows lie along the cluster key.
-    async fn scan(&self, file: &LiveFile) -> Result<Scan> {
+    async fn scan(&self, file: &LiveFile) -> Result<FileScan> {
         let keys = &self.keys;
         let cluster_at: &[usize] = self.cluster.as_deref().map_or(&[], |k| k.columns());
         let mut columns: Vec<usize> = keys.columns.iter().chain(cluster_at).copied().collect();
@@ -209,81 +209,23 @@ impl Scanner {
         let position = |at: &usize| columns.iter().position(|c| c == at).unwrap_or_default();
         let key_at: Vec<usize> = keys.columns.iter().map(position).collect();
         let sort_at: Vec<usize> = cluster_at.iter().map(position).collect();
-        let mut scan = Scan {
-            hits: Vec::new(),
-            keep: BooleanBuffer::new_unset(0),
-            extent: Extent::new(),
-        };
-        let mut keep = BooleanBufferBuilder::new(0);
+        let mut scan = FileScan::default();
         let rows = read::read(&self.store, file, scan_schema, &self.partition_columns).await?;
         let mut stream = Box::pin(rows);
         while let Some(batch) = stream.try_next().await? {
             let pick = |at: &[usize]| -> Vec<ArrayRef> {
                 at.iter().map(|&i| Arc::clone(batch.column(i))).collect()
             };
-            let split = keys.split(&pick(&key_at))?;
-            scan.hits.extend(split.hits);
-            keep.append_buffer(&split.keep);
-            if let Some(key) = &self.cluster {
-                scan.extent.add(&key.rows_of(&pick(&sort_at))?);
-            }
+            let sort_columns = self.cluster.as_ref().map(|_| pick(&sort_at));
+            let cluster = self.cluster.as_deref().zip(sort_columns.as_deref());
+            scan.add(keys, &pick(&key_at), cluster)?;
         }
-        scan.keep = keep.finish();
         Ok(scan)
     }
 }
 
 /// A file the merge rewrites, and which of its rows stay.
 type Touched = (LiveFile, BooleanBuffer);
-
-/// What the key scan of one data file found.
-struct Scan {
-    /// The ids of the incoming keys the file holds.
-    hits: Vec<u32>,
-    /// Which of its rows stay (their key is not incoming).
-    keep: BooleanBuffer,
-    /// How its rows lie along the cluster key.
-    extent: Extent,
-}
-
-/// The rows of `rows` (all of `file`'s, read again) with those `keep` keeps marked, counted
-/// into `copied`; an error if the file does not return the rows the key scan saw.
-fn kept_rows(
-    file: LiveFile,
-    rows: impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static,
-    keep: BooleanBuffer,
-    copied: Arc<AtomicU64>,
-) -> RemainsStream<'static> {
-    let (rows, file) = (rows.boxed(), Arc::new(file));
-    futures::stream::try_unfold((rows, 0usize), move |(mut rows, at)| {
-        let (keep, file, copied) = (keep.clone(), file.clone(), Arc::clone(&copied));
-        async move {
-            let Some(batch) = rows.try_next().await? else {
-                return if at == keep.len() {
-                    Ok(None)
-                } else {
-                    Err(changed(&file).into())
-                };
-            };
-            let n = batch.num_rows();
-            if at + n > keep.len() {
-                return Err(changed(&file).into());
-            }
-            let remains = Remains::kept(batch, keep.slice(at, n));
-            copied.fetch_add(remains.num_rows() as u64, Ordering::Relaxed);
-            Ok(Some((remains, (rows, at + n))))
-        }
-    })
-    .boxed()
-}
-
-/// A data file whose two reads returned different row counts.
-fn changed(file: &LiveFile) -> DeltaError {
-    DeltaError::Internal(format!(
-        "data file {} returned different rows when read again",
-        file.remove.path
-    ))
-}
 
 /// Whether key column `column`'s statistics compare like its [`KeyValue`]s: integers
 /// (JSON numbers) and strings. Dates, timestamps and decimals are written as strings or

@@ -9,7 +9,7 @@ use arrow_array::types::Int64Type;
 use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, SortOptions};
 use futures::TryStreamExt;
-use pipe_framework::cluster::SortKey;
+use pipe_framework::cluster::{Remains, SortKey};
 use pipe_framework::merge_keys::{KeyValue, Matched, StagedMerge};
 
 fn schema() -> SchemaRef {
@@ -93,11 +93,13 @@ fn an_integer_key_keeps_its_last_occurrence_and_null_matches_null() {
         split.keep.iter().collect::<Vec<_>>(),
         [true, false, false, false, true]
     );
-    let kept = keys.remains(table.clone()).unwrap().into_batch().unwrap();
+    let kept = Remains::kept(table.clone(), split.keep.clone())
+        .into_batch()
+        .unwrap();
     assert_eq!(kept.column(0).as_primitive::<Int64Type>().values(), &[5, 7]);
     let mut matched = Matched::default();
     matched.extend(split.hits.iter().copied());
-    matched.extend(keys.hits(&keys.key_columns(&table)).unwrap());
+    matched.extend(split.hits.iter().copied());
     assert_eq!(matched.len(), 3, "ids 2, NULL and 1, each once");
     // NULL keys: bounds cannot exclude a file
     assert!(keys.may_match(Some(KeyValue::Int(100)), Some(KeyValue::Int(200))));
@@ -119,7 +121,10 @@ fn a_two_column_key_is_matched_on_both_columns() {
         &["eu", "apac", "eu", "us"],
         &[1, 2, 3, 4],
     );
-    let kept = keys.remains(table.clone()).unwrap().into_batch().unwrap();
+    let split = keys.split(&keys.key_columns(&table)).unwrap();
+    let kept = Remains::kept(table.clone(), split.keep)
+        .into_batch()
+        .unwrap();
     assert_eq!(
         kept.column(2)
             .as_primitive::<arrow_array::types::Int32Type>()

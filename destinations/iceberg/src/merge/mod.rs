@@ -16,6 +16,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
+use arrow_buffer::BooleanBuffer;
 use arrow_schema::SchemaRef;
 use iceberg::io::FileIO;
 use iceberg::spec::Schema;
@@ -124,25 +125,16 @@ impl MergeState {
             }
         });
         while let Some((scan, path)) = scans.try_next().await? {
-            let scan = scan?;
             scanned += 1;
-            if !scan.hits.is_empty() {
-                matched.extend(scan.hits);
-                touched.push((path, scan.extent));
-            }
+            touched.extend(scan?.finish(path, &mut matched));
         }
-        let rewritten: HashSet<String> = touched.iter().map(|(p, _)| p.clone()).collect();
+        let rewritten: HashSet<String> = touched.iter().map(|((p, _), _)| p.clone()).collect();
         let incoming = incoming.await??;
         let schema = &self.schema;
-        let shared = (
-            io.clone(),
-            table,
-            Arc::clone(schema),
-            self.staged.shared_keys(),
-        );
-        let remainder = move |path: String| {
-            let (io, table, schema, keys) = shared.clone();
-            async move { read::remainder(&io, &path, &table, &schema, keys).await }
+        let shared = (io.clone(), table, Arc::clone(schema));
+        let remainder = move |(path, keep): (String, BooleanBuffer)| {
+            let (io, table, schema) = shared.clone();
+            async move { read::remainder(&io, &path, &table, &schema, keep).await }
         };
         let mut rows =
             cluster::merge_output(self.cluster.as_ref(), schema, touched, remainder, incoming)

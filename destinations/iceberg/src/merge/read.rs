@@ -14,9 +14,10 @@ use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::{PARQUET_FIELD_ID_META_KEY, ProjectionMask};
 
 use crate::error::{IcebergError, Result, data, ice};
+use arrow_buffer::BooleanBuffer;
 use futures::StreamExt;
-use pipe_framework::cluster::{Extent, RemainsStream, SortKey};
-use pipe_framework::merge_keys::KeyIndex;
+use pipe_framework::cluster::{self, RemainsStream, SortKey};
+use pipe_framework::merge_keys::{FileScan, KeyIndex};
 
 const BATCH_ROWS: usize = 64 * 1024;
 
@@ -109,15 +110,6 @@ fn conform(column: &ArrayRef, to: &Field, path: &str) -> Result<ArrayRef> {
     )))
 }
 
-/// What the key scan of one data file found.
-#[derive(Debug)]
-pub(super) struct Scan {
-    /// The ids of the incoming keys the file holds.
-    pub hits: Vec<u32>,
-    /// How its rows lie along the cluster key (when clustered).
-    pub extent: Extent,
-}
-
 /// The columns with field ids `ids` of `batch` (read from `path`) in `write_schema`'s types,
 /// where the column of the table is at `at[i]`; NULLs for a column the file predates.
 fn columns(
@@ -140,7 +132,7 @@ fn columns(
 }
 
 /// Scan data file `path`'s merge keys (and cluster key columns): which incoming keys it
-/// holds, and whether its rows are in cluster key order.
+/// holds, which of its rows stay, and whether its rows are in cluster key order.
 pub(super) async fn scan(
     io: &FileIO,
     path: &str,
@@ -148,7 +140,7 @@ pub(super) async fn scan(
     keys: &KeyIndex,
     write_schema: &SchemaRef,
     cluster: Option<&SortKey>,
-) -> Result<Scan> {
+) -> Result<FileScan> {
     let builder = open(io, path).await?;
     let file_schema = builder.schema().clone();
     let id_of = |at: &usize| table.as_struct().fields()[*at].id;
@@ -173,39 +165,40 @@ pub(super) async fn scan(
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(data(format!("reading data file {path}")))?;
-    let mut out = Scan {
-        hits: Vec::new(),
-        extent: Extent::new(),
-    };
+    let mut scan = FileScan::default();
     while let Some(batch) = stream
         .try_next()
         .await
         .map_err(data(format!("reading data file {path}")))?
     {
         let key_columns = columns(&batch, &key_ids, &keys.columns, write_schema, path)?;
-        out.hits.extend(keys.hits(&key_columns)?);
-        if let Some(key) = cluster {
-            let sort_columns = columns(&batch, &cluster_ids, cluster_at, write_schema, path)?;
-            out.extent.add(&key.rows_of(&sort_columns)?);
-        }
+        let sort_columns = match cluster {
+            Some(_) => Some(columns(
+                &batch,
+                &cluster_ids,
+                cluster_at,
+                write_schema,
+                path,
+            )?),
+            None => None,
+        };
+        scan.add(keys, &key_columns, cluster.zip(sort_columns.as_deref()))?;
     }
-    Ok(out)
+    Ok(scan)
 }
 
-/// Data file `path`'s rows in the table's current schema, those whose key is not incoming
-/// marked to stay.
+/// Data file `path`'s rows in the table's current schema, read again after its key scan,
+/// with those the scan's `keep` marks staying.
 pub(super) async fn remainder(
     io: &FileIO,
     path: &str,
     table: &Schema,
     write_schema: &SchemaRef,
-    keys: Arc<KeyIndex>,
+    keep: BooleanBuffer,
 ) -> Result<RemainsStream<'static>> {
     let batches = batches(io, path, table, write_schema).await?;
-    Ok(batches
-        .map_err(pipe_framework::Error::from)
-        .and_then(move |batch| futures::future::ready(keys.remains(batch)))
-        .boxed())
+    let rows = batches.map_err(pipe_framework::Error::from).boxed();
+    Ok(cluster::kept_rows(path, rows, keep))
 }
 
 /// Data file `path`'s rows in the table's current schema (columns by field id; NULL for

@@ -82,6 +82,43 @@ impl Remains {
     }
 }
 
+/// A data file's rows read again after its key scan (`rows`), with the rows the scan's `keep`
+/// marks (one bit per row of the file) staying; an error if the file returns other rows than
+/// the scan saw (`file` names it).
+pub fn kept_rows(
+    file: &str,
+    rows: BatchStream<'static>,
+    keep: BooleanBuffer,
+) -> RemainsStream<'static> {
+    let file: Arc<str> = file.into();
+    futures::stream::try_unfold((rows, 0usize), move |(mut rows, at)| {
+        let (keep, file) = (keep.clone(), Arc::clone(&file));
+        async move {
+            let changed = || {
+                Error::internal(format!(
+                    "data file {file} returned different rows when read again"
+                ))
+            };
+            let Some(batch) = rows.try_next().await? else {
+                return if at == keep.len() {
+                    Ok(None)
+                } else {
+                    Err(changed())
+                };
+            };
+            let n = batch.num_rows();
+            if at + n > keep.len() {
+                return Err(changed());
+            }
+            Ok(Some((
+                Remains::kept(batch, keep.slice(at, n)),
+                (rows, at + n),
+            )))
+        }
+    })
+    .boxed()
+}
+
 /// Memory an [`ExternalSort`] holds before it spills a sorted run to disk. A merge holds it
 /// beside its key index: at 128 MiB a first load of 5M rows by merge peaked above 512 MiB.
 pub const SORT_MEMORY: usize = 64 * 1024 * 1024;

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{Array, Int64Array, LargeStringArray, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, SortOptions};
 use futures::{StreamExt, TryStreamExt};
 
@@ -400,6 +402,14 @@ async fn a_merge_passes_over_the_rows_its_inputs_drop() {
     let merge = SortedMerge::of_remains(key(), streams).await.unwrap();
     let batches: Vec<RecordBatch> = merge.into_stream().try_collect().await.unwrap();
     assert!(batches.iter().all(|b| b.num_rows() <= BATCH_ROWS));
+    // every row's value came with its key
+    for b in &batches {
+        let (k, v) = (
+            b.column(0).as_primitive::<Int64Type>(),
+            b.column(1).as_string::<i32>(),
+        );
+        assert!((0..b.num_rows()).all(|i| v.value(i) == format!("v{}", k.value(i))));
+    }
     let got = keys_of(futures::stream::iter(batches.into_iter().map(Ok)).boxed()).await;
     let mut want: Vec<Option<i64>> = inputs
         .iter()
@@ -422,4 +432,58 @@ async fn a_merge_of_inputs_that_drop_every_row_is_empty() {
     ];
     let merge = SortedMerge::of_remains(key(), streams).await.unwrap();
     assert!(keys_of(merge.into_stream()).await.is_empty());
+}
+
+#[tokio::test]
+async fn inputs_whose_columns_differ_in_type_are_an_error_not_a_panic() {
+    let large = Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("v", DataType::LargeUtf8, true),
+    ]);
+    let other = RecordBatch::try_new(
+        Arc::new(large),
+        vec![
+            Arc::new(Int64Array::from(vec![2, 4])),
+            Arc::new(LargeStringArray::from(vec!["v2", "v4"])),
+        ],
+    )
+    .unwrap();
+    let streams: Vec<BatchStream<'static>> = vec![
+        futures::stream::iter(vec![Ok(batch(&[Some(1), Some(3)]))]).boxed(),
+        futures::stream::iter(vec![Ok(other)]).boxed(),
+    ];
+    let merge = SortedMerge::new(key(), streams).await.unwrap();
+    let got: Result<Vec<RecordBatch>> = merge.into_stream().try_collect().await;
+    let e = got.unwrap_err().to_string();
+    assert!(e.contains("different data types"), "{e}");
+}
+
+#[tokio::test]
+async fn kept_rows_follow_the_scan_mask_across_batches_and_catch_a_changed_file() {
+    let keep: BooleanBuffer = [true, false, true, true, false].into_iter().collect();
+    let read = || {
+        let batches = vec![
+            Ok(batch(&[Some(1), Some(2)])),
+            Ok(batch(&[Some(3), Some(4), Some(5)])),
+        ];
+        futures::stream::iter(batches).boxed()
+    };
+    let remains: Vec<Remains> = kept_rows("f.parquet", read(), keep.clone())
+        .try_collect()
+        .await
+        .unwrap();
+    let kept: Vec<usize> = remains.iter().map(Remains::num_rows).collect();
+    assert_eq!(kept, [1, 2]);
+    let rows =
+        keys_of(futures::stream::iter(remains.into_iter().map(Remains::into_batch)).boxed()).await;
+    assert_eq!(rows, [Some(1), Some(3), Some(4)]);
+    // the file returned fewer or more rows than its scan saw
+    for mask in [
+        keep.slice(0, 4),
+        keep.slice(0, 5).iter().chain([true]).collect(),
+    ] {
+        let got: Result<Vec<Remains>> = kept_rows("f.parquet", read(), mask).try_collect().await;
+        let e = got.unwrap_err().to_string();
+        assert!(e.contains("f.parquet returned different rows"), "{e}");
+    }
 }

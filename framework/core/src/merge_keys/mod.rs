@@ -16,7 +16,7 @@ use arrow_select::filter::filter_record_batch;
 use hashbrown::HashMap;
 use hashbrown::hash_map::Entry;
 
-use crate::cluster::Remains;
+use crate::cluster::{Extent, SortKey};
 use crate::error::{Error, Result};
 
 mod bounds;
@@ -194,6 +194,58 @@ impl Matched {
     }
 }
 
+/// A merge's key scan of one data file, batch by batch: the incoming keys it holds, which of
+/// its rows stay, and how its rows lie along the cluster key.
+#[derive(Debug)]
+pub struct FileScan {
+    hits: Vec<u32>,
+    keep: BooleanBufferBuilder,
+    extent: Extent,
+}
+
+impl Default for FileScan {
+    fn default() -> Self {
+        Self {
+            hits: Vec::new(),
+            keep: BooleanBufferBuilder::new(0),
+            extent: Extent::new(),
+        }
+    }
+}
+
+impl FileScan {
+    /// The file's next rows: their merge key columns (in key order) looked up in `keys`, and
+    /// when the merge is clustered, the cluster key with its columns.
+    pub fn add(
+        &mut self,
+        keys: &KeyIndex,
+        key_columns: &[ArrayRef],
+        cluster: Option<(&SortKey, &[ArrayRef])>,
+    ) -> Result<()> {
+        let split = keys.split(key_columns)?;
+        self.hits.extend(split.hits);
+        self.keep.append_buffer(&split.keep);
+        if let Some((key, columns)) = cluster {
+            self.extent.add(&key.rows_of(columns)?);
+        }
+        Ok(())
+    }
+
+    /// The keys the file holds recorded into `matched`; if it holds any, `file` to rewrite
+    /// with the mask of its rows that stay, and its extent.
+    pub fn finish<T>(
+        mut self,
+        file: T,
+        matched: &mut Matched,
+    ) -> Option<((T, BooleanBuffer), Extent)> {
+        if self.hits.is_empty() {
+            return None;
+        }
+        matched.extend(self.hits);
+        Some(((file, self.keep.finish()), self.extent))
+    }
+}
+
 impl KeyIndex {
     pub fn new(schema: &SchemaRef, columns: Vec<usize>) -> Result<Self> {
         let types: Vec<DataType> = columns
@@ -340,13 +392,6 @@ impl KeyIndex {
         self.keys == 0
     }
 
-    /// The ids of the incoming keys among the rows of `key_columns` (in key order).
-    pub fn hits(&self, key_columns: &[ArrayRef]) -> Result<Vec<u32>> {
-        let mut hits = Vec::new();
-        self.each(key_columns, |_, id| hits.extend(id))?;
-        Ok(hits)
-    }
-
     /// Which rows of `key_columns` (in key order) hold an incoming key.
     pub fn split(&self, key_columns: &[ArrayRef]) -> Result<Split> {
         let rows = key_columns.first().map_or(0, |c| c.len());
@@ -363,13 +408,6 @@ impl KeyIndex {
             hits,
             keep: keep.finish(),
         })
-    }
-
-    /// `batch` (of the schema the index was made for) with the rows whose key is not
-    /// incoming marked to stay: what stays of a data file a merge rewrites, not yet copied.
-    pub fn remains(&self, batch: RecordBatch) -> Result<Remains> {
-        let split = self.split(&self.key_columns(&batch))?;
-        Ok(Remains::kept(batch, split.keep))
     }
 
     /// Incoming batch number `n` (counting from 0, as they were added) without the rows a
