@@ -21,6 +21,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def run(cmd, env=None):
+    """Run `cmd` to its end: elapsed seconds and peak RSS (MiB)."""
+    seconds, rss, _ = run_cpu(cmd, env)
+    return seconds, rss
+
+
+def run_cpu(cmd, env=None):
+    """Run `cmd` to its end: elapsed seconds, peak RSS (MiB) and CPU seconds (user + system)."""
     start = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -28,7 +35,7 @@ def run(cmd, env=None):
     out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{out}\n{err}")
-    return seconds, usage.ru_maxrss / 1024  # MiB
+    return seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 REFERENCE = """

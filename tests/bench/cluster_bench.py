@@ -16,7 +16,8 @@ Both use `target_file_size_mb` = --target-mb. Then into each table, as separate 
     there updated, the rest new keys between them);
   - a uniform merge: `changed` rows spread over the whole range (60% updates, 40% new keys),
     --uniform-runs times per layout, the layouts taking turns, each from a copy of the
-    table as the narrow merge left it: the ratio of each side-by-side pair, and their median.
+    table as the narrow merge left it: the ratio of each side-by-side pair, and their median,
+    for elapsed time and for CPU time (user + system: the work done, steadier on a shared VM).
 With --today, a third table goes through the same steps with an earlier pipe build (as that
 build writes it; no `cluster_by` key): the merges as they ran before clustering, beside the
 current build's reference layout.
@@ -40,7 +41,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench import run  # noqa: E402  (one process, timed, peak RSS from wait4)
+from bench import run, run_cpu  # noqa: E402  (one process: time, peak RSS and CPU from wait4)
 
 GENERATE = r"""
 import datetime as dt, random, sys
@@ -159,8 +160,9 @@ def files(work, fmt, name):
 
 
 def pipe_run(pipe, toml, data):
+    """Elapsed seconds, peak RSS (MiB) and CPU seconds of one `pipe run`."""
     env = dict(os.environ, BENCH_PARQUET=data)
-    return run([pipe, "run", toml, "--no-progress"], env)
+    return run_cpu([pipe, "run", toml, "--no-progress"], env)
 
 
 def show(what, rows, secs, rss, extra=""):
@@ -179,10 +181,10 @@ def merges(a, fmt):
         name = f"cluster-{fmt}-{layout}"
         shutil.rmtree(os.path.join(a.work, name), ignore_errors=True)
         toml = pipeline(a.work, fmt, name, layout, a.target_mb)
-        secs, rss = pipe_run(pipe, toml, base)
+        secs, rss, _ = pipe_run(pipe, toml, base)
         listed = files(a.work, fmt, name)
         show(f"{layout}: load", a.rows, secs, rss, f"   {len(listed)} files")
-        results[layout] = merge(a, fmt, pipe, name, toml, layout, "narrow")
+        results[layout] = merge(a, fmt, pipe, name, toml, layout, "narrow")[:2]
         # every uniform merge starts from the table as the narrow merge left it
         pristine = os.path.join(a.work, f"{name}-pristine")
         shutil.rmtree(pristine, ignore_errors=True)
@@ -191,13 +193,15 @@ def merges(a, fmt):
     # The uniform merges take turns between the layouts (this VM's speed drifts by up to 25%
     # within minutes): each ratio compares runs made side by side.
     times = {layout: [] for layout in layouts}
+    cpus = {layout: [] for layout in layouts}
     for i in range(a.uniform_runs):
         for layout, (pipe, name, toml, pristine) in tables.items():
             if i > 0:
                 shutil.rmtree(os.path.join(a.work, name))
                 shutil.copytree(pristine, os.path.join(a.work, name))
-            secs, _ = merge(a, fmt, pipe, name, toml, layout, "uniform", shown=i == 0)
+            secs, _, cpu = merge(a, fmt, pipe, name, toml, layout, "uniform", shown=i == 0)
             times[layout].append(secs)
+            cpus[layout].append(cpu)
     checks = set()
     for _, name, _, pristine in tables.values():
         checks.add(py(where(a.work, fmt, name), CHECKSUM))
@@ -206,21 +210,25 @@ def merges(a, fmt):
         sys.exit(f"{fmt}: the layouts' tables differ: {checks}")
     print(f"  all tables: (count, checksum) = {checks.pop()}")
     for layout in times:
-        print(f"  uniform merges, {layout}: {' / '.join(f'{t:.2f}' for t in times[layout])} s")
+        print(f"  uniform merges, {layout}: {' / '.join(f'{t:.2f}' for t in times[layout])} s; "
+              f"CPU {' / '.join(f'{t:.2f}' for t in cpus[layout])} s")
     new_n, new_share = results["clustered"]
     for base_layout in [layout for layout in layouts if layout != "clustered"]:
         ref_n, ref_share = results[base_layout]
         ratios = [c / r for r, c in zip(times[base_layout], times["clustered"])]
+        cpu_ratios = [c / r for r, c in zip(cpus[base_layout], cpus["clustered"])]
         print(f"  against {base_layout}: narrow merge {ref_n / new_n:.1f}x faster, rewrote "
               f"{new_share:.1%} ({base_layout} {ref_share:.1%}); uniform merge clustered / "
               f"{base_layout} {' / '.join(f'{r:.2f}' for r in ratios)}, "
-              f"median {statistics.median(ratios):.2f}")
+              f"median {statistics.median(ratios):.2f}; CPU median "
+              f"{statistics.median(cpu_ratios):.2f}")
 
 
 def merge(a, fmt, pipe, name, toml, layout, kind, shown=True):
-    """One merge of `kind` into table `name`: its time and the share of the table it rewrote."""
+    """One merge of `kind` into table `name`: its time, the share of the table it rewrote and
+    its CPU seconds."""
     before = files(a.work, fmt, name)
-    secs, rss = pipe_run(pipe, toml, parquet(a.work, kind, a.rows, a.changed))
+    secs, rss, cpu = pipe_run(pipe, toml, parquet(a.work, kind, a.rows, a.changed))
     after = files(a.work, fmt, name)
     replaced = sum(size for path, size in before.items() if path not in after)
     share = replaced / sum(before.values())
@@ -228,7 +236,7 @@ def merge(a, fmt, pipe, name, toml, layout, kind, shown=True):
         show(f"{layout}: {kind} merge", a.changed, secs, rss,
              f"   rewrote {share:6.1%} of the table "
              f"({len(set(before) - set(after))} of {len(before)} files)")
-    return secs, share
+    return secs, share, cpu
 
 
 def compaction(a):
