@@ -172,16 +172,9 @@ pub(super) async fn scan(
         .map_err(data(format!("reading data file {path}")))?
     {
         let key_columns = columns(&batch, &key_ids, &keys.columns, write_schema, path)?;
-        let sort_columns = match cluster {
-            Some(_) => Some(columns(
-                &batch,
-                &cluster_ids,
-                cluster_at,
-                write_schema,
-                path,
-            )?),
-            None => None,
-        };
+        let sort_columns = cluster
+            .map(|_| columns(&batch, &cluster_ids, cluster_at, write_schema, path))
+            .transpose()?;
         scan.add(keys, &key_columns, cluster.zip(sort_columns.as_deref()))?;
     }
     Ok(scan)
