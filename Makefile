@@ -4,6 +4,8 @@ export CARGO_TARGET_DIR ?= /var/tmp/pipe-target
 export CARGO_BUILD_JOBS ?= 2
 PIPE_VENV ?= /var/tmp/pipe-venv
 export PIPE_PYTHON ?= $(PIPE_VENV)/bin/python
+PIPE_LAKANA_VENV ?= /var/tmp/pipe-lakana
+export PIPE_LAKANA_PYTHON ?= $(PIPE_LAKANA_VENV)/bin/python
 PIPE_NODE ?= /var/tmp/pipe-node
 export PIPE_AZURITE ?= $(PIPE_NODE)/node_modules/.bin/azurite-blob
 
@@ -45,20 +47,26 @@ $(PIPE_NODE)/.ready: tests/node-tools.json
 pg-setup:
 	bash tests/pg/setup.sh
 
-## venv: the Python readers (created once, reused)
-venv: $(PIPE_VENV)/.ready
+## venv: the Python readers, and lakana-server in a venv of its own (created once, reused)
+venv: $(PIPE_VENV)/.ready $(PIPE_LAKANA_VENV)/.ready
+
+$(PIPE_LAKANA_VENV)/.ready: tests/requirements-lakana.txt
+	python3 -m venv $(PIPE_LAKANA_VENV)
+	$(PIPE_LAKANA_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements-lakana.txt
+	touch $@
 
 $(PIPE_VENV)/.ready: tests/requirements.txt
 	python3 -m venv $(PIPE_VENV)
 	$(PIPE_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
-## bench: release build; CSV → DuckDB vs read_csv, Postgres → DuckDB vs psql COPY, Parquet → Iceberg vs DuckDB and pyiceberg, Parquet → Delta vs python deltalake, clustered vs round-robin merges and Iceberg compaction (not part of check)
+## bench: release build; CSV → DuckDB vs read_csv, Postgres → DuckDB vs psql COPY, Parquet → Iceberg vs DuckDB and pyiceberg, Parquet → Delta vs python deltalake, clustered vs round-robin merges and Iceberg compaction, the REST catalog against the SQL catalog (not part of check)
 bench: venv pg-setup
 	cargo build --release -p pipe-cli
 	$(PIPE_PYTHON) tests/bench/bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/pg_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/iceberg_bench.py $(CARGO_TARGET_DIR)/release/pipe
+	$(PIPE_PYTHON) tests/bench/rest_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/delta_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/cluster_bench.py $(CARGO_TARGET_DIR)/release/pipe
 

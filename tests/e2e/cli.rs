@@ -23,6 +23,7 @@ fn list_shows_sources_destinations_modes_and_stages() {
     assert!(names.contains(&("source", "file")));
     assert!(names.contains(&("destination", "duckdb")));
     assert!(names.contains(&("stage", "contract")));
+    assert!(names.contains(&("service", "catalog")));
     let duck = v
         .as_array()
         .unwrap()

@@ -247,7 +247,7 @@ fn a_table_written_by_the_formats_own_writer_takes_a_merge_from_pipe() {
         ])
         .to_string();
         let mut args = vec!["foreign".to_string()];
-        args.extend(dest.reader("foreign"));
+        args.extend(dest.reader(&p, "foreign"));
         args.push("--".into());
         args.push(rows);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -512,6 +512,8 @@ fn largest_metadata(dest: Dest, p: &Project) -> u64 {
     };
     match dest {
         Dest::Iceberg => biggest(&p.path().join("wh"), ".metadata.json"),
+        // wh/ (pipe serve catalog) or lakana/storage/
+        Dest::IcebergRest(_) => biggest(p.path(), ".metadata.json"),
         Dest::Delta => biggest(&p.path().join("lake/ties/_delta_log"), ".json"),
         Dest::DuckDb => {
             let rows = common::query(

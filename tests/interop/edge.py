@@ -163,11 +163,9 @@ def read(kind, args):
         from deltalake import DeltaTable
         return DeltaTable(args[0]).to_pyarrow_table()
     if kind == "iceberg":
-        from pyiceberg.catalog.sql import SqlCatalog
+        from ice import catalog
         db, wh, name = args
-        cat = SqlCatalog("pipe", uri=f"sqlite:///{os.path.abspath(db)}",
-                         warehouse=f"file://{os.path.abspath(wh)}")
-        return cat.load_table(name).scan().to_arrow()
+        return catalog(db, wh).load_table(name).scan().to_arrow()
     raise SystemExit(f"unknown reader {kind}")
 
 
@@ -323,12 +321,11 @@ def foreign(kind, args, rows):
         from deltalake import write_deltalake
         write_deltalake(args[0], data)
     elif kind == "iceberg":
-        from pyiceberg.catalog.sql import SqlCatalog
+        from ice import catalog
         db, wh, name = args
-        os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
-        os.makedirs(wh, exist_ok=True)
-        cat = SqlCatalog("pipe", uri=f"sqlite:///{os.path.abspath(db)}",
-                         warehouse=f"file://{os.path.abspath(wh)}")
+        if not db.startswith("{"):
+            os.makedirs(wh, exist_ok=True)
+        cat = catalog(db, wh)
         cat.create_namespace_if_not_exists(name.rsplit(".", 1)[0])
         cat.create_table(name, schema=data.schema).append(data)
     else:
@@ -342,11 +339,9 @@ def files(column, kind, args):
         actions = pa.table(dt.get_add_actions(flatten=True)).to_pydict()
         paths = [os.path.join(args[0], p) for p in actions["path"]]
     elif kind == "iceberg":
-        from pyiceberg.catalog.sql import SqlCatalog
+        from ice import catalog
         db, wh, name = args
-        cat = SqlCatalog("pipe", uri=f"sqlite:///{os.path.abspath(db)}",
-                         warehouse=f"file://{os.path.abspath(wh)}")
-        listed = cat.load_table(name).inspect.files().to_pydict()
+        listed = catalog(db, wh).load_table(name).inspect.files().to_pydict()
         paths = [p.removeprefix("file://") for p in listed["file_path"]]
     else:
         raise SystemExit(f"no file listing for {kind}")

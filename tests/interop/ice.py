@@ -30,6 +30,12 @@ from canon import canon, differences
 
 
 def catalog(db, warehouse):
+    """A SQL catalog (a SQLite file or a database URL, and the warehouse), or a REST catalog
+    given as a JSON object of pyiceberg RestCatalog properties (`{"uri": ..., "token": ...}`;
+    the warehouse argument is then ignored)."""
+    if db.startswith("{"):
+        from pyiceberg.catalog.rest import RestCatalog
+        return RestCatalog("rest", **json.loads(db))
     if "://" not in db:
         os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
     uri = db if "://" in db else f"sqlite:///{os.path.abspath(db)}"

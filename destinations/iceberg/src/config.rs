@@ -94,6 +94,62 @@ pub enum CatalogConfig {
         #[serde(default = "default_catalog_name")]
         name: String,
     },
+    /// An Iceberg REST catalog (Polaris, Lakekeeper, Gravitino, Unity, Glue's REST endpoint,
+    /// `pipe serve catalog`).
+    Rest(RestCatalogConfig),
+    /// Project Nessie's Iceberg REST endpoint (`http://host:19120/iceberg`): a REST catalog
+    /// whose prefix names the branch (`main`, or `main|warehouse`).
+    Nessie(RestCatalogConfig),
+}
+
+/// The keys of `catalog = { type = "rest", ... }` and `{ type = "nessie", ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestCatalogConfig {
+    /// The catalog's base URL, without `/v1` (`http://127.0.0.1:8181`,
+    /// `http://nessie:19120/iceberg`).
+    pub uri: String,
+    /// The warehouse to ask the catalog for (sent as `?warehouse=` to `GET /v1/config`; a
+    /// name or a location, as the catalog defines it).
+    #[serde(default)]
+    pub warehouse: Option<String>,
+    /// The path prefix of every call after `/v1/config` (`/v1/{prefix}/namespaces/...`).
+    /// Default: what the catalog's `/v1/config` says; for Nessie, the branch (and warehouse).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Nessie only: the branch to commit to (default `main`).
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// A bearer token sent with every call (secret).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// OAuth2 client credentials `client_id:client_secret` (secret): exchanged for a token at
+    /// `oauth2_server_uri` (default `<uri>/v1/oauth/tokens`), renewed before it expires.
+    #[serde(default)]
+    pub credential: Option<Secret>,
+    /// Where `credential` is exchanged for a token (default `<uri>/v1/oauth/tokens`).
+    #[serde(default)]
+    pub oauth2_server_uri: Option<String>,
+    /// The OAuth2 scope asked for with `credential` (default `catalog`).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Extra HTTP headers sent with every call (values are secrets: they may carry keys).
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Create the table's namespace when it does not exist (default false: REST catalogs
+    /// usually leave namespaces to their administrators, and a missing one is an error).
+    #[serde(default)]
+    pub create_namespace: bool,
+    /// Seconds one call to the catalog may take (default 60).
+    #[serde(
+        default = "default_timeout_secs",
+        deserialize_with = "pipe_framework::config::within::<_, _, 1, 3600>"
+    )]
+    pub timeout_secs: u64,
+}
+
+fn default_timeout_secs() -> u64 {
+    60
 }
 
 impl Default for CatalogConfig {

@@ -38,9 +38,20 @@ pub enum IcebergError {
     CommitUnknown {
         /// What we were doing.
         what: String,
-        /// The driver's error.
+        /// The driver's or the HTTP client's error.
         #[source]
-        source: sqlx::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A REST catalog answered with an error, or could not be reached (`status` is `None`).
+    #[error("{what}: {message}")]
+    Rest {
+        /// What we were doing.
+        what: String,
+        /// The HTTP status, if the catalog answered.
+        status: Option<u16>,
+        /// The catalog's error (`type: message` from the spec's error body), or the network
+        /// failure; never a credential.
+        message: String,
     },
     /// Reading or writing data failed.
     #[error("{what}: {source}")]
@@ -114,6 +125,19 @@ impl From<IcebergError> for Error {
             }
             e @ IcebergError::CommitUnknown { .. } => {
                 Error::external(e.to_string()).commit_unknown()
+            }
+            IcebergError::Rest {
+                what,
+                status,
+                message,
+            } => {
+                let text = format!("{what}: {message}");
+                match status {
+                    Some(400..=499) if !matches!(status, Some(408 | 409 | 429)) => {
+                        Error::user(text)
+                    }
+                    _ => Error::external(text).retryable(),
+                }
             }
             IcebergError::Data { what, source } => {
                 let transient = pipe_framework::is_transient(source.as_ref());

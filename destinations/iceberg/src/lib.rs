@@ -17,6 +17,7 @@ mod merge;
 mod operations;
 mod parallel;
 mod schema;
+mod serve;
 mod sink;
 mod table;
 mod write;
@@ -31,6 +32,7 @@ use pipe_framework::{
 
 pub use config::{CatalogConfig, IcebergConfig};
 pub use error::IcebergError;
+pub use serve::CatalogService;
 pub use sink::IcebergSink;
 
 use catalog::CommitTarget;
@@ -48,7 +50,7 @@ impl DestinationFactory for IcebergFactory {
     type Config = IcebergConfig;
 
     fn description(&self) -> &'static str {
-        "Apache Iceberg table (SQL catalog); one snapshot per run"
+        "Apache Iceberg table (SQL, REST or Nessie catalog); one snapshot per run"
     }
 
     fn modes(&self) -> &'static [WriteMode] {
@@ -59,16 +61,27 @@ impl DestinationFactory for IcebergFactory {
         Ok(Arc::new(IcebergDestination::new(config)?))
     }
 
-    /// `location` is `<catalog uri>#<namespace.table>`
-    /// (`sqlite://.pipe/catalog.db#sales.orders`), with the catalog's default name `pipe`.
+    /// `location` is `<catalog uri>#<namespace.table>`: a SQL catalog
+    /// (`sqlite://.pipe/catalog.db#sales.orders`, with the catalog's default name `pipe`) or a
+    /// REST catalog (`http://127.0.0.1:8181#sales.orders`, its token from
+    /// `PIPE_CATALOG_TOKEN` if set).
     fn locate(&self, location: &str) -> Result<Arc<dyn Destination>> {
         let Some((uri, table)) = location.rsplit_once('#') else {
             return Err(Error::user(format!(
                 "`{location}`: give an Iceberg table as <catalog uri>#<namespace.table>"
             )));
         };
+        let catalog = if uri.starts_with("http://") || uri.starts_with("https://") {
+            let mut rest = serde_json::json!({ "type": "rest", "uri": uri });
+            if let Ok(token) = std::env::var("PIPE_CATALOG_TOKEN") {
+                rest["token"] = serde_json::Value::String(token);
+            }
+            rest
+        } else {
+            serde_json::json!({ "type": "sql", "uri": uri })
+        };
         let config: IcebergConfig = serde_json::from_value(serde_json::json!({
-            "catalog": { "type": "sql", "uri": uri },
+            "catalog": catalog,
             "table": table,
         }))
         .map_err(|e| Error::internal(format!("default Iceberg settings: {e}")))?;
@@ -130,16 +143,6 @@ impl IcebergDestination {
         catalog::not_created(&self.config.catalog)
     }
 
-    /// Where a new table goes: `<warehouse>/<namespace path>/<table>`.
-    fn new_table_location(&self) -> std::result::Result<String, IcebergError> {
-        let root = catalog::warehouse(&self.config.catalog)?;
-        Ok(format!(
-            "{root}/{}/{}",
-            self.table.namespace().join("/"),
-            self.table.name()
-        ))
-    }
-
     async fn prepare_sink(
         &self,
         request: PrepareRequest,
@@ -148,7 +151,6 @@ impl IcebergDestination {
         let planned = table::plan(
             target.as_ref(),
             &self.config,
-            self.new_table_location()?,
             &request.source_schema,
             request.evolution,
         )

@@ -10,7 +10,7 @@ use iceberg::spec::{
 use iceberg::{TableCreation, TableIdent};
 use pipe_framework::{SchemaEvolution, State};
 
-use crate::catalog::{CommitTarget, Loaded};
+use crate::catalog::{CommitTarget, Loaded, NewLocation};
 use crate::config::IcebergConfig;
 use crate::error::{IcebergError, Result, ice};
 use crate::layout::{partition_spec, sort_order};
@@ -77,7 +77,7 @@ impl Planned {
 #[derive(Debug, Clone)]
 pub(crate) struct NewTable {
     name: String,
-    location: String,
+    location: Option<String>,
     schema: Schema,
     spec: UnboundPartitionSpec,
     order: Option<SortOrder>,
@@ -89,7 +89,7 @@ impl NewTable {
     pub(crate) fn creation(&self) -> TableCreation {
         TableCreation::builder()
             .name(self.name.clone())
-            .location(self.location.clone())
+            .location_opt(self.location.clone())
             .schema(self.schema.clone())
             .partition_spec(self.spec.clone())
             .sort_order_opt(self.order.clone())
@@ -102,41 +102,28 @@ impl NewTable {
 pub(crate) async fn plan(
     target: &dyn CommitTarget,
     config: &IcebergConfig,
-    location: String,
     source: &ArrowSchema,
     policy: SchemaEvolution,
 ) -> Result<Planned> {
     if let Some(base) = target.load().await? {
-        if base.metadata.format_version() != FormatVersion::V2 {
-            return Err(IcebergError::Config(format!(
-                "table {} is Iceberg format {}; pipe writes format 2 tables only",
-                config.table,
-                base.metadata.format_version()
-            )));
-        }
-        let schema = crate::schema::evolve(
-            base.metadata.current_schema(),
-            base.metadata.last_column_id(),
-            source,
-            policy,
-        )?;
-        return Ok(Planned::Existing {
-            base,
-            schema: schema.map(Box::new),
-        });
+        return existing(base, config, source, policy);
     }
     let schema = crate::schema::new_table_schema(source)?;
     let spec = partition_spec(&schema, &config.partition_by)?;
     let order = sort_order(&schema, &config.sort_order)?;
     let properties: HashMap<String, String> = config.properties.clone().into_iter().collect();
-    let creation = NewTable {
+    let mut creation = NewTable {
         name: table_ident(&config.table)?.name().to_string(),
-        location,
+        location: None,
         schema,
         spec,
         order,
         properties,
     };
+    match target.new_location(creation.creation()).await? {
+        NewLocation::At(location) => creation.location = Some(location),
+        NewLocation::Created(base) => return existing(base, config, source, policy),
+    }
     let metadata = TableMetadataBuilder::from_table_creation(creation.creation())
         .map_err(ice("planning the new table"))?
         .build()
@@ -145,6 +132,32 @@ pub(crate) async fn plan(
     Ok(Planned::New {
         creation: Box::new(creation),
         metadata: Box::new(metadata),
+    })
+}
+
+/// The plan on a table that exists.
+fn existing(
+    base: Loaded,
+    config: &IcebergConfig,
+    source: &ArrowSchema,
+    policy: SchemaEvolution,
+) -> Result<Planned> {
+    if base.metadata.format_version() != FormatVersion::V2 {
+        return Err(IcebergError::Config(format!(
+            "table {} is Iceberg format {}; pipe writes format 2 tables only",
+            config.table,
+            base.metadata.format_version()
+        )));
+    }
+    let schema = crate::schema::evolve(
+        base.metadata.current_schema(),
+        base.metadata.last_column_id(),
+        source,
+        policy,
+    )?;
+    Ok(Planned::Existing {
+        base,
+        schema: schema.map(Box::new),
     })
 }
 

@@ -32,7 +32,9 @@ pub fn default_registry() -> Registry {
     #[cfg(feature = "destination-duckdb")]
     let registry = registry.destination("duckdb", pipe_destination_duckdb::DuckDbFactory);
     #[cfg(feature = "destination-iceberg")]
-    let registry = registry.destination("iceberg", pipe_destination_iceberg::IcebergFactory);
+    let registry = registry
+        .destination("iceberg", pipe_destination_iceberg::IcebergFactory)
+        .service("catalog", pipe_destination_iceberg::CatalogService);
     #[cfg(feature = "destination-delta")]
     let registry = registry.destination("delta", pipe_destination_delta::DeltaFactory);
     registry
@@ -153,6 +155,15 @@ enum Command {
     Table {
         #[command(subcommand)]
         command: table::TableCommand,
+    },
+    /// Run a server until SIGTERM or Ctrl-C: `pipe serve catalog` is an Iceberg REST catalog
+    /// (`pipe serve catalog --help`; `pipe list` shows every service).
+    Serve {
+        /// The service.
+        service: String,
+        /// The service's own options.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Run every pipeline of a directory that has a [schedule], until SIGTERM or Ctrl-C.
     Schedule {
@@ -286,6 +297,14 @@ async fn dispatch(command: Command, registry: Registry) -> Result<ExitCode, Erro
         Command::Contract {
             command: ContractCommand::Export { file, output },
         } => check::export(&file, output.as_deref()),
+        Command::Serve { service, args } => {
+            let shutdown = CancellationToken::new();
+            cancel_on_signal(shutdown.clone());
+            let mut argv = vec![format!("pipe serve {service}")];
+            argv.extend(args);
+            registry.serve(&service, argv, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schedule { dir, grace_secs } => {
             let shutdown = CancellationToken::new();
             cancel_on_signal(shutdown.clone());

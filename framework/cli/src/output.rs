@@ -223,7 +223,7 @@ pub(crate) fn print_list(components: &[ComponentInfo], json: bool) {
         print_json(&components);
         return;
     }
-    for kind in ["source", "destination", "stage"] {
+    for kind in ["source", "destination", "stage", "service"] {
         out!("{kind}s:");
         for c in components.iter().filter(|c| c.kind == kind) {
             let modes: Vec<&str> = c.modes.iter().map(|m| m.as_str()).collect();

@@ -29,6 +29,7 @@ pub mod runner;
 pub mod runtime;
 pub mod scheduler;
 pub mod secret;
+pub mod service;
 pub mod source;
 pub mod spool;
 pub mod stage;
@@ -48,6 +49,7 @@ pub use pipeline::Pipeline;
 pub use quarantine::Quarantine;
 pub use registry::{BuildContext, DestinationFactory, Registry, SourceFactory, StageFactory};
 pub use secret::Secret;
+pub use service::Service;
 pub use source::{Source, SourceReport};
 pub use stage::{QuarantineSpec, Stage, StageOutput, StageReport};
 pub use summary::{RunProgress, RunStatus, RunSummary};
@@ -58,4 +60,5 @@ pub mod deps {
     pub use arrow_schema;
     pub use async_trait;
     pub use tokio;
+    pub use tokio_util;
 }

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use crate::config::{ConfigFile, Section};
 use crate::destination::{Destination, WriteMode};
 use crate::error::Result;
+use crate::service::Service;
 use crate::source::Source;
 use crate::stage::Stage;
 
@@ -160,6 +161,7 @@ pub struct Registry {
     destinations: BTreeMap<String, Arc<dyn ErasedDestination>>,
     /// Stage sections in pipeline order.
     stages: Vec<(String, Arc<dyn ErasedStage>)>,
+    services: BTreeMap<String, Arc<dyn Service>>,
 }
 
 impl fmt::Debug for Registry {
@@ -174,6 +176,7 @@ impl fmt::Debug for Registry {
                 "stages",
                 &self.stages.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
+            .field("services", &self.services.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -181,7 +184,7 @@ impl fmt::Debug for Registry {
 /// One registered component, for `pipe list`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ComponentInfo {
-    /// `source`, `destination` or `stage`.
+    /// `source`, `destination`, `stage` or `service`.
     pub kind: &'static str,
     /// The `type` (or section name for stages).
     pub name: String,
@@ -222,6 +225,33 @@ impl Registry {
         self
     }
 
+    /// Register a server run by `pipe serve <name>`.
+    #[must_use]
+    pub fn service(mut self, name: &str, service: impl Service) -> Self {
+        self.services.insert(name.to_string(), Arc::new(service));
+        self
+    }
+
+    /// Run the service `name` with its command-line `args` until `shutdown`.
+    pub async fn serve(
+        &self,
+        name: &str,
+        args: Vec<String>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<()> {
+        match self.services.get(name) {
+            Some(service) => service.run(args, shutdown).await,
+            None => Err(crate::error::Error::user(format!(
+                "unknown service `{name}`; this pipe serves: {}",
+                self.services
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
     /// Everything registered.
     pub fn components(&self) -> Vec<ComponentInfo> {
         let sources = self.sources.iter().map(|(n, f)| ComponentInfo {
@@ -242,7 +272,17 @@ impl Registry {
             description: f.description(),
             modes: Vec::new(),
         });
-        sources.chain(destinations).chain(stages).collect()
+        let services = self.services.iter().map(|(n, s)| ComponentInfo {
+            kind: "service",
+            name: n.clone(),
+            description: s.description(),
+            modes: Vec::new(),
+        });
+        sources
+            .chain(destinations)
+            .chain(stages)
+            .chain(services)
+            .collect()
     }
 
     /// Section names of registered stages, in order.

@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use super::catalog::Flavour;
 use super::{Project, py_in};
 
 /// A destination under test.
@@ -11,23 +12,59 @@ use super::{Project, py_in};
 pub enum Dest {
     DuckDb,
     Delta,
+    /// Iceberg on the SQL catalog (SQLite).
     Iceberg,
+    /// Iceberg through a REST catalog.
+    IcebergRest(Flavour),
 }
 
 impl Dest {
-    pub const ALL: [Dest; 3] = [Dest::DuckDb, Dest::Delta, Dest::Iceberg];
+    pub const ALL: [Dest; 6] = [
+        Dest::DuckDb,
+        Dest::Delta,
+        Dest::Iceberg,
+        Dest::IcebergRest(Flavour::Pipe),
+        Dest::IcebergRest(Flavour::PipePostgres),
+        Dest::IcebergRest(Flavour::Lakana),
+    ];
+
+    /// The Iceberg flavours.
+    pub const ICEBERG: [Dest; 4] = [
+        Dest::Iceberg,
+        Dest::IcebergRest(Flavour::Pipe),
+        Dest::IcebergRest(Flavour::PipePostgres),
+        Dest::IcebergRest(Flavour::Lakana),
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Dest::DuckDb => "duckdb",
             Dest::Delta => "delta",
             Dest::Iceberg => "iceberg",
+            Dest::IcebergRest(Flavour::Pipe) => "iceberg-rest (pipe serve catalog, SQLite)",
+            Dest::IcebergRest(Flavour::PipePostgres) => {
+                "iceberg-rest (pipe serve catalog, PostgreSQL)"
+            }
+            Dest::IcebergRest(Flavour::Lakana) => "iceberg-rest (lakana-server)",
+        }
+    }
+
+    /// The namespace-qualified Iceberg table name.
+    fn qualified(self, p: &Project, table: &str) -> String {
+        match self {
+            Dest::IcebergRest(f) => p.rest(f, |c| format!("{}.{table}", c.namespace)),
+            _ => format!("ns.{table}"),
         }
     }
 
     /// The `[destination]` keys (without `mode`) for table `table`.
-    pub fn toml(self, table: &str) -> String {
+    pub fn toml(self, p: &Project, table: &str) -> String {
         match self {
+            Dest::IcebergRest(f) => format!(
+                "type = \"iceberg\"\ncatalog = {}\ntable = \"{}\"",
+                p.rest(f, |c| c.toml()),
+                self.qualified(p, table)
+            ),
             Dest::DuckDb => {
                 format!("type = \"duckdb\"\npath = \"db/pipe.duckdb\"\ntable = \"main.{table}\"")
             }
@@ -44,13 +81,21 @@ impl Dest {
     pub fn partition_by(self, column: &str) -> Option<String> {
         match self {
             Dest::DuckDb => None,
-            Dest::Delta | Dest::Iceberg => Some(format!("partition_by = [\"{column}\"]")),
+            Dest::Delta | Dest::Iceberg | Dest::IcebergRest(_) => {
+                Some(format!("partition_by = [\"{column}\"]"))
+            }
         }
     }
 
     /// The reader arguments of tests/interop/edge.py for `table`.
-    pub fn reader(self, table: &str) -> Vec<String> {
+    pub fn reader(self, p: &Project, table: &str) -> Vec<String> {
         match self {
+            Dest::IcebergRest(f) => vec![
+                "iceberg".into(),
+                p.rest(f, |c| c.reader()),
+                "wh".into(),
+                self.qualified(p, table),
+            ],
             Dest::DuckDb => vec![
                 "duckdb".into(),
                 "db/pipe.duckdb".into(),
@@ -70,7 +115,7 @@ impl Dest {
     /// canonical form: sorted by id, temporal values as integers, floats by repr).
     pub fn rows(self, p: &Project, table: &str) -> Value {
         let mut args = vec!["read".to_string()];
-        args.extend(self.reader(table));
+        args.extend(self.reader(p, table));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, v) = py_in(p.path(), "edge.py", &args);
         assert!(ok, "{} reader failed on {table}: {v}", self.name());
@@ -84,7 +129,7 @@ impl Dest {
             return None;
         }
         let mut args = vec!["files".to_string(), column.to_string()];
-        args.extend(self.reader(table));
+        args.extend(self.reader(p, table));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, v) = py_in(p.path(), "edge.py", &args);
         assert!(ok, "{} file listing failed on {table}: {v}", self.name());
@@ -107,12 +152,9 @@ impl Dest {
                 assert!(ok, "{v}");
                 v["history"].as_array().unwrap().len()
             }
-            Dest::Iceberg => {
-                let (ok, v) = py_in(
-                    p.path(),
-                    "ice.py",
-                    &["read", "cat/catalog.db", "wh", &format!("ns.{table}")],
-                );
+            Dest::Iceberg | Dest::IcebergRest(_) => {
+                let reader = self.reader(p, table);
+                let (ok, v) = py_in(p.path(), "ice.py", &["read", &reader[1], "wh", &reader[3]]);
                 assert!(ok, "{v}");
                 v["snapshots"].as_array().unwrap().len()
             }
@@ -135,7 +177,7 @@ impl Dest {
             &file,
             &format!(
                 "name = \"{name}\"\n[source]\n{source}\n[destination]\n{}\nmode = \"{mode}\"\n{extra}\n",
-                self.toml(table)
+                self.toml(p, table)
             ),
         );
         file

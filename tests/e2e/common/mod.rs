@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use serde_json::Value;
 
 pub mod azure;
+pub mod catalog;
 pub mod delta;
 pub mod dest;
 pub mod iceberg;
@@ -165,6 +166,8 @@ impl Run {
 
 /// A temp directory holding a copy of the repo's `pipelines/`, used as the working directory.
 pub struct Project {
+    /// REST catalogs started for it (stopped before its directory goes).
+    catalogs: std::cell::RefCell<std::collections::HashMap<catalog::Flavour, catalog::RestCatalog>>,
     dir: tempfile::TempDir,
 }
 
@@ -185,7 +188,23 @@ impl Project {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         copy_dir(&root().join("pipelines"), &dir.path().join("pipelines"));
-        Self { dir }
+        Self {
+            catalogs: Default::default(),
+            dir,
+        }
+    }
+
+    /// Use the project's REST catalog of `flavour`, started on first use.
+    pub fn rest<R>(
+        &self,
+        flavour: catalog::Flavour,
+        f: impl FnOnce(&mut catalog::RestCatalog) -> R,
+    ) -> R {
+        let mut catalogs = self.catalogs.borrow_mut();
+        let cat = catalogs
+            .entry(flavour)
+            .or_insert_with(|| catalog::RestCatalog::start(self, flavour));
+        f(cat)
     }
 
     pub fn path(&self) -> &Path {

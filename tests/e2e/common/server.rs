@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 /// A running server.
 pub struct Server {
     child: Child,
+    log: tempfile::NamedTempFile,
     /// Its port on 127.0.0.1.
     pub port: u16,
 }
@@ -17,18 +18,30 @@ impl Server {
     /// Run `program` with `args(port)` for a free port and wait until it accepts connections.
     /// Its output goes to a log, shown if it does not start.
     pub fn start(program: &Path, args: impl FnOnce(u16) -> Vec<String>) -> Self {
+        Self::start_in(program, Path::new("."), &[], args)
+    }
+
+    /// Like [`Server::start`], in directory `cwd` with extra environment variables.
+    pub fn start_in(
+        program: &Path,
+        cwd: &Path,
+        env: &[(&str, &str)],
+        args: impl FnOnce(u16) -> Vec<String>,
+    ) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
         let log = tempfile::NamedTempFile::new().expect("a log file");
         let child = Command::new(program)
+            .current_dir(cwd)
+            .envs(env.iter().copied())
             .args(args(port))
             .stdout(log.reopen().expect("the log file"))
             .stderr(log.reopen().expect("the log file"))
             .spawn()
             .unwrap_or_else(|e| panic!("{} does not start: {e}", program.display()));
-        let mut server = Self { child, port };
+        let mut server = Self { child, log, port };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             // Ours must be the process listening (not one a parallel test started there).
@@ -37,7 +50,7 @@ impl Server {
                 exited.is_none() && Instant::now() < deadline,
                 "{} did not serve on port {port} ({exited:?}); its log:\n{}",
                 program.display(),
-                std::fs::read_to_string(log.path()).unwrap_or_default()
+                server.log()
             );
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return server;
@@ -49,6 +62,17 @@ impl Server {
     /// `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What it printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Stop it at once (SIGKILL) and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

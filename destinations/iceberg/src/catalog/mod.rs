@@ -1,9 +1,10 @@
 //! Catalogs behind one small interface, [`CommitTarget`]: load the table's current metadata,
 //! create it, and apply a [`TableChange`] atomically. The snapshot producer
 //! (`crate::commit`) is written against this trait only, and [`connect`] is the one place that
-//! turns a `catalog` config into a catalog: a REST, Hive or Nessie catalog slots in there.
+//! turns a `catalog` config into a catalog (SQL, REST, Nessie; a Hive Metastore slots in there).
 
-mod sql;
+pub(crate) mod rest;
+pub(crate) mod sql;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -26,11 +27,24 @@ pub(crate) struct Loaded {
     pub location: String,
 }
 
+/// Where a table that does not exist yet will be.
+#[derive(Debug)]
+pub(crate) enum NewLocation {
+    /// Its location; the table is created when the run commits.
+    At(String),
+    /// The catalog cannot say without creating it: created now, empty (or another writer
+    /// created it meanwhile).
+    Created(Loaded),
+}
+
 /// What the commit path needs from a catalog.
 #[async_trait]
 pub(crate) trait CommitTarget: Send + Sync + Debug {
     /// The table's current metadata, or `None` if the table does not exist.
     async fn load(&self) -> Result<Option<Loaded>>;
+
+    /// Where the table `creation` describes (its location unset) would be created.
+    async fn new_location(&self, creation: TableCreation) -> Result<NewLocation>;
 
     /// Create the namespace (if missing) and the table.
     async fn create(&self, creation: TableCreation) -> Result<Loaded>;
@@ -50,6 +64,12 @@ pub(crate) async fn connect(
 ) -> Result<Arc<dyn CommitTarget>> {
     match config {
         CatalogConfig::Sql { .. } => Ok(Arc::new(sql::SqlTarget::connect(config, table).await?)),
+        CatalogConfig::Rest(rest) => Ok(Arc::new(
+            rest::RestTarget::connect(rest, false, table).await?,
+        )),
+        CatalogConfig::Nessie(rest) => Ok(Arc::new(
+            rest::RestTarget::connect(rest, true, table).await?,
+        )),
     }
 }
 
@@ -57,6 +77,9 @@ pub(crate) async fn connect(
 pub(crate) fn describe(config: &CatalogConfig) -> String {
     match config {
         CatalogConfig::Sql { uri, .. } => pipe_framework::secret::redact(uri.expose()).into_owned(),
+        CatalogConfig::Rest(rest) | CatalogConfig::Nessie(rest) => {
+            pipe_framework::secret::redact(&rest.uri).into_owned()
+        }
     }
 }
 
@@ -73,13 +96,6 @@ pub(crate) fn check_creatable(config: &CatalogConfig) -> pipe_framework::Result<
             pipe_framework::probe::creatable(&path, "the Iceberg catalog")
         }
         _ => Ok(()),
-    }
-}
-
-/// The root new tables go under, as a URI (`file:///abs/warehouse`).
-pub(crate) fn warehouse(config: &CatalogConfig) -> Result<String> {
-    match config {
-        CatalogConfig::Sql { warehouse, .. } => sql::warehouse_uri(warehouse),
     }
 }
 

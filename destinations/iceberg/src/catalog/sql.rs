@@ -10,25 +10,35 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use iceberg::io::{FileIO, LocalFsStorageFactory};
+use iceberg::spec::TableMetadata;
 use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
-use super::{CommitTarget, Loaded};
+use super::{CommitTarget, Loaded, NewLocation};
 use crate::commit::TableChange;
 use crate::config::CatalogConfig;
 use crate::error::{IcebergError, Result, db, ice};
 
-/// The SQL catalog (SQLite or PostgreSQL), in the layout pyiceberg and Java's JDBC catalog use.
+/// A SQL catalog database (SQLite or PostgreSQL), in the layout pyiceberg and Java's JDBC
+/// catalog use: shared by every table of a run, and by `pipe serve catalog`.
 #[derive(Debug)]
-pub(crate) struct SqlTarget {
-    catalog: SqlCatalog,
+pub(crate) struct SqlCatalogDb {
+    /// iceberg-catalog-sql over the database: namespaces, create, load, drop, rename.
+    pub catalog: SqlCatalog,
     pool: AnyPool,
     name: String,
     postgres: bool,
-    table: TableIdent,
+    warehouse: String,
     file_io: FileIO,
+}
+
+/// One table of a SQL catalog.
+#[derive(Debug)]
+pub(crate) struct SqlTarget {
+    db: SqlCatalogDb,
+    table: TableIdent,
 }
 
 /// `sqlite://relative/path.db` with its directory created and `mode=rwc`, so the file is
@@ -66,7 +76,9 @@ fn sqlite_uri(uri: &str) -> Result<String> {
 
 /// The file of a SQLite catalog (`None` for other databases).
 pub(crate) fn sqlite_file(config: &CatalogConfig) -> Option<std::path::PathBuf> {
-    let CatalogConfig::Sql { uri, .. } = config;
+    let CatalogConfig::Sql { uri, .. } = config else {
+        return None;
+    };
     let rest = uri.expose().strip_prefix("sqlite:")?;
     let rest = rest.trim_start_matches("//");
     let path = rest.split_once('?').map_or(rest, |(p, _)| p);
@@ -75,7 +87,7 @@ pub(crate) fn sqlite_file(config: &CatalogConfig) -> Option<std::path::PathBuf> 
 
 /// The warehouse as an absolute `file://` URI: metadata records absolute paths, so any
 /// reader, from any directory, finds the files.
-pub(crate) fn warehouse_uri(warehouse: &str) -> Result<String> {
+fn warehouse_uri(warehouse: &str) -> Result<String> {
     if warehouse.contains("://") {
         return Ok(warehouse.trim_end_matches('/').to_string());
     }
@@ -97,8 +109,21 @@ impl SqlTarget {
             uri,
             warehouse,
             name,
-        } = config;
-        let uri = uri.expose();
+        } = config
+        else {
+            return Err(IcebergError::Internal("not a SQL catalog".into()));
+        };
+        Ok(Self {
+            db: SqlCatalogDb::connect(uri.expose(), warehouse, name).await?,
+            table,
+        })
+    }
+}
+
+impl SqlCatalogDb {
+    /// Connect to the catalog database at `uri` (creating its tables if missing); new tables
+    /// go under `warehouse`; rows are keyed by the catalog's `name`.
+    pub(crate) async fn connect(uri: &str, warehouse: &str, name: &str) -> Result<Self> {
         let postgres = uri.starts_with("postgres://") || uri.starts_with("postgresql://");
         let uri = if uri.starts_with("sqlite:") {
             sqlite_uri(uri)?
@@ -119,13 +144,13 @@ impl SqlTarget {
         };
         let props = HashMap::from([
             ("uri".to_string(), uri.clone()),
-            ("warehouse".to_string(), warehouse),
+            ("warehouse".to_string(), warehouse.clone()),
             ("sql_bind_style".to_string(), style.to_string()),
             ("pool.max-connections".to_string(), "2".to_string()),
         ]);
         let catalog = SqlCatalogBuilder::default()
             .with_storage_factory(Arc::new(LocalFsStorageFactory))
-            .load(name.clone(), props)
+            .load(name.to_string(), props)
             .await
             .map_err(ice(format!(
                 "connecting to the SQL catalog {}",
@@ -143,11 +168,46 @@ impl SqlTarget {
         Ok(Self {
             catalog,
             pool,
-            name: name.clone(),
+            name: name.to_string(),
             postgres,
-            table,
+            warehouse,
             file_io,
         })
+    }
+
+    /// Where a new table goes: `<warehouse>/<namespace path>/<table>`.
+    pub(crate) fn default_location(&self, table: &TableIdent) -> String {
+        format!(
+            "{}/{}/{}",
+            self.warehouse,
+            table.namespace().join("/"),
+            table.name()
+        )
+    }
+
+    /// Remove these properties of a namespace (iceberg-catalog-sql only adds and updates).
+    pub(crate) async fn remove_namespace_properties(
+        &self,
+        ns: &NamespaceIdent,
+        keys: &[String],
+    ) -> Result<()> {
+        let sql = self.sql(
+            "DELETE FROM iceberg_namespace_properties WHERE catalog_name = ? AND namespace = ? \
+             AND property_key = ?",
+        );
+        let namespace = ns.join(".");
+        for key in keys {
+            sqlx::query(&sql)
+                .bind(self.name.as_str())
+                .bind(namespace.as_str())
+                .bind(key.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(db(format!(
+                    "removing property {key} of namespace {namespace}"
+                )))?;
+        }
+        Ok(())
     }
 
     fn sql(&self, text: &str) -> String {
@@ -168,24 +228,29 @@ impl SqlTarget {
     }
 }
 
-#[async_trait]
-impl CommitTarget for SqlTarget {
-    async fn load(&self) -> Result<Option<Loaded>> {
-        match self.catalog.load_table(&self.table).await {
-            Ok(table) => Ok(Some(Loaded {
-                metadata: table.metadata_ref(),
-                location: table
+impl SqlCatalogDb {
+    /// The table's metadata, `None` if it does not exist.
+    pub(crate) async fn load(&self, table: &TableIdent) -> Result<Option<Loaded>> {
+        match self.catalog.load_table(table).await {
+            Ok(found) => Ok(Some(Loaded {
+                metadata: found.metadata_ref(),
+                location: found
                     .metadata_location_result()
                     .map_err(ice("reading the table's metadata location"))?
                     .to_string(),
             })),
             Err(e) if e.kind() == ErrorKind::TableNotFound => Ok(None),
-            Err(e) => Err(ice(format!("loading table {}", self.table))(e)),
+            Err(e) => Err(ice(format!("loading table {table}"))(e)),
         }
     }
 
-    async fn create(&self, creation: TableCreation) -> Result<Loaded> {
-        let ns: &NamespaceIdent = self.table.namespace();
+    /// Create the namespace (if missing) and the table; an existing table is loaded.
+    pub(crate) async fn create(
+        &self,
+        table: &TableIdent,
+        creation: TableCreation,
+    ) -> Result<Loaded> {
+        let ns: &NamespaceIdent = table.namespace();
         let exists = self
             .catalog
             .namespace_exists(ns)
@@ -202,21 +267,21 @@ impl CommitTarget for SqlTarget {
                 }
             }
         }
-        let table = match self.catalog.create_table(ns, creation).await {
-            Ok(table) => table,
+        let created = match self.catalog.create_table(ns, creation).await {
+            Ok(created) => created,
             // Another writer's first run may have created it meanwhile (the catalog says so,
             // or its insert lost the race): then commit on top of theirs.
             Err(e) => {
-                return match self.load().await {
+                return match self.load(table).await {
                     Ok(Some(existing)) => Ok(existing),
-                    _ => Err(ice(format!("creating table {}", self.table))(e)),
+                    _ => Err(ice(format!("creating table {table}"))(e)),
                 };
             }
         };
-        tracing::info!(table = %self.table, "table created");
+        tracing::info!(%table, "table created");
         Ok(Loaded {
-            metadata: table.metadata_ref(),
-            location: table
+            metadata: created.metadata_ref(),
+            location: created
                 .metadata_location_result()
                 .map_err(ice("reading the new table's metadata location"))?
                 .to_string(),
@@ -226,15 +291,30 @@ impl CommitTarget for SqlTarget {
     /// The change's requirements all follow from an unchanged metadata file (same table, same
     /// current snapshot, schema and spec), so the swap only happens if the catalog still points
     /// at the base's.
-    async fn commit(&self, change: &TableChange) -> Result<Option<Loaded>> {
-        let (base, staged) = (&change.base, &change.staged);
+    pub(crate) async fn commit(
+        &self,
+        table: &TableIdent,
+        change: &TableChange,
+    ) -> Result<Option<Loaded>> {
         tracing::debug!(
-            table = %self.table,
+            %table,
             updates = ?change.updates.iter().map(action).collect::<Vec<_>>(),
             requirements = ?change.requirements.iter().map(action).collect::<Vec<_>>(),
             "committing by swapping the metadata pointer"
         );
-        let next = iceberg::MetadataLocation::from_str(&base.location)
+        self.swap(table, &change.base.location, &change.staged)
+            .await
+    }
+
+    /// Write `staged` as the table's next metadata file and point the catalog at it if it
+    /// still points at `base_location`. `Ok(None)`: it does not (the file is deleted).
+    pub(crate) async fn swap(
+        &self,
+        table: &TableIdent,
+        base_location: &str,
+        staged: &TableMetadata,
+    ) -> Result<Option<Loaded>> {
+        let next = iceberg::MetadataLocation::from_str(base_location)
             .map_err(ice("parsing the current metadata location"))?
             .with_next_version()
             .with_new_metadata(staged);
@@ -248,14 +328,14 @@ impl CommitTarget for SqlTarget {
              WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? \
              AND metadata_location = ?",
         );
-        let namespace = self.table.namespace().join(".");
+        let namespace = table.namespace().join(".");
         let updated = sqlx::query(&sql)
             .bind(next.as_str())
-            .bind(base.location.as_str())
+            .bind(base_location)
             .bind(self.name.as_str())
             .bind(namespace.as_str())
-            .bind(self.table.name())
-            .bind(base.location.as_str())
+            .bind(table.name())
+            .bind(base_location)
             .execute(&self.pool)
             .await;
         let updated = match updated {
@@ -263,8 +343,8 @@ impl CommitTarget for SqlTarget {
             // The outcome is unknown: every file stays (the table may reference them now).
             Err(source) => {
                 return Err(IcebergError::CommitUnknown {
-                    what: format!("committing to table {}", self.table),
-                    source,
+                    what: format!("committing to table {table}"),
+                    source: Box::new(source),
                 });
             }
         };
@@ -277,9 +357,28 @@ impl CommitTarget for SqlTarget {
             location: next,
         }))
     }
+}
+
+#[async_trait]
+impl CommitTarget for SqlTarget {
+    async fn load(&self) -> Result<Option<Loaded>> {
+        self.db.load(&self.table).await
+    }
+
+    async fn new_location(&self, _creation: TableCreation) -> Result<NewLocation> {
+        Ok(NewLocation::At(self.db.default_location(&self.table)))
+    }
+
+    async fn create(&self, creation: TableCreation) -> Result<Loaded> {
+        self.db.create(&self.table, creation).await
+    }
+
+    async fn commit(&self, change: &TableChange) -> Result<Option<Loaded>> {
+        self.db.commit(&self.table, change).await
+    }
 
     fn file_io(&self) -> &FileIO {
-        &self.file_io
+        &self.db.file_io
     }
 }
 
