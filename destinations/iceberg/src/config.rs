@@ -94,8 +94,8 @@ pub enum CatalogConfig {
         #[serde(default = "default_catalog_name")]
         name: String,
     },
-    /// An Iceberg REST catalog (Polaris, Lakekeeper, Gravitino, Unity, Glue's REST endpoint,
-    /// `pipe serve catalog`).
+    /// An Iceberg REST catalog (Polaris, Lakekeeper, Gravitino, Unity, `pipe serve catalog`;
+    /// no SigV4 signing, so not Glue's endpoint).
     Rest(RestCatalogConfig),
     /// Project Nessie's Iceberg REST endpoint (`http://host:19120/iceberg`): a REST catalog
     /// whose prefix names the branch (`main`, or `main|warehouse`).

@@ -39,11 +39,41 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-/// `text` with the password of every URL in it (`scheme://user:PASSWORD@host`) replaced by
-/// `***`. Error messages and the run ledger pass through this, so a credential that reached
+/// `text` with the password of every URL in it (`scheme://user:PASSWORD@host`) and of every
+/// `password=` parameter (`?password=…`, `host=h password=…`) replaced by `***`. Error messages and the run ledger pass through this, so a credential that reached
 /// a message (a path like `https://user:pw@host/file.csv`, a driver's error quoting its URL)
 /// is never shown or stored.
 pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    match redact_userinfo(text) {
+        std::borrow::Cow::Borrowed(t) => redact_password_parameter(t),
+        std::borrow::Cow::Owned(t) => {
+            std::borrow::Cow::Owned(redact_password_parameter(&t).into_owned())
+        }
+    }
+}
+
+/// `password=VALUE` (a connection string's query parameter) with the value replaced by `***`.
+fn redact_password_parameter(text: &str) -> std::borrow::Cow<'_, str> {
+    const KEY: &str = "password=";
+    if !text.to_ascii_lowercase().contains(KEY) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some(found) = lower[at..].find(KEY) {
+        let value = at + found + KEY.len();
+        out.push_str(&text[at..value]);
+        out.push_str("***");
+        at = text[value..]
+            .find(['&', ' ', '"', '\'', '\n', ';', ')'])
+            .map_or(text.len(), |i| value + i);
+    }
+    out.push_str(&text[at..]);
+    std::borrow::Cow::Owned(out)
+}
+
+fn redact_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.contains("://") || !text.contains('@') {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -82,6 +112,11 @@ mod tests {
         );
         assert_eq!(redact("s3://bucket/a@b.csv"), "s3://bucket/a@b.csv");
         assert_eq!(redact("no urls here"), "no urls here");
+        assert_eq!(
+            redact("postgres://u@h/db?sslmode=require&password=hunter2 failed"),
+            "postgres://u@h/db?sslmode=require&password=*** failed"
+        );
+        assert_eq!(redact("host=h PASSWORD=x1;"), "host=h PASSWORD=***;");
         assert_eq!(redact("postgres://etl@db/s"), "postgres://etl@db/s");
     }
 

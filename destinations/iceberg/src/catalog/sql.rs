@@ -175,6 +175,11 @@ impl SqlCatalogDb {
         })
     }
 
+    /// The warehouse, as a URI (`file:///abs/warehouse`).
+    pub(crate) fn warehouse(&self) -> &str {
+        &self.warehouse
+    }
+
     /// Where a new table goes: `<warehouse>/<namespace path>/<table>`.
     pub(crate) fn default_location(&self, table: &TableIdent) -> String {
         format!(
@@ -340,6 +345,12 @@ impl SqlCatalogDb {
             .await;
         let updated = match updated {
             Ok(r) => r.rows_affected(),
+            // The statement never ran: no connection to be had, or SQLite busy or locked
+            // (which it answers before changing anything).
+            Err(source) if never_ran(&source) => {
+                let _ = self.file_io.delete(&next).await;
+                return Err(db(format!("committing to table {table}"))(source));
+            }
             // The outcome is unknown: every file stays (the table may reference them now).
             Err(source) => {
                 return Err(IcebergError::CommitUnknown {
@@ -379,6 +390,21 @@ impl CommitTarget for SqlTarget {
 
     fn file_io(&self) -> &FileIO {
         &self.db.file_io
+    }
+}
+
+/// Whether the catalog database refused `e` before running the statement.
+fn never_ran(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        // SQLITE_BUSY (5), SQLITE_LOCKED (6) and their extended codes
+        sqlx::Error::Database(d) => {
+            d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                && d.code()
+                    .and_then(|c| c.parse::<i64>().ok())
+                    .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+        }
+        _ => false,
     }
 }
 

@@ -48,7 +48,11 @@ impl ServerAuth {
     }
 
     fn accepts(&self, bearer: &str) -> bool {
-        if self.token.as_ref().is_some_and(|t| t.expose() == bearer) {
+        if self
+            .token
+            .as_ref()
+            .is_some_and(|t| same_secret(t.expose(), bearer))
+        {
             return true;
         }
         let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
@@ -65,9 +69,20 @@ impl ServerAuth {
             let _ = write!(token, "{b:02x}");
         }
         let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        issued.insert(token.clone(), Instant::now() + self.ttl);
+        // (a lifetime past what the clock holds: a century)
+        let expires = Instant::now()
+            .checked_add(self.ttl)
+            .or_else(|| Instant::now().checked_add(Duration::from_secs(100 * 365 * 86_400)))
+            .unwrap_or_else(Instant::now);
+        issued.insert(token.clone(), expires);
         token
     }
+}
+
+/// `a == b` in a time that does not tell how much of a secret matched.
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Refuse calls without a valid bearer token (when the server has credentials).
@@ -129,7 +144,8 @@ pub(crate) async fn tokens(
         );
     };
     let given = form.client_secret.as_ref().map(Secret::expose);
-    if &form.client_id != id || given != Some(secret.expose()) {
+    let matches = form.client_id == *id && given.is_some_and(|g| same_secret(g, secret.expose()));
+    if !matches {
         tracing::info!("refused a token request: wrong client credentials");
         return refuse(
             StatusCode::UNAUTHORIZED,
@@ -145,4 +161,30 @@ pub(crate) async fn tokens(
         "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "abcd"));
+        assert!(!same_secret("", "x"));
+    }
+
+    #[test]
+    fn issued_tokens_are_accepted_until_they_expire() {
+        let auth = ServerAuth::new(None, None, Duration::from_secs(3600));
+        let token = auth.issue();
+        assert!(auth.accepts(&token));
+        assert!(!auth.accepts("other"));
+        let expired = ServerAuth::new(None, None, Duration::ZERO);
+        assert!(!expired.accepts(&expired.issue()));
+        // a lifetime the clock cannot hold still issues a token
+        let long = ServerAuth::new(None, None, Duration::MAX);
+        assert!(long.accepts(&long.issue()));
+    }
 }

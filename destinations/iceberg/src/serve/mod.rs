@@ -34,6 +34,7 @@ struct Args {
     #[arg(
         long,
         env = "PIPE_CATALOG_URI",
+        hide_env_values = true,
         default_value = "sqlite://.pipe/catalog.db"
     )]
     catalog: String,

@@ -141,6 +141,35 @@ fn namespace(raw: &str) -> ApiResult<NamespaceIdent> {
         .map_err(|e| ApiError::bad_request(format!("namespace `{raw}`: {e}")))
 }
 
+/// A namespace level or table name that is also a safe directory name.
+fn check_name(name: &str) -> ApiResult<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\u{1f}']) {
+        return Err(ApiError::bad_request(format!(
+            "`{name}` cannot name a namespace or table (empty, `.`, `..`, or holds a `/`)"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuse a location outside the warehouse: the server writes, registers and purges files
+/// there only.
+fn check_inside(state: &AppState, location: &str, what: &str) -> ApiResult<()> {
+    let root = state.db.warehouse().trim_end_matches('/');
+    let inside = location
+        .strip_prefix(root)
+        .is_some_and(|rest| rest.starts_with('/'))
+        && !location.split('/').any(|part| part == "..");
+    if inside {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ForbiddenException",
+            format!("{what} `{location}` is outside this catalog's warehouse {root}"),
+        ))
+    }
+}
+
 /// The request body as `T`, or a 400 in the spec's error form.
 fn parse<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     serde_json::from_slice(body)
@@ -177,6 +206,9 @@ async fn create_namespace(
     body: Bytes,
 ) -> ApiResult<Json<NamespaceResponse>> {
     let request: CreateNamespaceRequest = parse(&body)?;
+    for level in request.namespace.iter() {
+        check_name(level)?;
+    }
     let created = state
         .db
         .catalog
@@ -291,6 +323,7 @@ async fn create_table(
 ) -> ApiResult<Json<LoadTableResult>> {
     let ns = scope.namespace()?;
     let request: CreateTableRequest = parse(&body)?;
+    check_name(&request.name)?;
     let ident = TableIdent::new(ns.clone(), request.name.clone());
     if !state.db.catalog.namespace_exists(&ns).await? {
         return Err(ApiError::no_namespace(&ns.join(".")));
@@ -299,6 +332,7 @@ async fn create_table(
         .location
         .clone()
         .unwrap_or_else(|| state.db.default_location(&ident));
+    check_inside(&state, &location, "table location")?;
     let creation = TableCreation::builder()
         .name(request.name)
         .location(location)
@@ -325,7 +359,18 @@ async fn create_table(
             storage_credentials: None,
         }));
     }
-    let table = state.db.catalog.create_table(&ns, creation).await?;
+    let table = match state.db.catalog.create_table(&ns, creation).await {
+        Ok(table) => table,
+        // A concurrent create won the insert.
+        Err(_) if state.db.catalog.table_exists(&ident).await? => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "AlreadyExistsException",
+                format!("table already exists: {ident}"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     tracing::info!(table = %ident, "table created");
     Ok(Json(LoadTableResult {
         metadata_location: table.metadata_location().map(str::to_string),
@@ -342,6 +387,8 @@ async fn register_table(
 ) -> ApiResult<Json<LoadTableResult>> {
     let ns = scope.namespace()?;
     let request: RegisterTableRequest = parse(&body)?;
+    check_name(&request.name)?;
+    check_inside(&state, &request.metadata_location, "metadata file")?;
     let ident = TableIdent::new(ns, request.name);
     if request.overwrite == Some(true) && state.db.catalog.table_exists(&ident).await? {
         return Err(ApiError::new(
@@ -390,6 +437,9 @@ async fn drop_table(
         .get("purgeRequested")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if purge {
+        if let Some(table) = state.db.load(&ident).await? {
+            check_inside(&state, table.metadata.location(), "table location")?;
+        }
         state.db.catalog.purge_table(&ident).await?;
     } else {
         state.db.catalog.drop_table(&ident).await?;
@@ -400,6 +450,7 @@ async fn drop_table(
 
 async fn rename_table(State(state): Shared, _scope: Scope, body: Bytes) -> ApiResult<StatusCode> {
     let request: RenameTableRequest = parse(&body)?;
+    check_name(request.destination.name())?;
     state
         .db
         .catalog

@@ -53,7 +53,18 @@ impl Auth {
             (Some(_), Some(_)) => Err(IcebergError::Config(
                 "the catalog has both `token` and `credential`: give one".into(),
             )),
-            (Some(token), None) => Ok(Auth::Token(token.clone())),
+            (Some(token), None) => {
+                if reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                    .is_err()
+                {
+                    return Err(IcebergError::Config(
+                        "catalog `token` holds characters an HTTP header cannot carry (a line \
+                         break?)"
+                            .into(),
+                    ));
+                }
+                Ok(Auth::Token(token.clone()))
+            }
             (None, Some(credential)) => {
                 let (id, secret) = credential.expose().split_once(':').ok_or_else(|| {
                     IcebergError::Config(
@@ -124,18 +135,19 @@ impl Auth {
                     .error_for_status()?
                     .json()
                     .await?;
-                let renew_at = response.expires_in.map(|secs| {
+                // Renew early, but never sooner than half the token's life (a lifetime past
+                // what the clock can hold is never renewed).
+                let renew_at = response.expires_in.and_then(|secs| {
                     let life = Duration::from_secs(secs);
-                    // Renew early, but never sooner than half the token's life.
-                    asked + life.saturating_sub(EARLY).max(life / 2)
+                    asked.checked_add(life.saturating_sub(EARLY).max(life / 2))
                 });
                 tracing::debug!(
                     expires_in = ?response.expires_in,
                     "fetched an OAuth2 token for the REST catalog"
                 );
-                let token = response.access_token.clone();
+                let token = Secret::new(response.access_token.expose().trim());
                 *held = Some(Held {
-                    token: response.access_token,
+                    token: token.clone(),
                     renew_at,
                 });
                 Ok(Some(token))

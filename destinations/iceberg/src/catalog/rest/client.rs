@@ -80,7 +80,6 @@ pub(crate) struct Failed {
 }
 
 /// A connected REST catalog: base URL, the resolved prefix, auth and extra headers.
-#[derive(Debug)]
 pub(crate) struct RestClient {
     http: reqwest::Client,
     base: String,
@@ -89,6 +88,19 @@ pub(crate) struct RestClient {
     headers: HeaderMap,
     /// The catalog's merged configuration (defaults, then the client's, then overrides).
     pub properties: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for RestClient {
+    /// The catalog and the names of its settings only: the values may hold credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut keys: Vec<&String> = self.properties.keys().collect();
+        keys.sort();
+        f.debug_struct("RestClient")
+            .field("catalog", &self.describe())
+            .field("prefix", &self.prefix)
+            .field("properties", &keys)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The base URL without a trailing slash or `/v1`, for messages and calls.
@@ -124,6 +136,9 @@ impl RestClient {
             )));
         }
         let http = reqwest::Client::builder()
+            // A redirected commit POST would come back as a GET of the table and read as a
+            // success: a catalog that redirects is refused instead.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(config.timeout_secs))
             .connect_timeout(Duration::from_secs(config.timeout_secs.min(15)))
             .build()
@@ -195,7 +210,11 @@ impl RestClient {
     /// `/v1/{prefix}/...` for `rest` (which starts with `/`).
     pub(crate) fn path(&self, rest: &str) -> String {
         match &self.prefix {
-            Some(p) => format!("/v1/{}{rest}", segment(p)),
+            // verbatim but escaped part by part: `catalogs/abc` stays two segments
+            Some(p) => format!(
+                "/v1/{}{rest}",
+                p.split('/').map(segment).collect::<Vec<_>>().join("/")
+            ),
             None => format!("/v1{rest}"),
         }
     }
@@ -229,10 +248,13 @@ impl RestClient {
                 .header("X-Iceberg-Access-Delegation", "vended-credentials")
                 .query(query);
             if let Some(token) = self.auth.bearer(&self.http).await.map_err(unsent)? {
-                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                    .unwrap_or_else(|_| HeaderValue::from_static(""));
-                value.set_sensitive(true);
-                request = request.header(reqwest::header::AUTHORIZATION, value);
+                // (a token that is no header value was refused when the settings were read;
+                // one a token endpoint sent is sent without it, and the catalog says 401)
+                if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                {
+                    value.set_sensitive(true);
+                    request = request.header(reqwest::header::AUTHORIZATION, value);
+                }
             }
             if let Some(body) = body {
                 request = request.json(body);

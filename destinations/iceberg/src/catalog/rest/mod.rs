@@ -248,7 +248,9 @@ impl CommitTarget for RestTarget {
                     .client
                     .refused(&format!("creating table {}", self.table), r)),
             },
-            Answer::Refused(staging) => {
+            Answer::Refused(staging)
+                if matches!(staging.status.as_u16(), 400 | 405 | 406 | 422 | 501) =>
+            {
                 tracing::info!(
                     table = %self.table,
                     answer = %staging.message,
@@ -260,6 +262,9 @@ impl CommitTarget for RestTarget {
                 };
                 Ok(NewLocation::Created(self.create(creation).await?))
             }
+            Answer::Refused(r) => Err(self
+                .client
+                .refused(&format!("staging the creation of table {}", self.table), r)),
         }
     }
 
@@ -318,7 +323,9 @@ impl CommitTarget for RestTarget {
                 tracing::info!(table = %self.table, answer = %r.message, "commit conflict");
                 Ok(None)
             }
-            Ok(Answer::Refused(r)) if r.status.is_server_error() => {
+            // A success whose body could not be read, or a server error: either may have
+            // committed.
+            Ok(Answer::Refused(r)) if r.status.is_success() || r.status.is_server_error() => {
                 Err(IcebergError::CommitUnknown {
                     what: format!("{what} (REST catalog {})", self.client.describe()),
                     source: format!("HTTP {}: {}", r.status.as_u16(), r.message).into(),
@@ -336,5 +343,27 @@ impl CommitTarget for RestTarget {
 
     fn file_io(&self) -> &FileIO {
         &self.file_io
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use iceberg::spec::Transform;
+
+    use super::*;
+
+    #[test]
+    fn partition_fields_get_the_ids_java_assigns() {
+        let spec = UnboundPartitionSpec::builder()
+            .add_partition_field(4, "region", Transform::Identity)
+            .and_then(|b| b.add_partition_field(2, "day", Transform::Day))
+            .expect("spec")
+            .build();
+        let ids: Vec<Option<i32>> = with_field_ids(spec)
+            .fields()
+            .iter()
+            .map(|f| f.field_id)
+            .collect();
+        assert_eq!(ids, [Some(1000), Some(1001)]);
     }
 }
