@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::catalog::{Flavour, TOKEN, http, ids_and_names, pipeline, read};
+use common::catalog::{Flavour, TOKEN, http, pipeline};
+use common::iceberg::{id_names, read_in};
 use common::{Project, py_in};
 use serde_json::json;
 
@@ -27,9 +28,9 @@ fn pyiceberg_and_pipe_share_tables_through_pipe_serve_catalog() {
     let out = p.pipe(&["run", &m, "--json"]).assert_ok().json();
     assert_eq!(out["commit"]["rows_updated"], 1, "{out}");
     assert_eq!(out["commit"]["rows_inserted"], 1, "{out}");
-    let table = read(&p, &reader, "py.made");
+    let table = read_in(&p, &reader, "py.made");
     assert_eq!(
-        ids_and_names(&table),
+        id_names(&table),
         [(1, "a".into()), (2, "b2".into()), (3, "c".into())]
     );
     // pipe creates a table (through a staged create for its location); pyiceberg reads it
@@ -37,8 +38,8 @@ fn pyiceberg_and_pipe_share_tables_through_pipe_serve_catalog() {
     p.write("in.csv", "id,name\n10,x\n11,y\n");
     let a = pipeline(&p, "a", &cat, "ns.pipe_made", "append");
     p.pipe(&["run", &a]).assert_ok();
-    let table = read(&p, &reader, "ns.pipe_made");
-    assert_eq!(ids_and_names(&table), [(10, "x".into()), (11, "y".into())]);
+    let table = read_in(&p, &reader, "ns.pipe_made");
+    assert_eq!(id_names(&table), [(10, "x".into()), (11, "y".into())]);
     let snapshot = &table["snapshots"][0];
     assert_eq!(snapshot["summary"]["pipe.pipeline"], "a", "{table}");
     let upsert = json!([{"id": 11, "name": "y2"}, {"id": 12, "name": "z"}]).to_string();
@@ -50,9 +51,9 @@ fn pyiceberg_and_pipe_share_tables_through_pipe_serve_catalog() {
     assert!(ok, "{v}");
     p.write("in.csv", "id,name\n13,w\n");
     p.pipe(&["run", &a]).assert_ok();
-    let table = read(&p, &reader, "ns.pipe_made");
+    let table = read_in(&p, &reader, "ns.pipe_made");
     assert_eq!(
-        ids_and_names(&table),
+        id_names(&table),
         [
             (10, "x".into()),
             (11, "y2".into()),
@@ -61,19 +62,7 @@ fn pyiceberg_and_pipe_share_tables_through_pipe_serve_catalog() {
         ]
     );
     // the same tables, straight from the SQL catalog the server keeps (same layout)
-    let (ok, direct) = py_in(
-        p.path(),
-        "ice.py",
-        &[
-            "read",
-            "cat/catalog.db",
-            "wh",
-            "ns.pipe_made",
-            "--order",
-            "id",
-        ],
-    );
-    assert!(ok, "{direct}");
+    let direct = read_in(&p, "cat/catalog.db", "ns.pipe_made");
     assert_eq!(direct["checksum"], table["checksum"]);
 }
 
@@ -202,7 +191,7 @@ fn the_catalog_server_answers_as_the_spec_says() {
         json!([{"namespace": ["a"], "name": "s2"}]),
         "{v}"
     );
-    let table = read(&p, &reader, "a.s2");
+    let table = read_in(&p, &reader, "a.s2");
     assert_eq!(table["count"], 1);
     let data_file = table["files"][0].as_str().unwrap().to_string();
     let data_file = std::path::Path::new(data_file.trim_start_matches("file://")).to_path_buf();
@@ -222,7 +211,7 @@ fn the_catalog_server_answers_as_the_spec_says() {
         Some(&json!({"name": "s3", "metadata-location": metadata}).to_string()),
     );
     assert_eq!(v["status"], 200, "{v}");
-    assert_eq!(read(&p, &reader, "a.s3")["checksum"], table["checksum"]);
+    assert_eq!(read_in(&p, &reader, "a.s3")["checksum"], table["checksum"]);
     let v = call(
         "DELETE",
         "/namespaces/a/tables/s3?purgeRequested=true",
@@ -296,7 +285,7 @@ fn four_writers_making_five_commits_each_leave_one_linear_history() {
     for w in workers {
         w.join().expect("a writer failed");
     }
-    let table = read(&p, &reader, "ns.busy");
+    let table = read_in(&p, &reader, "ns.busy");
     assert_eq!(table["count"], 21, "{}", table["count"]);
     let snapshots = table["snapshots"].as_array().unwrap();
     assert_eq!(snapshots.len(), 21);

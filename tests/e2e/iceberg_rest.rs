@@ -10,7 +10,8 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::catalog::{Flavour, RestCatalog, TOKEN, http, ids_and_names, pipeline, read};
+use common::catalog::{Flavour, RestCatalog, TOKEN, http, pipeline};
+use common::iceberg::{id_names, read_in};
 use common::{PgObjects, Project, pg_url, psql, unique};
 
 #[test]
@@ -180,7 +181,7 @@ fn a_commit_whose_answer_is_lost_is_unknown_and_the_rerun_adds_nothing() {
     server.restart(&p);
     write(&p, &server);
     let v = p.pipe(&["run", "u.toml", "--json"]).assert_ok().json();
-    let table = read(&p, &server.reader(), "ns.u");
+    let table = read_in(&p, &server.reader(), "ns.u");
     // The swap landed after the server died: the run's files were kept and are read now,
     // and the rerun, told by the table's snapshot summary, adds nothing.
     assert_eq!(v["commit"]["rows_inserted"].as_u64().unwrap_or(0), 0, "{v}");
@@ -209,8 +210,8 @@ fn nessie_flavour_commits_under_its_branch_prefix() {
     p.write("in.csv", "id,name\n1,a\n");
     let f = pipeline(&p, "n", &nessie("main"), "ns.n", "append");
     p.pipe(&["run", &f]).assert_ok();
-    let table = read(&p, &server.reader(), "ns.n");
-    assert_eq!(ids_and_names(&table), [(1, "a".into())]);
+    let table = read_in(&p, &server.reader(), "ns.n");
+    assert_eq!(id_names(&table), [(1, "a".into())]);
     let f = pipeline(&p, "d", &nessie("dev"), "ns.n", "append");
     p.pipe(&["run", &f])
         .assert_failed()

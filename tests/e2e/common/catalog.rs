@@ -232,32 +232,6 @@ pub fn pipeline(p: &Project, name: &str, catalog: &str, table: &str, mode: &str)
     file
 }
 
-/// The table as pyiceberg's RestCatalog reads it (ice.py's description).
-pub fn read(p: &Project, catalog: &str, table: &str) -> Value {
-    let (ok, v) = py_in(
-        p.path(),
-        "ice.py",
-        &["read", catalog, "wh", table, "--order", "id"],
-    );
-    assert!(ok, "pyiceberg could not read {table}: {v}");
-    v
-}
-
-/// `(id, name)` of every row of a read table.
-pub fn ids_and_names(v: &Value) -> Vec<(i64, String)> {
-    v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_i64().unwrap(),
-                r["name"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// One raw HTTP call through rest.py: `{"status", "body"}`.
 pub fn http(p: &Project, args: &[&str]) -> Value {
     let (ok, v) = py_in(p.path(), "rest.py", &[&["http"], args].concat());

@@ -66,11 +66,18 @@ pub fn py_write(p: &Project, table: &str, mode: &str, rows: &Value, extra: &[&st
     assert!(ok, "pyiceberg could not {mode} into {table}: {v}");
 }
 
+/// pyiceberg's view of `table` in the SQL catalog `cat/catalog.db`.
 pub fn read(p: &Project, table: &str) -> Value {
+    read_in(p, "cat/catalog.db", table)
+}
+
+/// pyiceberg's view of `table` in `catalog`: a SQLite file (warehouse `wh`) or a REST
+/// catalog's RestCatalog properties as JSON (tests/e2e/common/catalog.rs).
+pub fn read_in(p: &Project, catalog: &str, table: &str) -> Value {
     let (ok, v) = py_in(
         p.path(),
         "ice.py",
-        &["read", "cat/catalog.db", "wh", table, "--order", "id"],
+        &["read", catalog, "wh", table, "--order", "id"],
     );
     assert!(ok, "pyiceberg could not read {table}: {v}");
     v

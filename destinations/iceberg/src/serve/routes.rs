@@ -12,7 +12,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use iceberg::spec::TableMetadataBuilder;
+use iceberg::spec::{TableMetadata, TableMetadataBuilder};
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent, TableRequirement};
 use iceberg_catalog_rest::{
     CommitTableRequest, CommitTableResponse, CreateNamespaceRequest, CreateTableRequest,
@@ -28,7 +28,6 @@ use tracing::Level;
 use super::AppState;
 use super::auth::{require_token, tokens};
 use super::error::ApiError;
-use crate::catalog::Loaded;
 
 type Shared = State<Arc<AppState>>;
 type ApiResult<T> = Result<T, ApiError>;
@@ -306,10 +305,11 @@ async fn list_tables(State(state): Shared, scope: Scope) -> ApiResult<Json<ListT
     }))
 }
 
-fn load_result(loaded: Loaded) -> LoadTableResult {
+/// A table's metadata as the spec returns it (no storage config: tables are local).
+fn load_result(metadata_location: Option<String>, metadata: TableMetadata) -> LoadTableResult {
     LoadTableResult {
-        metadata_location: Some(loaded.location),
-        metadata: loaded.metadata.as_ref().clone(),
+        metadata_location,
+        metadata,
         config: HashMap::new(),
         storage_credentials: None,
     }
@@ -352,12 +352,7 @@ async fn create_table(
         let metadata = TableMetadataBuilder::from_table_creation(creation)?
             .build()?
             .metadata;
-        return Ok(Json(LoadTableResult {
-            metadata_location: None,
-            metadata,
-            config: HashMap::new(),
-            storage_credentials: None,
-        }));
+        return Ok(Json(load_result(None, metadata)));
     }
     let table = match state.db.catalog.create_table(&ns, creation).await {
         Ok(table) => table,
@@ -372,12 +367,10 @@ async fn create_table(
         Err(e) => return Err(e.into()),
     };
     tracing::info!(table = %ident, "table created");
-    Ok(Json(LoadTableResult {
-        metadata_location: table.metadata_location().map(str::to_string),
-        metadata: table.metadata().clone(),
-        config: HashMap::new(),
-        storage_credentials: None,
-    }))
+    Ok(Json(load_result(
+        table.metadata_location().map(str::to_string),
+        table.metadata().clone(),
+    )))
 }
 
 async fn register_table(
@@ -403,18 +396,19 @@ async fn register_table(
         .register_table(&ident, request.metadata_location)
         .await?;
     tracing::info!(table = %ident, "table registered");
-    Ok(Json(LoadTableResult {
-        metadata_location: table.metadata_location().map(str::to_string),
-        metadata: table.metadata().clone(),
-        config: HashMap::new(),
-        storage_credentials: None,
-    }))
+    Ok(Json(load_result(
+        table.metadata_location().map(str::to_string),
+        table.metadata().clone(),
+    )))
 }
 
 async fn load_table(State(state): Shared, scope: Scope) -> ApiResult<Json<LoadTableResult>> {
     let ident = scope.table()?;
     match state.db.load(&ident).await? {
-        Some(loaded) => Ok(Json(load_result(loaded))),
+        Some(loaded) => Ok(Json(load_result(
+            Some(loaded.location),
+            loaded.metadata.as_ref().clone(),
+        ))),
         None => Err(ApiError::no_table(&ident.to_string())),
     }
 }

@@ -34,6 +34,9 @@ pub(crate) struct RestTarget {
     client: RestClient,
     table: TableIdent,
     create_namespace: bool,
+    /// Set once the namespace is known to exist (planning and committing a new table both
+    /// need it).
+    namespace_checked: tokio::sync::OnceCell<()>,
     file_io: FileIO,
 }
 
@@ -85,12 +88,20 @@ impl RestTarget {
             client,
             table,
             create_namespace: config.create_namespace,
+            namespace_checked: tokio::sync::OnceCell::new(),
             file_io: super::file_io("file://")?,
         })
     }
 
-    /// The table's namespace exists, or is created if the settings allow it.
+    /// The table's namespace exists, or is created if the settings allow it (checked once).
     async fn ensure_namespace(&self) -> Result<()> {
+        self.namespace_checked
+            .get_or_try_init(|| self.check_namespace())
+            .await
+            .map(|_| ())
+    }
+
+    async fn check_namespace(&self) -> Result<()> {
         let ns = self.table.namespace();
         let path = self
             .client
