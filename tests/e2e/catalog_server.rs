@@ -7,7 +7,7 @@
 mod common;
 
 use common::catalog::{Flavour, TOKEN, http, pipeline};
-use common::iceberg::{id_names, read_in};
+use common::iceberg::{id_names, py_write_in, read_in};
 use common::{Project, py_in};
 use serde_json::json;
 
@@ -16,13 +16,8 @@ fn pyiceberg_and_pipe_share_tables_through_pipe_serve_catalog() {
     let p = Project::new();
     let (cat, reader) = p.rest(Flavour::Pipe, |c| (c.toml(), c.reader()));
     // pyiceberg creates a namespace and a table and appends; pipe merges into it
-    let rows = json!([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]).to_string();
-    let (ok, v) = py_in(
-        p.path(),
-        "ice.py",
-        &["write", &reader, "wh", "py.made", "append", &rows],
-    );
-    assert!(ok, "{v}");
+    let rows = json!([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]);
+    py_write_in(&p, &reader, "py.made", "append", &rows, &[]);
     p.write("in.csv", "id,name\n2,b2\n3,c\n");
     let m = pipeline(&p, "m", &cat, "py.made", "merge");
     let out = p.pipe(&["run", &m, "--json"]).assert_ok().json();
@@ -42,13 +37,8 @@ fn pyiceberg_and_pipe_share_tables_through_pipe_serve_catalog() {
     assert_eq!(id_names(&table), [(10, "x".into()), (11, "y".into())]);
     let snapshot = &table["snapshots"][0];
     assert_eq!(snapshot["summary"]["pipe.pipeline"], "a", "{table}");
-    let upsert = json!([{"id": 11, "name": "y2"}, {"id": 12, "name": "z"}]).to_string();
-    let (ok, v) = py_in(
-        p.path(),
-        "ice.py",
-        &["write", &reader, "wh", "ns.pipe_made", "upsert", &upsert],
-    );
-    assert!(ok, "{v}");
+    let upsert = json!([{"id": 11, "name": "y2"}, {"id": 12, "name": "z"}]);
+    py_write_in(&p, &reader, "ns.pipe_made", "upsert", &upsert, &[]);
     p.write("in.csv", "id,name\n13,w\n");
     p.pipe(&["run", &a]).assert_ok();
     let table = read_in(&p, &reader, "ns.pipe_made");

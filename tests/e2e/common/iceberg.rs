@@ -59,8 +59,20 @@ pub fn id_names(v: &Value) -> Vec<(i64, String)> {
 /// pyiceberg itself writes `rows` into `table` (created if missing) with `mode`
 /// (`append`, `overwrite`, `upsert` on `id`).
 pub fn py_write(p: &Project, table: &str, mode: &str, rows: &Value, extra: &[&str]) {
+    py_write_in(p, "cat/catalog.db", table, mode, rows, extra);
+}
+
+/// [`py_write`] into `catalog` (as [`read_in`] takes it).
+pub fn py_write_in(
+    p: &Project,
+    catalog: &str,
+    table: &str,
+    mode: &str,
+    rows: &Value,
+    extra: &[&str],
+) {
     let rows = rows.to_string();
-    let mut args = vec!["write", "cat/catalog.db", "wh", table, mode, rows.as_str()];
+    let mut args = vec!["write", catalog, "wh", table, mode, rows.as_str()];
     args.extend_from_slice(extra);
     let (ok, v) = py_in(p.path(), "ice.py", &args);
     assert!(ok, "pyiceberg could not {mode} into {table}: {v}");
