@@ -9,7 +9,7 @@ export PIPE_LAKANA_PYTHON ?= $(PIPE_LAKANA_VENV)/bin/python
 PIPE_NODE ?= /var/tmp/pipe-node
 export PIPE_AZURITE ?= $(PIPE_NODE)/node_modules/.bin/azurite-blob
 
-.PHONY: check fmt-check clippy test arrow-check venv node-tools pg-setup bench run
+.PHONY: check fmt-check clippy test arrow-check venv node-tools pg-setup hms-jars bench run
 
 ## check: formatting, lints, one-Arrow check, every test (needs the venv and PostgreSQL: set up if missing)
 check: venv node-tools pg-setup fmt-check clippy arrow-check test
@@ -21,12 +21,16 @@ clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 ## test: unit, integration and end-to-end tests (the e2e ones read results back with python duckdb/pyarrow)
-test: venv node-tools
-	@if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --workspace --no-fail-fast; \
+## (the Hive tests start one real metastore on first use, shared by all; stopped at the end)
+test: venv node-tools hms-jars
+	@status=0; \
+	if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --workspace --no-fail-fast || status=$$?; \
 	else \
-		cargo test --workspace --no-fail-fast; \
-	fi
+		cargo test --workspace --no-fail-fast || status=$$?; \
+	fi; \
+	bash tests/hms/stop-test-hms.sh; \
+	exit $$status
 
 ## arrow-check: exactly one version of arrow in the build (docs/dependencies.md)
 arrow-check:
@@ -42,6 +46,10 @@ $(PIPE_NODE)/.ready: tests/node-tools.json
 	cp tests/node-tools.json $(PIPE_NODE)/package.json
 	cd $(PIPE_NODE) && npm install --silent --no-audit --no-fund
 	touch $@
+
+## hms-jars: the Hive Metastore 2.3.9 jars (from PyPI's pyspark sdist, cached in /var/tmp) and its launcher
+hms-jars:
+	bash tests/hms/fetch-jars.sh
 
 ## pg-setup: local PostgreSQL up, and the password-auth rule the wrong-password test needs
 pg-setup:
@@ -60,13 +68,14 @@ $(PIPE_VENV)/.ready: tests/requirements.txt
 	$(PIPE_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
-## bench: release build; CSV → DuckDB vs read_csv, Postgres → DuckDB vs psql COPY, Parquet → Iceberg vs DuckDB and pyiceberg, Parquet → Delta vs python deltalake, clustered vs round-robin merges and Iceberg compaction, the REST catalog against the SQL catalog (not part of check)
-bench: venv pg-setup
+## bench: release build; CSV → DuckDB vs read_csv, Postgres → DuckDB vs psql COPY, Parquet → Iceberg vs DuckDB and pyiceberg, Parquet → Delta vs python deltalake, clustered vs round-robin merges and Iceberg compaction, the REST catalog, a Hive Metastore and an S3 warehouse against the SQL catalog (not part of check)
+bench: venv pg-setup hms-jars
 	cargo build --release -p pipe-cli
 	$(PIPE_PYTHON) tests/bench/bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/pg_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/iceberg_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/rest_bench.py $(CARGO_TARGET_DIR)/release/pipe
+	$(PIPE_PYTHON) tests/bench/hive_s3_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/delta_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/cluster_bench.py $(CARGO_TARGET_DIR)/release/pipe
 

@@ -69,7 +69,9 @@ def median(values):
     return sorted(values)[len(values) // 2]
 
 
-def main():
+def orders_inputs():
+    """The arguments every catalog comparison takes, and its inputs: the orders Parquet file
+    and the changed orders merged into it. Returns (args, work dir, python, parquet, update)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("pipe")
     ap.add_argument("--rows", type=int, default=5_000_000)
@@ -82,6 +84,11 @@ def main():
     py = sys.executable
     parquet = parquet_of(py, work, a.rows)
     update = parquet_of(py, work, a.merge_rows, ("--update-of", str(a.rows)))
+    return a, work, py, parquet, update
+
+
+def main():
+    a, work, py, parquet, update = orders_inputs()
     sql_dir, rest_dir = os.path.join(work, "rest_sql"), os.path.join(work, "rest_rest")
     times = {(k, op): [] for k in ("sql", "rest") for op in ("append", "merge")}
     rss = {}

@@ -1,5 +1,6 @@
 //! The destination conformance suite: one set of cases, run against every table destination
-//! described in `common/dest.rs` (DuckDB, Delta, Iceberg on the SQL catalog) and read back
+//! described in `common/dest.rs` (DuckDB, Delta, Iceberg on the SQL catalog, on REST
+//! catalogs, on a Hive Metastore and with an S3 warehouse) and read back
 //! by each one's independent reader. A new destination or catalog adds a description there
 //! and passes these (plus the per-destination edge cases of edge.rs and overlap.rs).
 //!
@@ -433,6 +434,8 @@ fn a_failed_run_leaves_every_table_and_its_files_as_they_were() {
         let rows = dest.rows(&p, "fail");
         let commits = dest.commits(&p, "fail");
         // every file of the table and its catalog, with its bytes
+        // (and the keys of an object-store warehouse: a failed run deletes exactly the objects
+        // it wrote; objects are never rewritten in place)
         let files = |p: &Project| {
             ["db", "lake", "wh", "cat"]
                 .iter()
@@ -442,6 +445,11 @@ fn a_failed_run_leaves_every_table_and_its_files_as_they_were() {
                     let bytes = std::fs::read(&f).unwrap();
                     (f, bytes)
                 })
+                .chain(
+                    dest.objects(p)
+                        .into_iter()
+                        .map(|k| (format!("s3:{k}"), Vec::new())),
+                )
                 .collect::<BTreeMap<_, _>>()
         };
         let before = files(&p);

@@ -511,7 +511,15 @@ fn largest_metadata(dest: Dest, p: &Project) -> u64 {
             .unwrap_or(0)
     };
     match dest {
-        Dest::Iceberg => biggest(&p.path().join("wh"), ".metadata.json"),
+        Dest::Iceberg | Dest::IcebergHive => biggest(&p.path().join("wh"), ".metadata.json"),
+        Dest::IcebergS3 => p
+            .s3()
+            .sizes("wh/")
+            .into_iter()
+            .filter(|(k, _)| k.ends_with(".metadata.json"))
+            .map(|(_, size)| size)
+            .max()
+            .unwrap_or(0),
         // wh/ (pipe serve catalog) or lakana/storage/
         Dest::IcebergRest(_) => biggest(p.path(), ".metadata.json"),
         Dest::Delta => biggest(&p.path().join("lake/ties/_delta_log"), ".json"),

@@ -30,12 +30,25 @@ from canon import canon, differences
 
 
 def catalog(db, warehouse):
-    """A SQL catalog (a SQLite file or a database URL, and the warehouse), or a REST catalog
-    given as a JSON object of pyiceberg RestCatalog properties (`{"uri": ..., "token": ...}`;
-    the warehouse argument is then ignored)."""
+    """A SQL catalog (a SQLite file or a database URL, and the warehouse), or a catalog given as
+    a JSON object of pyiceberg catalog properties whose `type` picks it: `rest` (the default;
+    `{"uri": ..., "token": ...}`), `hive` (`{"type": "hive", "uri": "thrift://..."}`) or `sql`
+    (with object-store settings such as `s3.endpoint`); the warehouse argument is then ignored
+    unless the object names none."""
     if db.startswith("{"):
+        props = json.loads(db)
+        kind = props.pop("type", "rest")
+        if kind == "hive":
+            from pyiceberg.catalog.hive import HiveCatalog
+            return HiveCatalog("hive", **props)
+        if kind == "sql":
+            props.setdefault("warehouse", warehouse)
+            if props["uri"].startswith("sqlite:///"):
+                path = props["uri"][len("sqlite:///"):]
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            return SqlCatalog("pipe", **props)
         from pyiceberg.catalog.rest import RestCatalog
-        return RestCatalog("rest", **json.loads(db))
+        return RestCatalog("rest", **props)
     if "://" not in db:
         os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
     uri = db if "://" in db else f"sqlite:///{os.path.abspath(db)}"

@@ -65,6 +65,14 @@ pub struct IcebergConfig {
     /// Table properties set when the table is created (e.g. `{ "write.metadata.previous-versions-max" = "20" }`).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Object-store settings for the table's files when the warehouse or table location is
+    /// `s3://`, `gs://` or `az://`/`abfss://` (values are secrets). Iceberg's FileIO names
+    /// (`s3.endpoint`, `s3.region`, `s3.access-key-id`, `s3.secret-access-key`,
+    /// `s3.session-token`, `s3.path-style-access`, `adls.account-name`, `adls.account-key`,
+    /// `gcs.service-account`) or object_store's (`aws_endpoint`, `AWS_ALLOW_HTTP`, …). Unset
+    /// settings come from the standard environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, Secret>,
     /// How many times a commit that lost a race with another writer is restaged on the new
     /// table state and tried again (default 4).
     #[serde(
@@ -97,6 +105,10 @@ pub enum CatalogConfig {
     /// An Iceberg REST catalog (Polaris, Lakekeeper, Gravitino, Unity, `pipe serve catalog`;
     /// no SigV4 signing, so not Glue's endpoint).
     Rest(RestCatalogConfig),
+    /// A Hive Metastore (thrift): tables are Hive `EXTERNAL_TABLE`s with `table_type=ICEBERG`
+    /// whose `metadata_location` parameter points at the current metadata, committed under a
+    /// metastore lock as Iceberg's Java `HiveCatalog` does.
+    Hive(HiveCatalogConfig),
     /// Project Nessie's Iceberg REST endpoint (`http://host:19120/iceberg`): a REST catalog
     /// whose prefix names the branch (`main`, or `main|warehouse`).
     Nessie(RestCatalogConfig),
@@ -146,6 +158,44 @@ pub struct RestCatalogConfig {
         deserialize_with = "pipe_framework::config::within::<_, _, 1, 3600>"
     )]
     pub timeout_secs: u64,
+}
+
+/// The keys of `catalog = { type = "hive", ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HiveCatalogConfig {
+    /// The metastore's thrift address, `thrift://host:9083`.
+    pub uri: String,
+    /// Where new tables go when their database has no location: `<warehouse>/<db>.db/<table>`
+    /// (a local directory, `s3://bucket/prefix`, `gs://…`, `az://…`). Default: the database's
+    /// own location, as the metastore reports it.
+    #[serde(default)]
+    pub warehouse: Option<String>,
+    /// Create the table's database when it does not exist (default true).
+    #[serde(default = "default_true")]
+    pub create_namespace: bool,
+    /// Seconds to wait for the table's metastore lock before giving up (default 180, as Java's
+    /// `iceberg.hive.lock-timeout-ms`). A lock left by a killed writer is released by the
+    /// metastore after its `hive.txn.timeout` (default 300 s).
+    #[serde(
+        default = "default_lock_timeout_secs",
+        deserialize_with = "pipe_framework::config::within::<_, _, 1, 86_400>"
+    )]
+    pub lock_timeout_secs: u64,
+    /// Seconds one call to the metastore may take (default 60).
+    #[serde(
+        default = "default_timeout_secs",
+        deserialize_with = "pipe_framework::config::within::<_, _, 1, 3600>"
+    )]
+    pub timeout_secs: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_lock_timeout_secs() -> u64 {
+    180
 }
 
 fn default_timeout_secs() -> u64 {

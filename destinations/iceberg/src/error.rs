@@ -53,6 +53,16 @@ pub enum IcebergError {
         /// failure; never a credential.
         message: String,
     },
+    /// A Hive Metastore refused a call (`reached`) or could not be reached.
+    #[error("{what}: {message}")]
+    Metastore {
+        /// What we were doing, and which metastore.
+        what: String,
+        /// The metastore's exception or the transport's error.
+        message: String,
+        /// Whether the metastore answered.
+        reached: bool,
+    },
     /// Reading or writing data failed.
     #[error("{what}: {source}")]
     Data {
@@ -138,6 +148,14 @@ impl From<IcebergError> for Error {
                     }
                     _ => Error::external(text).retryable(),
                 }
+            }
+            IcebergError::Metastore {
+                what,
+                message,
+                reached,
+            } => {
+                let err = Error::external(format!("{what}: {message}"));
+                if reached { err } else { err.retryable() }
             }
             IcebergError::Data { what, source } => {
                 let transient = pipe_framework::is_transient(source.as_ref());

@@ -12,6 +12,7 @@ mod commit;
 mod config;
 mod error;
 mod inspect;
+mod io;
 mod layout;
 mod merge;
 mod operations;
@@ -64,7 +65,8 @@ impl DestinationFactory for IcebergFactory {
     /// `location` is `<catalog uri>#<namespace.table>`: a SQL catalog
     /// (`sqlite://.pipe/catalog.db#sales.orders`, with the catalog's default name `pipe`) or a
     /// REST catalog (`http://127.0.0.1:8181#sales.orders`, its token from
-    /// `PIPE_CATALOG_TOKEN` if set).
+    /// `PIPE_CATALOG_TOKEN` if set) or a Hive Metastore (`thrift://host:9083#db.orders`).
+    /// Object-store credentials come from the environment.
     fn locate(&self, location: &str) -> Result<Arc<dyn Destination>> {
         let Some((uri, table)) = location.rsplit_once('#') else {
             return Err(Error::user(format!(
@@ -77,6 +79,8 @@ impl DestinationFactory for IcebergFactory {
                 rest["token"] = serde_json::Value::String(token);
             }
             rest
+        } else if uri.starts_with("thrift://") {
+            serde_json::json!({ "type": "hive", "uri": uri })
         } else {
             serde_json::json!({ "type": "sql", "uri": uri })
         };
@@ -131,10 +135,26 @@ impl IcebergDestination {
     async fn connect(&self) -> std::result::Result<Arc<dyn CommitTarget>, IcebergError> {
         self.target
             .get_or_try_init(|| async {
-                catalog::connect(&self.config.catalog, self.table.clone()).await
+                catalog::connect(
+                    &self.config.catalog,
+                    &self.storage_options(),
+                    self.table.clone(),
+                )
+                .await
             })
             .await
             .cloned()
+    }
+
+    /// `storage_options` with their values exposed, for the object store.
+    fn storage_options(&self) -> io::StorageOptions {
+        io::StorageOptions(
+            self.config
+                .storage_options
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                .collect(),
+        )
     }
 
     /// Whether the catalog is a SQLite file that does not exist yet: then there is no table,

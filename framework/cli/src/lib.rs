@@ -232,8 +232,10 @@ fn init_logging(verbose: u8, format: LogFormat) {
     // credentials among it): `-vv` turns on pipe's own debug logs only; a `PIPE_LOG` filter
     // reaches the libraries for whoever asks explicitly.
     let default = match verbose {
-        // delta-rs' kernel logs the errors it returns; they are printed once, as the error.
-        0 => "error,buoyant_kernel=off",
+        // pipe's own warnings are for the user (a wait for a catalog lock, an interrupt);
+        // delta-rs' kernel and volo (the Hive Metastore client) log the errors they return:
+        // they are printed once, as the error.
+        0 => "error,pipe=warn,buoyant_kernel=off,volo=off,volo_thrift=off",
         1 => "info",
         // a target matches by prefix: the binary, the framework and every connector crate
         _ => "info,pipe=debug",

@@ -34,6 +34,7 @@ pub mod source;
 pub mod spool;
 pub mod stage;
 pub mod state;
+pub mod store;
 pub mod summary;
 pub mod types;
 

@@ -128,47 +128,14 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), FileError> {
 
 /// The store for a URL, configured from the environment, and the object path inside it.
 fn store_for(url: &Url) -> Result<(Arc<dyn ObjectStore>, String), FileError> {
-    let store_err = |source| FileError::Store {
-        url: url.to_string(),
-        source,
-    };
-    let store: Arc<dyn ObjectStore> = match url.scheme() {
-        "s3" | "s3a" => Arc::new(
-            object_store::aws::AmazonS3Builder::from_env()
-                .with_url(url.as_str())
-                .build()
-                .map_err(store_err)?,
-        ),
-        "gs" => Arc::new(
-            object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_url(url.as_str())
-                .build()
-                .map_err(store_err)?,
-        ),
-        "az" | "azure" | "abfs" | "abfss" | "adl" => Arc::new(
-            object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_url(url.as_str())
-                .build()
-                .map_err(store_err)?,
-        ),
-        "http" | "https" => Arc::new(
-            object_store::http::HttpBuilder::new()
-                .with_url(format!("{}://{}", url.scheme(), url.authority()))
-                .build()
-                .map_err(store_err)?,
-        ),
-        "file" => Arc::new(object_store::local::LocalFileSystem::new()),
-        other => {
-            return Err(FileError::Config(format!(
-                "unsupported URL scheme `{other}://`; use a local path or s3://, gs://, az://, \
-                 abfss://, file://, http(s)://"
-            )));
-        }
-    };
-    let path = percent_encoding::percent_decode_str(url.path().trim_start_matches('/'))
-        .decode_utf8_lossy()
-        .into_owned();
-    Ok((store, path))
+    let store = pipe_framework::store::for_url(url, &Default::default()).map_err(|e| match e {
+        pipe_framework::store::StoreError::Build { source, .. } => FileError::Store {
+            url: url.to_string(),
+            source,
+        },
+        other => FileError::Config(other.to_string()),
+    })?;
+    Ok((store, pipe_framework::store::object_path(url)))
 }
 
 async fn resolve_url(original: &str, url: Url) -> Result<Vec<FileRef>, FileError> {

@@ -16,24 +16,32 @@ pub enum Dest {
     Iceberg,
     /// Iceberg through a REST catalog.
     IcebergRest(Flavour),
+    /// Iceberg on the shared real Hive Metastore, local warehouse.
+    IcebergHive,
+    /// Iceberg on the SQL catalog (SQLite) with its warehouse in S3 (moto).
+    IcebergS3,
 }
 
 impl Dest {
-    pub const ALL: [Dest; 6] = [
+    pub const ALL: [Dest; 8] = [
         Dest::DuckDb,
         Dest::Delta,
         Dest::Iceberg,
         Dest::IcebergRest(Flavour::Pipe),
         Dest::IcebergRest(Flavour::PipePostgres),
         Dest::IcebergRest(Flavour::Lakana),
+        Dest::IcebergHive,
+        Dest::IcebergS3,
     ];
 
     /// The Iceberg flavours.
-    pub const ICEBERG: [Dest; 4] = [
+    pub const ICEBERG: [Dest; 6] = [
         Dest::Iceberg,
         Dest::IcebergRest(Flavour::Pipe),
         Dest::IcebergRest(Flavour::PipePostgres),
         Dest::IcebergRest(Flavour::Lakana),
+        Dest::IcebergHive,
+        Dest::IcebergS3,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +54,8 @@ impl Dest {
                 "iceberg-rest (pipe serve catalog, PostgreSQL)"
             }
             Dest::IcebergRest(Flavour::Lakana) => "iceberg-rest (lakana-server)",
+            Dest::IcebergHive => "iceberg-hive (Hive Metastore 2.3.9, local warehouse)",
+            Dest::IcebergS3 => "iceberg-s3 (SQL catalog, warehouse in S3 on moto)",
         }
     }
 
@@ -53,6 +63,7 @@ impl Dest {
     fn qualified(self, p: &Project, table: &str) -> String {
         match self {
             Dest::IcebergRest(f) => p.rest(f, |c| format!("{}.{table}", c.namespace)),
+            Dest::IcebergHive => format!("{}.{table}", p.hive_db()),
             _ => format!("ns.{table}"),
         }
     }
@@ -73,6 +84,18 @@ impl Dest {
                 "type = \"iceberg\"\ncatalog = {{ type = \"sql\", uri = \"sqlite://cat/catalog.db\", \
                  warehouse = \"wh\" }}\ntable = \"ns.{table}\""
             ),
+            Dest::IcebergHive => format!(
+                "type = \"iceberg\"\ncatalog = {{ type = \"hive\", uri = \"{}\", warehouse = \"wh\" }}\n\
+                 table = \"{}\"",
+                super::hms::uri(),
+                self.qualified(p, table)
+            ),
+            Dest::IcebergS3 => format!(
+                "type = \"iceberg\"\ncatalog = {{ type = \"sql\", uri = \"sqlite://cat/catalog.db\", \
+                 warehouse = \"s3://{}/wh\" }}\ntable = \"ns.{table}\"\n{}",
+                super::s3::BUCKET,
+                p.s3().storage_toml()
+            ),
         }
     }
 
@@ -81,9 +104,11 @@ impl Dest {
     pub fn partition_by(self, column: &str) -> Option<String> {
         match self {
             Dest::DuckDb => None,
-            Dest::Delta | Dest::Iceberg | Dest::IcebergRest(_) => {
-                Some(format!("partition_by = [\"{column}\"]"))
-            }
+            Dest::Delta
+            | Dest::Iceberg
+            | Dest::IcebergRest(_)
+            | Dest::IcebergHive
+            | Dest::IcebergS3 => Some(format!("partition_by = [\"{column}\"]")),
         }
     }
 
@@ -108,6 +133,38 @@ impl Dest {
                 "wh".into(),
                 format!("ns.{table}"),
             ],
+            Dest::IcebergHive => vec![
+                "iceberg".into(),
+                serde_json::json!({"type": "hive", "uri": super::hms::uri()}).to_string(),
+                "wh".into(),
+                self.qualified(p, table),
+            ],
+            Dest::IcebergS3 => {
+                let mut props = p.s3().pyiceberg_props();
+                props.insert("type".into(), "sql".into());
+                props.insert(
+                    "uri".into(),
+                    format!("sqlite:///{}", p.path().join("cat/catalog.db").display()).into(),
+                );
+                props.insert(
+                    "warehouse".into(),
+                    format!("s3://{}/wh", super::s3::BUCKET).into(),
+                );
+                vec![
+                    "iceberg".into(),
+                    Value::Object(props).to_string(),
+                    "wh".into(),
+                    format!("ns.{table}"),
+                ]
+            }
+        }
+    }
+
+    /// Objects the destination keeps outside the project directory (the S3 warehouse's keys).
+    pub fn objects(self, p: &Project) -> Vec<String> {
+        match self {
+            Dest::IcebergS3 => p.s3().keys("wh/"),
+            _ => Vec::new(),
         }
     }
 
@@ -152,7 +209,7 @@ impl Dest {
                 assert!(ok, "{v}");
                 v["history"].as_array().unwrap().len()
             }
-            Dest::Iceberg | Dest::IcebergRest(_) => {
+            Dest::Iceberg | Dest::IcebergRest(_) | Dest::IcebergHive | Dest::IcebergS3 => {
                 let reader = self.reader(p, table);
                 let (ok, v) = py_in(p.path(), "ice.py", &["read", &reader[1], "wh", &reader[3]]);
                 assert!(ok, "{v}");

@@ -11,6 +11,7 @@ pub mod azure;
 pub mod catalog;
 pub mod delta;
 pub mod dest;
+pub mod hms;
 pub mod iceberg;
 pub mod rows;
 pub mod s3;
@@ -168,6 +169,8 @@ impl Run {
 pub struct Project {
     /// REST catalogs started for it (stopped before its directory goes).
     catalogs: std::cell::RefCell<std::collections::HashMap<catalog::Flavour, catalog::RestCatalog>>,
+    /// Its S3 server (moto), started on first use.
+    s3: std::cell::OnceCell<s3::S3>,
     dir: tempfile::TempDir,
 }
 
@@ -190,6 +193,7 @@ impl Project {
         copy_dir(&root().join("pipelines"), &dir.path().join("pipelines"));
         Self {
             catalogs: Default::default(),
+            s3: Default::default(),
             dir,
         }
     }
@@ -209,6 +213,24 @@ impl Project {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The project's S3 server, started on first use.
+    pub fn s3(&self) -> &s3::S3 {
+        self.s3.get_or_init(s3::S3::start)
+    }
+
+    /// The project's own database in the shared Hive Metastore (named after its directory).
+    pub fn hive_db(&self) -> String {
+        let name: String = self
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        format!("p_{}", name.to_ascii_lowercase())
     }
 
     /// The default DuckDB file of `pipelines/orders.toml`.

@@ -1,8 +1,9 @@
 //! Catalogs behind one small interface, [`CommitTarget`]: load the table's current metadata,
 //! create it, and apply a [`TableChange`] atomically. The snapshot producer
 //! (`crate::commit`) is written against this trait only, and [`connect`] is the one place that
-//! turns a `catalog` config into a catalog (SQL, REST, Nessie; a Hive Metastore slots in there).
+//! turns a `catalog` config into a catalog (SQL, REST, Nessie, Hive Metastore).
 
+pub(crate) mod hive;
 pub(crate) mod rest;
 pub(crate) mod sql;
 
@@ -10,13 +11,14 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use iceberg::io::{FileIO, LocalFsStorageFactory};
+use iceberg::io::FileIO;
 use iceberg::spec::TableMetadataRef;
 use iceberg::{TableCreation, TableIdent};
 
 use crate::commit::TableChange;
 use crate::config::CatalogConfig;
 use crate::error::{IcebergError, Result};
+use crate::io::StorageOptions;
 
 /// A table's metadata as the catalog points at it.
 #[derive(Debug, Clone)]
@@ -55,20 +57,30 @@ pub(crate) trait CommitTarget: Send + Sync + Debug {
 
     /// Reads and writes the table's files.
     fn file_io(&self) -> &FileIO;
+
+    /// The object-store options `file_io` was built with (listing files needs them).
+    fn storage(&self) -> &StorageOptions;
 }
 
 /// The catalog `config` names, for `table`.
+/// `storage`: object-store options for the table's files (`storage_options`).
 pub(crate) async fn connect(
     config: &CatalogConfig,
+    storage: &StorageOptions,
     table: TableIdent,
 ) -> Result<Arc<dyn CommitTarget>> {
     match config {
-        CatalogConfig::Sql { .. } => Ok(Arc::new(sql::SqlTarget::connect(config, table).await?)),
+        CatalogConfig::Sql { .. } => Ok(Arc::new(
+            sql::SqlTarget::connect(config, storage, table).await?,
+        )),
         CatalogConfig::Rest(rest) => Ok(Arc::new(
-            rest::RestTarget::connect(rest, false, table).await?,
+            rest::RestTarget::connect(rest, false, storage, table).await?,
         )),
         CatalogConfig::Nessie(rest) => Ok(Arc::new(
-            rest::RestTarget::connect(rest, true, table).await?,
+            rest::RestTarget::connect(rest, true, storage, table).await?,
+        )),
+        CatalogConfig::Hive(hive) => Ok(Arc::new(
+            hive::HiveTarget::connect(hive, storage, table).await?,
         )),
     }
 }
@@ -80,6 +92,7 @@ pub(crate) fn describe(config: &CatalogConfig) -> String {
         CatalogConfig::Rest(rest) | CatalogConfig::Nessie(rest) => {
             pipe_framework::secret::redact(&rest.uri).into_owned()
         }
+        CatalogConfig::Hive(hive) => hive.uri.clone(),
     }
 }
 
@@ -99,16 +112,9 @@ pub(crate) fn check_creatable(config: &CatalogConfig) -> pipe_framework::Result<
     }
 }
 
-/// The [`FileIO`] for tables under `location` (a warehouse or table URI). Local files
-/// (`file://` or a path) in this release; object stores plug in here.
-pub(crate) fn file_io(location: &str) -> Result<FileIO> {
-    match location.split_once("://").map(|(scheme, _)| scheme) {
-        None | Some("file") => {
-            Ok(iceberg::io::FileIOBuilder::new(Arc::new(LocalFsStorageFactory)).build())
-        }
-        Some(scheme) => Err(IcebergError::Config(format!(
-            "Iceberg tables on `{scheme}://` storage are not supported in this release; \
-             use a local warehouse"
-        ))),
-    }
+/// Check that `location` (a warehouse or table URI) is on a storage this build reads and
+/// writes, and that the options suit it.
+pub(crate) fn check_location(location: &str, storage: &StorageOptions) -> Result<()> {
+    crate::io::check_location(location, storage)
+        .map_err(|e| IcebergError::Config(format!("table storage: {e}")))
 }

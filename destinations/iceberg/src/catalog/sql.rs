@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use iceberg::io::{FileIO, LocalFsStorageFactory};
+use iceberg::io::FileIO;
 use iceberg::spec::TableMetadata;
 use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
@@ -20,6 +20,7 @@ use super::{CommitTarget, Loaded, NewLocation};
 use crate::commit::TableChange;
 use crate::config::CatalogConfig;
 use crate::error::{IcebergError, Result, db, ice};
+use crate::io::StorageOptions;
 
 /// A SQL catalog database (SQLite or PostgreSQL), in the layout pyiceberg and Java's JDBC
 /// catalog use: shared by every table of a run, and by `pipe serve catalog`.
@@ -32,6 +33,7 @@ pub(crate) struct SqlCatalogDb {
     postgres: bool,
     warehouse: String,
     file_io: FileIO,
+    storage: StorageOptions,
 }
 
 /// One table of a SQL catalog.
@@ -87,7 +89,7 @@ pub(crate) fn sqlite_file(config: &CatalogConfig) -> Option<std::path::PathBuf> 
 
 /// The warehouse as an absolute `file://` URI: metadata records absolute paths, so any
 /// reader, from any directory, finds the files.
-fn warehouse_uri(warehouse: &str) -> Result<String> {
+pub(crate) fn warehouse_uri(warehouse: &str) -> Result<String> {
     if warehouse.contains("://") {
         return Ok(warehouse.trim_end_matches('/').to_string());
     }
@@ -104,7 +106,11 @@ fn warehouse_uri(warehouse: &str) -> Result<String> {
 
 impl SqlTarget {
     /// Connect to the catalog database (creating its tables if missing).
-    pub(crate) async fn connect(config: &CatalogConfig, table: TableIdent) -> Result<Self> {
+    pub(crate) async fn connect(
+        config: &CatalogConfig,
+        storage: &StorageOptions,
+        table: TableIdent,
+    ) -> Result<Self> {
         let CatalogConfig::Sql {
             uri,
             warehouse,
@@ -114,7 +120,7 @@ impl SqlTarget {
             return Err(IcebergError::Internal("not a SQL catalog".into()));
         };
         Ok(Self {
-            db: SqlCatalogDb::connect(uri.expose(), warehouse, name).await?,
+            db: SqlCatalogDb::connect(uri.expose(), warehouse, name, storage).await?,
             table,
         })
     }
@@ -122,8 +128,14 @@ impl SqlTarget {
 
 impl SqlCatalogDb {
     /// Connect to the catalog database at `uri` (creating its tables if missing); new tables
-    /// go under `warehouse`; rows are keyed by the catalog's `name`.
-    pub(crate) async fn connect(uri: &str, warehouse: &str, name: &str) -> Result<Self> {
+    /// go under `warehouse`; rows are keyed by the catalog's `name`; `storage` configures the
+    /// object store of an `s3://`, `gs://` or `az://` warehouse.
+    pub(crate) async fn connect(
+        uri: &str,
+        warehouse: &str,
+        name: &str,
+        storage: &StorageOptions,
+    ) -> Result<Self> {
         let postgres = uri.starts_with("postgres://") || uri.starts_with("postgresql://");
         let uri = if uri.starts_with("sqlite:") {
             sqlite_uri(uri)?
@@ -136,7 +148,8 @@ impl SqlCatalogDb {
             )));
         };
         let warehouse = warehouse_uri(warehouse)?;
-        let file_io = super::file_io(&warehouse)?;
+        super::check_location(&warehouse, storage)?;
+        let file_io = crate::io::file_io(storage);
         let style = if postgres {
             SqlBindStyle::DollarNumeric
         } else {
@@ -149,7 +162,7 @@ impl SqlCatalogDb {
             ("pool.max-connections".to_string(), "2".to_string()),
         ]);
         let catalog = SqlCatalogBuilder::default()
-            .with_storage_factory(Arc::new(LocalFsStorageFactory))
+            .with_storage_factory(crate::io::factory(storage))
             .load(name.to_string(), props)
             .await
             .map_err(ice(format!(
@@ -172,6 +185,7 @@ impl SqlCatalogDb {
             postgres,
             warehouse,
             file_io,
+            storage: storage.clone(),
         })
     }
 
@@ -390,6 +404,10 @@ impl CommitTarget for SqlTarget {
 
     fn file_io(&self) -> &FileIO {
         &self.db.file_io
+    }
+
+    fn storage(&self) -> &StorageOptions {
+        &self.db.storage
     }
 }
 

@@ -130,7 +130,7 @@ pub(super) async fn vacuum(
         report.deleted.push(path);
     }
     if request.orphans {
-        for path in orphans(target.file_io(), &table, request).await? {
+        for path in orphans(target, &table, request).await? {
             if !request.dry_run {
                 delete(target.file_io(), &path).await?;
             }
@@ -161,16 +161,14 @@ async fn delete(io: &FileIO, path: &str) -> Result<()> {
 }
 
 /// Files under the table's location that no metadata references and that are older than the
-/// cut-off. Local tables only.
-async fn orphans(io: &FileIO, table: &Loaded, request: &VacuumRequest) -> Result<Vec<String>> {
+/// cut-off: listed from the directory (local tables) or the object store.
+async fn orphans(
+    target: &dyn CommitTarget,
+    table: &Loaded,
+    request: &VacuumRequest,
+) -> Result<Vec<String>> {
+    let io = target.file_io();
     let meta = &table.metadata;
-    let Some(root) = local_path(meta.location()) else {
-        return Err(IcebergError::Config(format!(
-            "removing orphan files lists the table's directory: only local tables in this \
-             release ({})",
-            meta.location()
-        )));
-    };
     let all: Vec<i64> = meta.snapshots().map(|s| s.snapshot_id()).collect();
     let used = referenced(io, meta, &all).await?;
     let mut keep: HashSet<String> = used
@@ -181,20 +179,36 @@ async fn orphans(io: &FileIO, table: &Loaded, request: &VacuumRequest) -> Result
         .chain(std::iter::once(table.location.clone()))
         .chain(meta.metadata_log().iter().map(|m| m.metadata_file.clone()))
         .chain(meta.statistics_iter().map(|s| s.statistics_path.clone()))
-        .filter_map(|p| local_path(&p).map(|p| p.display().to_string()))
+        .map(|p| normal(&p))
         .collect();
     // Entries a manifest lists as deleted are still referenced by that (kept) manifest.
     keep.extend(deleted_entries(io, meta).await?);
-    let cutoff = std::time::SystemTime::from(request.older_than);
     let mut out = Vec::new();
-    walk(&root, &mut |path, modified| {
-        let text = path.display().to_string();
-        if modified < cutoff && !keep.contains(&text) {
-            out.push(format!("file://{text}"));
+    if let Some(root) = local_path(meta.location()) {
+        let cutoff = std::time::SystemTime::from(request.older_than);
+        walk(&root, &mut |path, modified| {
+            let text = path.display().to_string();
+            if modified < cutoff && !keep.contains(&text) {
+                out.push(format!("file://{text}"));
+            }
+        })?;
+    } else {
+        let listed = crate::io::list(meta.location(), target.storage())
+            .await
+            .map_err(IcebergError::Config)?;
+        for (location, modified) in listed {
+            if modified < request.older_than && !keep.contains(&location) {
+                out.push(location);
+            }
         }
-    })?;
+    }
     out.sort();
     Ok(out)
+}
+
+/// A location as the orphan scan compares it: a local path's plain path, else the URI.
+fn normal(location: &str) -> String {
+    local_path(location).map_or_else(|| location.to_string(), |p| p.display().to_string())
 }
 
 async fn deleted_entries(io: &FileIO, meta: &TableMetadata) -> Result<Vec<String>> {
@@ -202,9 +216,7 @@ async fn deleted_entries(io: &FileIO, meta: &TableMetadata) -> Result<Vec<String
     for snapshot in meta.snapshots() {
         for manifest in live::snapshot_manifests(io, meta, snapshot).await? {
             for entry in live::entries(io, &manifest).await? {
-                if let Some(p) = local_path(entry.file_path()) {
-                    out.push(p.display().to_string());
-                }
+                out.push(normal(entry.file_path()));
             }
         }
     }

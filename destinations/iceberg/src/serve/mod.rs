@@ -98,9 +98,14 @@ impl pipe_framework::Service for CatalogService {
 
 async fn serve(args: Args, shutdown: CancellationToken) -> Result<()> {
     let shown = pipe_framework::secret::redact(&args.catalog).into_owned();
-    let db = SqlCatalogDb::connect(&args.catalog, &args.warehouse, &args.name)
-        .await
-        .map_err(|e| Error::from(e).context("opening the catalog database"))?;
+    let db = SqlCatalogDb::connect(
+        &args.catalog,
+        &args.warehouse,
+        &args.name,
+        &crate::io::StorageOptions::default(),
+    )
+    .await
+    .map_err(|e| Error::from(e).context("opening the catalog database"))?;
     let client = match args.client.as_deref() {
         None => None,
         Some(c) => {

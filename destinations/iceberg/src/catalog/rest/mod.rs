@@ -27,6 +27,7 @@ use super::{CommitTarget, Loaded, NewLocation};
 use crate::commit::TableChange;
 use crate::config::RestCatalogConfig;
 use crate::error::{IcebergError, Result};
+use crate::io::StorageOptions;
 
 /// A table in a REST catalog.
 #[derive(Debug)]
@@ -38,6 +39,8 @@ pub(crate) struct RestTarget {
     /// need it).
     namespace_checked: tokio::sync::OnceCell<()>,
     file_io: FileIO,
+    /// Object-store options for the table's files.
+    storage: StorageOptions,
 }
 
 impl RestTarget {
@@ -46,6 +49,7 @@ impl RestTarget {
     pub(crate) async fn connect(
         config: &RestCatalogConfig,
         nessie: bool,
+        storage: &StorageOptions,
         table: TableIdent,
     ) -> Result<Self> {
         let branch = match (nessie, &config.branch) {
@@ -89,7 +93,8 @@ impl RestTarget {
             table,
             create_namespace: config.create_namespace,
             namespace_checked: tokio::sync::OnceCell::new(),
-            file_io: super::file_io("file://")?,
+            file_io: crate::io::file_io(storage),
+            storage: storage.clone(),
         })
     }
 
@@ -155,14 +160,14 @@ impl RestTarget {
         }
     }
 
-    /// What a load or create returned, as [`Loaded`]; only local tables are readable here.
+    /// What a load or create returned, as [`Loaded`], its location's storage checked.
     fn loaded(&self, result: LoadTableResult) -> Result<Loaded> {
         let location = result.metadata.location().to_string();
-        super::file_io(&location)?;
+        super::check_location(&location, &self.storage)?;
         if !result.config.is_empty() || result.storage_credentials.is_some() {
             tracing::debug!(
                 keys = ?result.config.keys().collect::<Vec<_>>(),
-                "the catalog vended storage settings (local files need none)"
+                "the catalog vended storage settings: not used (storage_options and the environment configure storage)"
             );
         }
         Ok(Loaded {
@@ -350,6 +355,10 @@ impl CommitTarget for RestTarget {
                 source: client::describe_http_error(&f.error).into(),
             }),
         }
+    }
+
+    fn storage(&self) -> &StorageOptions {
+        &self.storage
     }
 
     fn file_io(&self) -> &FileIO {
