@@ -1,6 +1,6 @@
 //! The destination conformance suite: one set of cases, run against every table destination
 //! described in `common/dest.rs` (DuckDB, Delta, Iceberg on the SQL catalog, on REST
-//! catalogs, on a Hive Metastore and with an S3 warehouse) and read back
+//! catalogs, on a Hive Metastore and with S3 and Azure warehouses) and read back
 //! by each one's independent reader. A new destination or catalog adds a description there
 //! and passes these (plus the per-destination edge cases of edge.rs and overlap.rs).
 //!
@@ -448,7 +448,7 @@ fn a_failed_run_leaves_every_table_and_its_files_as_they_were() {
                 .chain(
                     dest.objects(p)
                         .into_iter()
-                        .map(|k| (format!("s3:{k}"), Vec::new())),
+                        .map(|(k, size)| (format!("object:{k}"), size.to_le_bytes().to_vec())),
                 )
                 .collect::<BTreeMap<_, _>>()
         };

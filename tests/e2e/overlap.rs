@@ -512,9 +512,8 @@ fn largest_metadata(dest: Dest, p: &Project) -> u64 {
     };
     match dest {
         Dest::Iceberg | Dest::IcebergHive => biggest(&p.path().join("wh"), ".metadata.json"),
-        Dest::IcebergS3 => p
-            .s3()
-            .sizes("wh/")
+        Dest::IcebergS3 | Dest::IcebergAzure => dest
+            .objects(p)
             .into_iter()
             .filter(|(k, _)| k.ends_with(".metadata.json"))
             .map(|(_, size)| size)

@@ -3,6 +3,8 @@ pyiceberg[hive] ships (`hive_metastore`):
 
     hms.py hold-lock URI DB TABLE     take the table's exclusive lock, then die by SIGKILL
                                       (what a writer killed mid-commit leaves behind)
+    hms.py hold-lock-for URI DB TABLE SECONDS
+                                      take the lock, hold it (heartbeating), then release it
     hms.py create-plain URI DB TABLE  create DB if missing and a plain (non-Iceberg) Hive table
     hms.py params URI DB TABLE        print the table's parameters and type as JSON
 """
@@ -10,12 +12,13 @@ import json
 import os
 import signal
 import sys
+import time
 from urllib.parse import urlparse
 
 from hive_metastore import ThriftHiveMetastore
 from hive_metastore.ttypes import (
-    Database, FieldSchema, LockComponent, LockLevel, LockRequest, LockType, NoSuchObjectException,
-    SerDeInfo, StorageDescriptor, Table,
+    Database, FieldSchema, HeartbeatRequest, LockComponent, LockLevel, LockRequest, LockType,
+    NoSuchObjectException, SerDeInfo, StorageDescriptor, Table, UnlockRequest,
 )
 from thrift.protocol import TBinaryProtocol
 from thrift.transport import TSocket, TTransport
@@ -37,6 +40,16 @@ def main():
         r = c.lock(LockRequest(component=[component], user="killed-writer", hostname="test"))
         print(json.dumps({"lockid": r.lockid, "state": r.state}), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
+    elif cmd == "hold-lock-for":
+        component = LockComponent(type=LockType.EXCLUSIVE, level=LockLevel.TABLE, dbname=db,
+                                  tablename=table)
+        r = c.lock(LockRequest(component=[component], user="slow-writer", hostname="test"))
+        deadline = time.monotonic() + float(sys.argv[5])
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            c.heartbeat(HeartbeatRequest(lockid=r.lockid))
+        c.unlock(UnlockRequest(lockid=r.lockid))
+        print(json.dumps({"lockid": r.lockid, "state": r.state}))
     elif cmd == "create-plain":
         try:
             c.get_database(db)

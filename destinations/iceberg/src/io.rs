@@ -48,22 +48,49 @@ pub(crate) fn file_io(options: &StorageOptions) -> FileIO {
 /// Check, opening no connection, that `location` is on a supported storage and the options
 /// suit it.
 pub(crate) fn check_location(location: &str, options: &StorageOptions) -> Result<(), String> {
-    match remote_url(location)? {
+    match remote(location)? {
         None => Ok(()),
-        Some(url) => pipe_framework::store::for_url(&url, &options.0)
+        Some(r) => pipe_framework::store::for_url(&r.root, &options.0)
             .map(|_| ())
             .map_err(|e| e.to_string()),
     }
 }
 
-/// `Some(url)` for an object-store location, `None` for a local one.
-fn remote_url(location: &str) -> Result<Option<Url>, String> {
-    if !location.contains("://") || location.starts_with("file:") {
+/// An object-store location split as `scheme://authority/key`: the store is found by
+/// `scheme://authority` (a URL), the key is taken as written — never URL-decoded, and `#` or
+/// `?` in it (partition values are not escaped in paths) are part of the key.
+struct Remote<'a> {
+    /// `scheme://authority`, parsed.
+    root: Url,
+    /// The object key.
+    key: &'a str,
+}
+
+/// `Some` for an object-store location, `None` for a local one.
+fn remote(location: &str) -> Result<Option<Remote<'_>>, String> {
+    let Some((scheme, rest)) = location.split_once("://") else {
+        return Ok(None);
+    };
+    if scheme == "file" {
         return Ok(None);
     }
-    Url::parse(location)
-        .map(Some)
-        .map_err(|e| format!("`{location}` is not a valid URL: {e}"))
+    let (authority, key) = rest.split_once('/').unwrap_or((rest, ""));
+    let root = Url::parse(&format!("{scheme}://{authority}"))
+        .map_err(|e| format!("`{location}` does not start with a valid scheme://bucket: {e}"))?;
+    Ok(Some(Remote {
+        root,
+        key: key.trim_start_matches('/'),
+    }))
+}
+
+fn object_key(location: &str, key: &str) -> iceberg::Result<Path> {
+    Path::parse(key).map_err(|e| {
+        iceberg::Error::new(
+            iceberg::ErrorKind::DataInvalid,
+            format!("`{location}` is not a valid object key"),
+        )
+        .with_source(e)
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,11 +112,26 @@ impl StorageFactory for PipeStorageFactory {
 }
 
 /// Local files and object stores behind iceberg's `Storage`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct PipeStorage {
     options: Arc<StorageOptions>,
     /// One client per `scheme://authority`.
     stores: Arc<Mutex<HashMap<String, Arc<dyn ObjectStore>>>>,
+}
+
+/// Option names and buckets only: object_store's own `Debug` of some stores prints keys.
+impl fmt::Debug for PipeStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stores: Vec<String> = self
+            .stores
+            .lock()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_struct("PipeStorage")
+            .field("options", &self.options)
+            .field("stores", &stores)
+            .finish()
+    }
 }
 
 impl Serialize for PipeStorage {
@@ -113,24 +155,20 @@ enum Place {
     Remote(Arc<dyn ObjectStore>, Path),
 }
 
+/// A store's failure (a missing object included: a table whose files vanished, or a missing
+/// bucket, is a problem of the store, not of the user's input).
 fn error(what: String) -> impl FnOnce(object_store::Error) -> iceberg::Error {
-    move |e| {
-        let kind = match e {
-            object_store::Error::NotFound { .. } => iceberg::ErrorKind::DataInvalid,
-            _ => iceberg::ErrorKind::Unexpected,
-        };
-        iceberg::Error::new(kind, what).with_source(e)
-    }
+    move |e| iceberg::Error::new(iceberg::ErrorKind::Unexpected, what).with_source(e)
 }
 
 impl PipeStorage {
     fn place(&self, path: &str) -> iceberg::Result<Place> {
-        let Some(url) = remote_url(path)
-            .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e))?
+        let Some(r) =
+            remote(path).map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e))?
         else {
             return Ok(Place::Local);
         };
-        let key = format!("{}://{}", url.scheme(), url.authority());
+        let key = r.root.as_str().trim_end_matches('/').to_string();
         let mut stores = self
             .stores
             .lock()
@@ -138,17 +176,15 @@ impl PipeStorage {
         let store = match stores.get(&key) {
             Some(store) => store.clone(),
             None => {
-                let store = pipe_framework::store::for_url(&url, &self.options.0).map_err(|e| {
-                    iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string())
-                })?;
+                let store =
+                    pipe_framework::store::for_url(&r.root, &self.options.0).map_err(|e| {
+                        iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string())
+                    })?;
                 stores.insert(key, store.clone());
                 store
             }
         };
-        Ok(Place::Remote(
-            store,
-            Path::from(pipe_framework::store::object_path(&url)),
-        ))
+        Ok(Place::Remote(store, object_key(path, r.key)?))
     }
 }
 
@@ -216,8 +252,9 @@ impl Storage for PipeStorage {
         match self.place(path)? {
             Place::Local => LocalFsStorage.writer(path).await,
             Place::Remote(store, p) => Ok(Box::new(RemoteWrite {
-                // Parts of 10 MiB: bounded memory per open file, multipart for big files.
-                writer: Some(BufWriter::with_capacity(store, p, 10 << 20)),
+                // Parts of 10 MiB, at most 2 uploading at once: bounded memory per open file
+                // (~30 MiB), multipart for big files.
+                writer: Some(BufWriter::with_capacity(store, p, 10 << 20).with_max_concurrency(2)),
                 display: path.to_string(),
             })),
         }
@@ -317,30 +354,18 @@ impl FileWrite for RemoteWrite {
     }
 }
 
-/// Every file under `location` with its last-modified time (for orphan removal), as
-/// full locations (`s3://bucket/key`, `file:///path`).
+/// Every object under the object-store `location` with its last-modified time (for orphan
+/// removal), as full locations (`s3://bucket/key`), named like the location.
 pub(crate) async fn list(
     location: &str,
     options: &StorageOptions,
 ) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>, String> {
-    let (store, prefix, base): (Arc<dyn ObjectStore>, Path, String) = match remote_url(location)? {
-        Some(url) => (
-            pipe_framework::store::for_url(&url, &options.0).map_err(|e| e.to_string())?,
-            Path::from(pipe_framework::store::object_path(&url)),
-            format!("{}://{}/", url.scheme(), url.authority()),
-        ),
-        None => {
-            let dir = location.strip_prefix("file://").unwrap_or(location);
-            if !std::path::Path::new(dir).exists() {
-                return Ok(Vec::new());
-            }
-            (
-                Arc::new(object_store::local::LocalFileSystem::new()),
-                Path::from_filesystem_path(dir).map_err(|e| e.to_string())?,
-                "file:///".to_string(),
-            )
-        }
+    let Some(r) = remote(location)? else {
+        return Err(format!("{location} is not on an object store"));
     };
+    let store = pipe_framework::store::for_url(&r.root, &options.0).map_err(|e| e.to_string())?;
+    let prefix = Path::parse(r.key).map_err(|e| e.to_string())?;
+    let base = format!("{}/", r.root.as_str().trim_end_matches('/'));
     store
         .list(Some(&prefix))
         .map_ok(|m| (format!("{base}{}", m.location), m.last_modified))

@@ -19,6 +19,18 @@ use pipe_framework::parquet_options::WriterSettings;
 
 use crate::error::{Result, ice};
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn partition_values_are_escaped_as_java_escapes_them() {
+        assert_eq!(super::url_encode("c#d"), "c%23d");
+        assert_eq!(super::url_encode("a b~"), "a+b%7E");
+        assert_eq!(super::url_encode("2024-01-02"), "2024-01-02");
+        assert_eq!(super::url_encode("x/y=z?%"), "x%2Fy%3Dz%3F%25");
+        assert_eq!(super::url_encode("é"), "%C3%A9");
+    }
+}
+
 /// Every file location this run handed out (data files, manifests, manifest lists).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct WrittenFiles(pipe_framework::parquet_options::WrittenFiles);
@@ -52,10 +64,56 @@ struct Recording {
 
 impl LocationGenerator for Recording {
     fn generate_location(&self, partition_key: Option<&PartitionKey>, file_name: &str) -> String {
-        let location = self.inner.generate_location(partition_key, file_name);
+        let location = match partition_key.and_then(escaped_partition_path) {
+            // `<data>/<escaped partition path>/<file>`: the unpartitioned location of a file
+            // named `<path>/<file>`.
+            Some(path) => self
+                .inner
+                .generate_location(None, &format!("{path}/{file_name}")),
+            None => self.inner.generate_location(partition_key, file_name),
+        };
         self.written.record(&location);
         location
     }
+}
+
+/// `name=value/…` with every name and value escaped as Java's `PartitionSpec.partitionToPath`
+/// does (`URLEncoder`: `c#d` → `c%23d`, `a b` → `a+b`), so no path holds `#`, `?`, `%` or `/`
+/// from the data, which readers would take for URL syntax (pyiceberg cuts a path at `#`).
+/// `None` for an unpartitioned key.
+fn escaped_partition_path(key: &PartitionKey) -> Option<String> {
+    let spec = key.spec();
+    if spec.is_unpartitioned() {
+        return None;
+    }
+    let types = spec.partition_type(key.schema()).ok()?;
+    let segments: Vec<String> = spec
+        .fields()
+        .iter()
+        .zip(types.fields())
+        .zip(key.data().iter())
+        .map(|((field, ty), value)| {
+            let value = field.transform.to_human_string(&ty.field_type, value);
+            format!("{}={}", url_encode(&field.name), url_encode(&value))
+        })
+        .collect();
+    Some(segments.join("/"))
+}
+
+/// `application/x-www-form-urlencoded` as Java's `URLEncoder` writes it: `A-Z a-z 0-9 . - * _`
+/// kept, space as `+`, every other byte of the UTF-8 as `%XX`.
+fn url_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'*' | b'_' => {
+                out.push(char::from(b));
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 type Builder = DataFileWriterBuilder<ParquetWriterBuilder, Recording, DefaultFileNameGenerator>;

@@ -80,4 +80,59 @@ impl Azurite {
             ("AZURITE_BLOB_STORAGE_URL", self.server.endpoint()),
         ]
     }
+
+    /// The `storage_options` of an Iceberg destination on this emulator (Iceberg's `adls.*`
+    /// names, the emulator's account, its endpoint).
+    pub fn storage_toml(&self) -> String {
+        format!(
+            "storage_options = {{ \"adls.account-name\" = \"devstoreaccount1\", \
+             \"adls.account-key\" = \"{KEY}\", \
+             \"azure_storage_endpoint\" = \"{}/devstoreaccount1\", \"allow_http\" = \"true\" }}",
+            self.server.endpoint()
+        )
+    }
+
+    /// The same as pyiceberg catalog properties (its pyarrow file IO: fsspec's would need
+    /// adlfs).
+    pub fn pyiceberg_props(&self) -> serde_json::Map<String, serde_json::Value> {
+        let authority = format!("127.0.0.1:{}", self.server.port);
+        let mut props = serde_json::Map::new();
+        for (k, v) in [
+            (
+                "py-io-impl",
+                "pyiceberg.io.pyarrow.PyArrowFileIO".to_string(),
+            ),
+            ("adls.account-name", "devstoreaccount1".into()),
+            ("adls.account-key", KEY.into()),
+            ("adls.blob-storage-authority", authority.clone()),
+            ("adls.dfs-storage-authority", authority),
+            ("adls.blob-storage-scheme", "http".into()),
+            ("adls.dfs-storage-scheme", "http".into()),
+        ] {
+            props.insert(k.into(), v.into());
+        }
+        props
+    }
+
+    /// Blobs under `prefix` in [`CONTAINER`] with their sizes, listed by python's Azure SDK.
+    pub fn sizes(&self, prefix: &str) -> Vec<(String, u64)> {
+        let connection = format!(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={KEY};\
+             BlobEndpoint={}/devstoreaccount1;",
+            self.server.endpoint()
+        );
+        let out = Command::new(python())
+            .args([
+                "-c",
+                "import sys; from azure.storage.blob import BlobServiceClient\n\
+                 c = BlobServiceClient.from_connection_string(sys.argv[1]).get_container_client(sys.argv[2])\n\
+                 for b in c.list_blobs(name_starts_with=sys.argv[3]): print(b.size, b.name)",
+                &connection,
+                CONTAINER,
+                prefix,
+            ])
+            .output()
+            .expect("python runs");
+        super::sized_listing(&out, prefix)
+    }
 }

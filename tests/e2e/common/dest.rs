@@ -20,10 +20,12 @@ pub enum Dest {
     IcebergHive,
     /// Iceberg on the SQL catalog (SQLite) with its warehouse in S3 (moto).
     IcebergS3,
+    /// Iceberg on the SQL catalog (SQLite) with its warehouse in Azure Blob Storage (Azurite).
+    IcebergAzure,
 }
 
 impl Dest {
-    pub const ALL: [Dest; 8] = [
+    pub const ALL: [Dest; 9] = [
         Dest::DuckDb,
         Dest::Delta,
         Dest::Iceberg,
@@ -32,16 +34,18 @@ impl Dest {
         Dest::IcebergRest(Flavour::Lakana),
         Dest::IcebergHive,
         Dest::IcebergS3,
+        Dest::IcebergAzure,
     ];
 
     /// The Iceberg flavours.
-    pub const ICEBERG: [Dest; 6] = [
+    pub const ICEBERG: [Dest; 7] = [
         Dest::Iceberg,
         Dest::IcebergRest(Flavour::Pipe),
         Dest::IcebergRest(Flavour::PipePostgres),
         Dest::IcebergRest(Flavour::Lakana),
         Dest::IcebergHive,
         Dest::IcebergS3,
+        Dest::IcebergAzure,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +60,7 @@ impl Dest {
             Dest::IcebergRest(Flavour::Lakana) => "iceberg-rest (lakana-server)",
             Dest::IcebergHive => "iceberg-hive (Hive Metastore 2.3.9, local warehouse)",
             Dest::IcebergS3 => "iceberg-s3 (SQL catalog, warehouse in S3 on moto)",
+            Dest::IcebergAzure => "iceberg-azure (SQL catalog, warehouse in Azure on Azurite)",
         }
     }
 
@@ -96,6 +101,12 @@ impl Dest {
                 super::s3::BUCKET,
                 p.s3().storage_toml()
             ),
+            Dest::IcebergAzure => format!(
+                "type = \"iceberg\"\ncatalog = {{ type = \"sql\", uri = \"sqlite://cat/catalog.db\", \
+                 warehouse = \"abfss://{}/wh\" }}\ntable = \"ns.{table}\"\n{}",
+                super::azure::CONTAINER,
+                p.azure().storage_toml()
+            ),
         }
     }
 
@@ -108,7 +119,8 @@ impl Dest {
             | Dest::Iceberg
             | Dest::IcebergRest(_)
             | Dest::IcebergHive
-            | Dest::IcebergS3 => Some(format!("partition_by = [\"{column}\"]")),
+            | Dest::IcebergS3
+            | Dest::IcebergAzure => Some(format!("partition_by = [\"{column}\"]")),
         }
     }
 
@@ -139,17 +151,20 @@ impl Dest {
                 "wh".into(),
                 self.qualified(p, table),
             ],
-            Dest::IcebergS3 => {
-                let mut props = p.s3().pyiceberg_props();
+            Dest::IcebergS3 | Dest::IcebergAzure => {
+                let (mut props, warehouse) = if self == Dest::IcebergS3 {
+                    let w = format!("s3://{}/wh", super::s3::BUCKET);
+                    (p.s3().pyiceberg_props(), w)
+                } else {
+                    let w = format!("abfss://{}/wh", super::azure::CONTAINER);
+                    (p.azure().pyiceberg_props(), w)
+                };
                 props.insert("type".into(), "sql".into());
                 props.insert(
                     "uri".into(),
                     format!("sqlite:///{}", p.path().join("cat/catalog.db").display()).into(),
                 );
-                props.insert(
-                    "warehouse".into(),
-                    format!("s3://{}/wh", super::s3::BUCKET).into(),
-                );
+                props.insert("warehouse".into(), warehouse.into());
                 vec![
                     "iceberg".into(),
                     Value::Object(props).to_string(),
@@ -160,10 +175,12 @@ impl Dest {
         }
     }
 
-    /// Objects the destination keeps outside the project directory (the S3 warehouse's keys).
-    pub fn objects(self, p: &Project) -> Vec<String> {
+    /// Objects the destination keeps outside the project directory (an object-store
+    /// warehouse's keys), with their sizes.
+    pub fn objects(self, p: &Project) -> Vec<(String, u64)> {
         match self {
-            Dest::IcebergS3 => p.s3().keys("wh/"),
+            Dest::IcebergS3 => p.s3().sizes("wh/"),
+            Dest::IcebergAzure => p.azure().sizes("wh/"),
             _ => Vec::new(),
         }
     }
@@ -209,7 +226,11 @@ impl Dest {
                 assert!(ok, "{v}");
                 v["history"].as_array().unwrap().len()
             }
-            Dest::Iceberg | Dest::IcebergRest(_) | Dest::IcebergHive | Dest::IcebergS3 => {
+            Dest::Iceberg
+            | Dest::IcebergRest(_)
+            | Dest::IcebergHive
+            | Dest::IcebergS3
+            | Dest::IcebergAzure => {
                 let reader = self.reader(p, table);
                 let (ok, v) = py_in(p.path(), "ice.py", &["read", &reader[1], "wh", &reader[3]]);
                 assert!(ok, "{v}");

@@ -86,6 +86,21 @@ pub fn py_env(cwd: &Path, script: &str, args: &[&str], env: &[(&str, &str)]) -> 
     (out.status.success(), value)
 }
 
+/// The `<size> <name>` lines a listing script printed, as (name, size); fails the test if the
+/// script failed.
+pub fn sized_listing(out: &Output, what: &str) -> Vec<(String, u64)> {
+    assert!(
+        out.status.success(),
+        "listing {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(size, name)| (name.to_string(), size.parse().expect("a size")))
+        .collect()
+}
+
 /// Rows of `sql` on the DuckDB file `db`, read by python duckdb, as strings.
 pub fn query(db: &Path, sql: &str) -> Vec<Vec<Option<String>>> {
     let (ok, v) = py("query.py", &[db.to_str().expect("utf-8 path"), sql]);
@@ -171,6 +186,8 @@ pub struct Project {
     catalogs: std::cell::RefCell<std::collections::HashMap<catalog::Flavour, catalog::RestCatalog>>,
     /// Its S3 server (moto), started on first use.
     s3: std::cell::OnceCell<s3::S3>,
+    /// Its Azure Blob Storage emulator (Azurite), started on first use.
+    azure: std::cell::OnceCell<azure::Azurite>,
     dir: tempfile::TempDir,
 }
 
@@ -194,6 +211,7 @@ impl Project {
         Self {
             catalogs: Default::default(),
             s3: Default::default(),
+            azure: Default::default(),
             dir,
         }
     }
@@ -218,6 +236,11 @@ impl Project {
     /// The project's S3 server, started on first use.
     pub fn s3(&self) -> &s3::S3 {
         self.s3.get_or_init(s3::S3::start)
+    }
+
+    /// The project's Azure Blob Storage emulator, started on first use.
+    pub fn azure(&self) -> &azure::Azurite {
+        self.azure.get_or_init(azure::Azurite::start)
     }
 
     /// The project's own database in the shared Hive Metastore (named after its directory).

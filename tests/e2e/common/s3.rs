@@ -155,15 +155,6 @@ impl S3 {
             .envs(self.env())
             .output()
             .expect("python runs");
-        assert!(
-            out.status.success(),
-            "listing {prefix}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(size, key)| (key.to_string(), size.parse().unwrap()))
-            .collect()
+        super::sized_listing(&out, prefix)
     }
 }

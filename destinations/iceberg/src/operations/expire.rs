@@ -193,6 +193,21 @@ async fn orphans(
             }
         })?;
     } else {
+        // Listed names are compared with referenced ones as text: a table whose files are
+        // named under another scheme or bucket form (s3a:// vs s3://, abfss://c@account vs
+        // abfss://c) would see its live files as orphans. Refuse instead, as Java's
+        // prefix-mismatch check does.
+        let root = root_of(meta.location());
+        if let Some(other) = keep
+            .iter()
+            .find(|k| k.contains("://") && !k.starts_with(&root))
+        {
+            return Err(IcebergError::Config(format!(
+                "removing orphan files compares file names, but the table at {} references \
+                 {other}, named under another scheme or bucket: refused",
+                meta.location()
+            )));
+        }
         let listed = crate::io::list(meta.location(), target.storage())
             .await
             .map_err(IcebergError::Config)?;
@@ -204,6 +219,17 @@ async fn orphans(
     }
     out.sort();
     Ok(out)
+}
+
+/// `scheme://authority/` of a location.
+fn root_of(location: &str) -> String {
+    match location.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
+            format!("{scheme}://{authority}/")
+        }
+        None => String::new(),
+    }
 }
 
 /// A location as the orphan scan compares it: a local path's plain path, else the URI.

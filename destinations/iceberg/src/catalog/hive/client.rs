@@ -187,8 +187,9 @@ impl Metastore {
         }
     }
 
-    /// Ask for an exclusive lock on the table.
-    pub(super) async fn lock(&self, db: &str, name: &str) -> Result<LockResponse> {
+    /// Ask for an exclusive lock on the table, tagged with `agent` (unique per attempt, so a
+    /// lock whose answer was lost can be found and released).
+    pub(super) async fn lock(&self, db: &str, name: &str, agent: &str) -> Result<LockResponse> {
         let request = LockRequest {
             component: vec![LockComponent {
                 r#type: LockType::EXCLUSIVE,
@@ -200,13 +201,32 @@ impl Metastore {
             txnid: None,
             user: user().into(),
             hostname: host().into(),
-            agent_info: Some(format!("pipe {}", std::process::id()).into()),
+            agent_info: Some(agent.to_string().into()),
         };
         let what = format!("locking table {db}.{name}");
         match self.client.lock(request).await {
             Ok(MaybeException::Ok(r)) => Ok(r),
             Ok(MaybeException::Exception(e)) => Err(self.failed(&what, format!("{e:?}"))),
-            Err(e) => Err(self.unreachable(&what, e)),
+            Err(e) => {
+                // The lock may have been granted with the answer lost: release what carries
+                // our tag (best effort; else the metastore times it out).
+                if let Ok(shown) = self
+                    .client
+                    .show_locks(hive_metastore::ShowLocksRequest {
+                        dbname: Some(db.to_string().into()),
+                        tablename: Some(name.to_string().into()),
+                        ..Default::default()
+                    })
+                    .await
+                {
+                    for lock in shown.locks.unwrap_or_default() {
+                        if lock.agent_info.as_deref() == Some(agent) {
+                            let _ = self.unlock(lock.lockid).await;
+                        }
+                    }
+                }
+                Err(self.unreachable(&what, e))
+            }
         }
     }
 

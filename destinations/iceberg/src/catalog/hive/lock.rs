@@ -31,7 +31,8 @@ pub(super) async fn acquire(
     timeout: Duration,
 ) -> Result<HeldLock> {
     let started = Instant::now();
-    let response = metastore.lock(db, name).await?;
+    let agent = format!("pipe {}", uuid::Uuid::now_v7());
+    let response = metastore.lock(db, name, &agent).await?;
     let id = response.lockid;
     // From here on the guard owns the lock: any early return unlocks it.
     let mut held = HeldLock {
@@ -106,13 +107,40 @@ pub(super) async fn acquire(
 }
 
 impl HeldLock {
+    /// Fail unless the metastore still holds the lock for us (heartbeats may have failed and
+    /// the lock expired): checked right before the table is altered.
+    pub(super) async fn ensure_active(&self) -> Result<()> {
+        let state = self.metastore.check_lock(self.id).await?.state;
+        if state == LockState::ACQUIRED {
+            return Ok(());
+        }
+        Err(IcebergError::Metastore {
+            what: format!("committing (Hive Metastore {})", self.metastore.uri),
+            message: format!(
+                "the table lock {} is no longer held (state {}): it expired",
+                self.id,
+                state.inner()
+            ),
+            reached: true,
+        })
+    }
+
     /// Release the lock now (a failure is logged: the metastore times the lock out).
     pub(super) async fn release(mut self) {
-        self.released = true;
         self.heartbeat.abort();
         if let Err(e) = self.metastore.unlock(self.id).await {
             tracing::warn!(lock = self.id, error = %e, "releasing the Hive Metastore lock failed");
         }
+        // Only now: cancelled during the unlock, the guard's Drop still releases it.
+        self.released = true;
+    }
+
+    /// Keep the lock without releasing it or heartbeating: after a commit whose outcome is
+    /// unknown, a late `alter_table` must not land after another writer's commit, so the lock
+    /// stays until the metastore expires it (`hive.txn.timeout`).
+    pub(super) fn abandon(mut self) {
+        self.heartbeat.abort();
+        self.released = true;
     }
 }
 

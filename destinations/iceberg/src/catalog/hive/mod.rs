@@ -146,19 +146,31 @@ impl HiveTarget {
         })
     }
 
-    /// Point the table at `next` if it still points at `base`, under the lock. `Ok(false)`:
-    /// another writer moved it.
-    async fn swap(&self, base: &str, next: &str, staged: &TableMetadata) -> Result<bool> {
-        let Some(current) = self.metastore.table(&self.db, &self.name).await? else {
-            return Err(IcebergError::Conflict(format!(
-                "table {} was dropped from the Hive Metastore during the run",
-                self.qualified()
-            )));
+    /// Point the table at `next` if it still points at `base`, under the lock.
+    async fn swap(
+        &self,
+        held: &lock::HeldLock,
+        base: &str,
+        next: &str,
+        staged: &TableMetadata,
+    ) -> Outcome {
+        let current = match self.metastore.table(&self.db, &self.name).await {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                return Outcome::Failed(IcebergError::Conflict(format!(
+                    "table {} was dropped from the Hive Metastore during the run",
+                    self.qualified()
+                )));
+            }
+            Err(e) => return Outcome::Failed(e),
         };
         if client::parameter(&current, METADATA_LOCATION) != Some(base) {
-            return Ok(false);
+            return Outcome::Moved;
         }
-        let table = client::iceberg_table(
+        if let Err(e) = held.ensure_active().await {
+            return Outcome::Failed(e);
+        }
+        let table = match client::iceberg_table(
             Some(current),
             &self.db,
             &self.name,
@@ -166,25 +178,55 @@ impl HiveTarget {
             staged.current_schema(),
             next,
             Some(base),
-        )?;
-        match self
+        ) {
+            Ok(t) => t,
+            Err(e) => return Outcome::Failed(e),
+        };
+        let error = match self
             .metastore
             .alter_table(&self.db, &self.name, table)
             .await
         {
-            Ok(()) => Ok(true),
-            Err(Ok(refused)) => Err(refused),
-            // Sent, no answer: the metastore may have applied it.
-            Err(Err(e)) => Err(IcebergError::CommitUnknown {
+            Ok(()) => return Outcome::Committed,
+            Err(Ok(refused)) => Ok(refused),
+            Err(Err(no_answer)) => Err(no_answer),
+        };
+        // As Java's checkCommitStatus: an error does not prove the change was not applied.
+        let now = self.metastore.table(&self.db, &self.name).await;
+        let pointer = now
+            .as_ref()
+            .ok()
+            .and_then(|t| t.as_ref())
+            .and_then(|t| client::parameter(t, METADATA_LOCATION));
+        match (pointer, error) {
+            (Some(p), _) if p == next => Outcome::Committed,
+            // Refused, and the table unchanged: a plain failure.
+            (Some(p), Ok(refused)) if p == base => Outcome::Failed(refused),
+            (_, error) => Outcome::Unknown(IcebergError::CommitUnknown {
                 what: format!(
                     "committing to table {} (Hive Metastore {})",
                     self.qualified(),
                     self.metastore.uri
                 ),
-                source: Box::new(e),
+                source: match error {
+                    Ok(refused) => Box::new(refused) as Box<dyn std::error::Error + Send + Sync>,
+                    Err(no_answer) => Box::new(no_answer),
+                },
             }),
         }
     }
+}
+
+/// How a swap under the lock ended.
+enum Outcome {
+    /// The table points at the new metadata.
+    Committed,
+    /// Another writer committed first: restage.
+    Moved,
+    /// Not applied.
+    Failed(IcebergError),
+    /// Maybe applied: keep every file.
+    Unknown(IcebergError),
 }
 
 #[async_trait]
@@ -261,6 +303,34 @@ impl CommitTarget for HiveTarget {
                     ))
                 })
             }
+            // No answer: the table may exist now, pointing at our file.
+            Err(e @ IcebergError::Metastore { reached: false, .. }) => {
+                match self.metastore.table(&self.db, &self.name).await {
+                    Ok(Some(t))
+                        if client::parameter(&t, METADATA_LOCATION) == Some(file.as_str()) =>
+                    {
+                        tracing::info!(table = %self.qualified(), "table created");
+                        Ok(Loaded {
+                            metadata: Arc::new(metadata),
+                            location: file,
+                        })
+                    }
+                    Ok(Some(_)) => {
+                        let _ = self.file_io.delete(&file).await;
+                        self.load().await?.ok_or_else(|| {
+                            IcebergError::Conflict(format!(
+                                "table {} was created and dropped meanwhile",
+                                self.qualified()
+                            ))
+                        })
+                    }
+                    // Still unknown: keep the file (it may yet be registered).
+                    _ => Err(IcebergError::CommitUnknown {
+                        what: format!("creating table {}", self.qualified()),
+                        source: Box::new(e),
+                    }),
+                }
+            }
             Err(e) => {
                 let _ = self.file_io.delete(&file).await;
                 Err(e)
@@ -288,20 +358,28 @@ impl CommitTarget for HiveTarget {
                     return Err(e);
                 }
             };
-        let swapped = self.swap(base, &next, &change.staged).await;
-        held.release().await;
-        match swapped {
-            Ok(true) => Ok(Some(Loaded {
-                metadata: Arc::new(change.staged.clone()),
-                location: next,
-            })),
-            Ok(false) => {
+        match self.swap(&held, base, &next, &change.staged).await {
+            Outcome::Committed => {
+                held.release().await;
+                Ok(Some(Loaded {
+                    metadata: Arc::new(change.staged.clone()),
+                    location: next,
+                }))
+            }
+            Outcome::Moved => {
+                held.release().await;
                 let _ = self.file_io.delete(&next).await;
                 Ok(None)
             }
-            Err(e @ IcebergError::CommitUnknown { .. }) => Err(e),
-            Err(e) => {
+            Outcome::Failed(e) => {
+                held.release().await;
                 let _ = self.file_io.delete(&next).await;
+                Err(e)
+            }
+            // The lock stays until the metastore expires it: a late alter_table of ours must
+            // not land on top of another writer's commit.
+            Outcome::Unknown(e) => {
+                held.abandon();
                 Err(e)
             }
         }
