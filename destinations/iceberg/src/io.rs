@@ -58,7 +58,7 @@ pub(crate) fn check_location(location: &str, options: &StorageOptions) -> Result
 
 /// An object-store location split as `scheme://authority/key`: the store is found by
 /// `scheme://authority` (a URL), the key is taken as written — never URL-decoded, and `#` or
-/// `?` in it (partition values are not escaped in paths) are part of the key.
+/// `?` in it (other writers do not always escape partition values) are part of the key.
 struct Remote<'a> {
     /// `scheme://authority`, parsed.
     root: Url,
@@ -100,10 +100,9 @@ struct PipeStorageFactory {
 
 #[typetag::serde(name = "pipe-object-store")]
 impl StorageFactory for PipeStorageFactory {
-    fn build(&self, config: &StorageConfig) -> iceberg::Result<Arc<dyn Storage>> {
-        // The FileIO's own properties are the catalog's (a SQL catalog passes its uri and
-        // pool settings): storage settings come from `storage_options` only.
-        let _ = config;
+    /// The FileIO's own properties are the catalog's (a SQL catalog passes its uri and pool
+    /// settings): storage settings come from `storage_options` only.
+    fn build(&self, _catalog_props: &StorageConfig) -> iceberg::Result<Arc<dyn Storage>> {
         Ok(Arc::new(PipeStorage {
             options: Arc::new(self.options.clone()),
             stores: Arc::default(),
