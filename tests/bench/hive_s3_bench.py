@@ -24,9 +24,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from bench import run  # noqa: E402
 from iceberg_bench import fresh  # noqa: E402
-from rest_bench import free_port, median, orders_inputs  # noqa: E402
+from rest_bench import free_port, median, orders_inputs, timer  # noqa: E402
 
 CHECK = """
 import sys, json, duckdb
@@ -84,16 +83,7 @@ def main():
     subprocess.run([py, "-c", "import boto3, sys; boto3.client('s3', endpoint_url=sys.argv[1])"
                     ".create_bucket(Bucket='bench')", s3], env=aws, check=True)
 
-    times = {(k, op): [] for k in dirs for op in ("append", "merge")}
-    rss = {}
-    print(f"{'run':<28}{'rows':>10}{'seconds':>10}{'rows/s':>12}{'peak RSS':>12}")
-
-    def timed(kind, op, rows, cmd, env):
-        secs, peak = run(cmd, env)
-        times[(kind, op)].append(secs)
-        rss[(kind, op)] = max(rss.get((kind, op), 0), peak)
-        print(f"{kind + ' ' + op:<28}{rows:>10}{secs:>10.2f}{rows / secs:>12,.0f}{peak:>9.0f} MiB",
-              flush=True)
+    times, rss, timed = timer(dirs)
 
     try:
         for rep in range(a.repeat):

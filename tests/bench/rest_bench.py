@@ -87,10 +87,10 @@ def orders_inputs():
     return a, work, py, parquet, update
 
 
-def main():
-    a, work, py, parquet, update = orders_inputs()
-    sql_dir, rest_dir = os.path.join(work, "rest_sql"), os.path.join(work, "rest_rest")
-    times = {(k, op): [] for k in ("sql", "rest") for op in ("append", "merge")}
+def timer(kinds):
+    """Prints the table header; returns the times and peak RSS per (kind, op) and a function
+    that runs one load, prints its line and records both."""
+    times = {(k, op): [] for k in kinds for op in ("append", "merge")}
     rss = {}
     print(f"{'run':<28}{'rows':>10}{'seconds':>10}{'rows/s':>12}{'peak RSS':>12}")
 
@@ -100,6 +100,14 @@ def main():
         rss[(kind, op)] = max(rss.get((kind, op), 0), peak)
         print(f"{kind + ' ' + op:<28}{rows:>10}{secs:>10.2f}{rows / secs:>12,.0f}{peak:>9.0f} MiB",
               flush=True)
+
+    return times, rss, timed
+
+
+def main():
+    a, work, py, parquet, update = orders_inputs()
+    sql_dir, rest_dir = os.path.join(work, "rest_sql"), os.path.join(work, "rest_rest")
+    times, rss, timed = timer(("sql", "rest"))
 
     checks = {}
     for _ in range(a.repeat):
