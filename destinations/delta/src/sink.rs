@@ -166,6 +166,12 @@ impl DeltaSink {
         let report = &mut self.report;
         Ok(match self.parts.mode {
             WriteMode::Append => (Vec::new(), Operation::Append),
+            // The factory does not offer it: the pipeline is refused before a run.
+            WriteMode::Register => {
+                return Err(DeltaError::Config(
+                    "Delta tables do not support mode = \"register\" yet".into(),
+                ));
+            }
             WriteMode::Replace => {
                 let (removes, deleted, copied) =
                     replace(live_files(self.target.as_ref())?, &self.parts, writer).await?;

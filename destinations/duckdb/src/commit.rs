@@ -94,7 +94,10 @@ pub(crate) fn finish(
         ..CommitReport::default()
     };
     match mode {
-        WriteMode::Append | WriteMode::Replace => report.rows_inserted = staged,
+        // (`register` is refused when the run is prepared.)
+        WriteMode::Append | WriteMode::Replace | WriteMode::Register => {
+            report.rows_inserted = staged
+        }
         WriteMode::Merge => merge(conn, job, prepared, &mut report)?,
     }
     if let Some(q) = &request.quarantine {

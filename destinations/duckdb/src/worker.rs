@@ -244,6 +244,12 @@ fn prepare(conn: &Connection, job: &Job) -> Result<Prepared> {
     };
     match req.write.mode {
         WriteMode::Append => {}
+        // The factory does not offer it: the pipeline is refused before a run.
+        WriteMode::Register => {
+            return Err(DuckError::Framework(pipe_framework::Error::user(
+                "DuckDB tables cannot reference existing files (mode = \"register\")",
+            )));
+        }
         WriteMode::Replace => {
             let n = conn
                 .execute(&format!("DELETE FROM {}", job.table.sql()), [])

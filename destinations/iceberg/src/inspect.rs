@@ -132,3 +132,47 @@ pub(crate) fn table_info(name: &str, table: &Loaded, at: Option<i64>) -> Result<
         commits,
     })
 }
+
+/// Live data files outside the table's location (registered with `mode = "register"`) are
+/// not the table's own writes and may have been moved or deleted since: check each exists
+/// (one HEAD each) and report `registered_files` and `missing_files` (the first few named).
+pub(crate) async fn registered_files(
+    io: &iceberg::io::FileIO,
+    metadata: &TableMetadata,
+    info: &mut TableInfo,
+) -> crate::error::Result<()> {
+    use futures::StreamExt;
+    let own = format!("{}/", metadata.location().trim_end_matches('/'));
+    let outside: Vec<String> = crate::commit::live::live_data_files(io, metadata)
+        .await?
+        .iter()
+        .map(|f| f.entry.file_path().to_string())
+        .filter(|p| !p.starts_with(&own))
+        .collect();
+    if outside.is_empty() {
+        return Ok(());
+    }
+    let mut missing: Vec<String> = futures::stream::iter(outside.iter().cloned())
+        .map(|path| {
+            let io = io.clone();
+            async move { (!io.exists(&path).await.unwrap_or(false)).then_some(path) }
+        })
+        .buffer_unordered(32)
+        .filter_map(|p| async move { p })
+        .collect()
+        .await;
+    missing.sort();
+    info.properties
+        .insert("registered_files".into(), outside.len().to_string());
+    let shown: Vec<&str> = missing.iter().take(5).map(String::as_str).collect();
+    let text = match missing.len() {
+        0 => "0".to_string(),
+        n if n > shown.len() => format!("{n}: {}, …", shown.join(", ")),
+        n => format!("{n}: {}", shown.join(", ")),
+    };
+    if !missing.is_empty() {
+        tracing::warn!(missing = missing.len(), "registered data files are missing");
+    }
+    info.properties.insert("missing_files".into(), text);
+    Ok(())
+}

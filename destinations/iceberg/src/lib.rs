@@ -17,6 +17,8 @@ mod layout;
 mod merge;
 mod operations;
 mod parallel;
+mod register;
+mod relocate;
 mod schema;
 mod serve;
 mod sink;
@@ -33,6 +35,7 @@ use pipe_framework::{
 
 pub use config::{CatalogConfig, IcebergConfig};
 pub use error::IcebergError;
+pub use relocate::{RelocateReport, RelocateRequest, relocate};
 pub use serve::CatalogService;
 pub use sink::IcebergSink;
 
@@ -55,7 +58,7 @@ impl DestinationFactory for IcebergFactory {
     }
 
     fn modes(&self) -> &'static [WriteMode] {
-        &WriteMode::ALL
+        &WriteMode::EVERY
     }
 
     fn build(&self, config: IcebergConfig, _ctx: &BuildContext) -> Result<Arc<dyn Destination>> {
@@ -68,29 +71,36 @@ impl DestinationFactory for IcebergFactory {
     /// `PIPE_CATALOG_TOKEN` if set) or a Hive Metastore (`thrift://host:9083#db.orders`).
     /// Object-store credentials come from the environment.
     fn locate(&self, location: &str) -> Result<Arc<dyn Destination>> {
-        let Some((uri, table)) = location.rsplit_once('#') else {
-            return Err(Error::user(format!(
-                "`{location}`: give an Iceberg table as <catalog uri>#<namespace.table>"
-            )));
-        };
-        let catalog = if uri.starts_with("http://") || uri.starts_with("https://") {
-            let mut rest = serde_json::json!({ "type": "rest", "uri": uri });
-            if let Ok(token) = std::env::var("PIPE_CATALOG_TOKEN") {
-                rest["token"] = serde_json::Value::String(token);
-            }
-            rest
-        } else if uri.starts_with("thrift://") {
-            serde_json::json!({ "type": "hive", "uri": uri })
-        } else {
-            serde_json::json!({ "type": "sql", "uri": uri })
-        };
-        let config: IcebergConfig = serde_json::from_value(serde_json::json!({
-            "catalog": catalog,
-            "table": table,
-        }))
-        .map_err(|e| Error::internal(format!("default Iceberg settings: {e}")))?;
-        Ok(Arc::new(IcebergDestination::new(config)?))
+        Ok(Arc::new(IcebergDestination::new(locator_config(
+            location,
+        )?)?))
     }
+}
+
+/// The settings of `<catalog uri>#<namespace.table>` (see [`IcebergFactory::locate`]).
+pub(crate) fn locator_config(location: &str) -> Result<IcebergConfig> {
+    let Some((uri, table)) = location.rsplit_once('#') else {
+        return Err(Error::user(format!(
+            "`{location}`: give an Iceberg table as <catalog uri>#<namespace.table>"
+        )));
+    };
+    let catalog = if uri.starts_with("http://") || uri.starts_with("https://") {
+        let mut rest = serde_json::json!({ "type": "rest", "uri": uri });
+        if let Ok(token) = std::env::var("PIPE_CATALOG_TOKEN") {
+            rest["token"] = serde_json::Value::String(token);
+        }
+        rest
+    } else if uri.starts_with("thrift://") {
+        serde_json::json!({ "type": "hive", "uri": uri })
+    } else {
+        serde_json::json!({ "type": "sql", "uri": uri })
+    };
+    let config: IcebergConfig = serde_json::from_value(serde_json::json!({
+        "catalog": catalog,
+        "table": table,
+    }))
+    .map_err(|e| Error::internal(format!("default Iceberg settings: {e}")))?;
+    Ok(config)
 }
 
 /// An Iceberg table as a destination.
@@ -245,6 +255,7 @@ impl IcebergDestination {
             None
         };
         let sorter = match (&merge, cluster) {
+            _ if request.write.mode == WriteMode::Register => None,
             (None, Some(key)) => Some(ExternalSort::new(
                 write_schema.clone(),
                 key,
@@ -257,6 +268,10 @@ impl IcebergDestination {
             replace_partitions: self.config.replace_partitions,
             retries: self.config.commit_retries,
             key_field_ids,
+            replan: (request.write.mode == WriteMode::Register).then(|| sink::Replan {
+                config: self.config.clone(),
+                policy: request.evolution,
+            }),
         };
         Ok(IcebergSink::new(
             target,

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, FieldRef, Fields, Schema as ArrowSchema, TimeUnit};
 use iceberg::spec::{
-    ListType, MapType, NestedField, NestedFieldRef, PrimitiveType, Schema, StructType, Type,
+    ListType, MapType, MappedField, NameMapping, NestedField, NestedFieldRef, PrimitiveType,
+    Schema, StructType, Type,
 };
 use pipe_framework::SchemaEvolution;
 use pipe_framework::evolution::{SchemaChange, TypeRules, plan_evolution};
@@ -184,7 +185,7 @@ pub(crate) fn write_schema(schema: &Schema) -> Result<ArrowSchema> {
 }
 
 /// `dt` without nested field metadata, for comparing types.
-fn bare(dt: &DataType) -> DataType {
+pub(crate) fn bare(dt: &DataType) -> DataType {
     let field = |f: &FieldRef| -> FieldRef {
         Arc::new(Field::new(f.name(), bare(f.data_type()), f.is_nullable()))
     };
@@ -293,6 +294,34 @@ pub(crate) fn resolve_columns(schema: &Schema, wanted: &[String], what: &str) ->
                 })
         })
         .collect()
+}
+
+/// The name mapping (`schema.name-mapping.default`) of `schema`, as JSON: every field's id
+/// under its current name, so readers match the columns of files written without Iceberg
+/// field ids (registered files) by name.
+pub(crate) fn name_mapping(schema: &Schema) -> String {
+    fn mapped(field: &NestedField) -> MappedField {
+        MappedField::new(
+            Some(field.id),
+            vec![field.name.clone()],
+            children(&field.field_type),
+        )
+    }
+    fn children(ty: &Type) -> Vec<MappedField> {
+        match ty {
+            Type::Struct(s) => s.fields().iter().map(|f| mapped(f)).collect(),
+            Type::List(l) => vec![mapped(&l.element_field)],
+            Type::Map(m) => vec![mapped(&m.key_field), mapped(&m.value_field)],
+            Type::Primitive(_) => Vec::new(),
+        }
+    }
+    let fields = schema
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| mapped(f))
+        .collect();
+    serde_json::to_string(&NameMapping::new(fields)).unwrap_or_default()
 }
 
 #[cfg(test)]

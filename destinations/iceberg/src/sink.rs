@@ -9,8 +9,10 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
-use iceberg::spec::Schema;
-use pipe_framework::{CommitReport, CommitRequest, Error, Sink, WriteMode};
+use iceberg::spec::{DataFile, Schema};
+use pipe_framework::{
+    CommitReport, CommitRequest, Error, ExistingFile, SchemaEvolution, Sink, WriteMode,
+};
 use tracing::{info, warn};
 
 use crate::catalog::{CommitTarget, Loaded};
@@ -18,6 +20,7 @@ use crate::commit::{Committed, Removal, SnapshotChange, commit_once, live};
 use crate::error::{IcebergError, Result};
 use crate::merge::MergeState;
 use crate::parallel::ParallelWriter;
+use crate::register;
 use crate::table::{PIPELINE_KEY, Planned, RUN_KEY, STATE_PREFIX, committed_state};
 use crate::write::WrittenFiles;
 use futures::TryStreamExt;
@@ -35,6 +38,16 @@ pub(crate) struct SinkOptions {
     pub retries: u32,
     /// Field ids of the merge keys.
     pub key_field_ids: Vec<i32>,
+    /// `mode = "register"`: how to plan the table again when registered files bring new
+    /// columns.
+    pub replan: Option<Replan>,
+}
+
+/// What planning the table needs (`crate::table::plan`).
+#[derive(Debug, Clone)]
+pub(crate) struct Replan {
+    pub config: crate::config::IcebergConfig,
+    pub policy: SchemaEvolution,
 }
 
 /// Where the run's rows go until the commit.
@@ -59,6 +72,9 @@ pub struct IcebergSink {
     sorter: Option<ExternalSort>,
     written: WrittenFiles,
     options: SinkOptions,
+    /// `mode = "register"`: the files to add, and their rows.
+    registered: Vec<DataFile>,
+    registered_rows: u64,
 }
 
 impl std::fmt::Debug for IcebergSink {
@@ -90,7 +106,49 @@ impl IcebergSink {
             sorter: writing.sorter,
             written,
             options,
+            registered: Vec::new(),
+            registered_rows: 0,
         }
+    }
+
+    /// Stage the files of `listed` the table does not reference yet (see `crate::register`);
+    /// returns their rows.
+    async fn register_files(&mut self, listed: Vec<ExistingFile>) -> Result<u64> {
+        let io = self.target.file_io().clone();
+        let registered: HashSet<String> = match &self.planned {
+            Planned::Existing { base, .. } => live::live_data_files(&io, &base.metadata)
+                .await?
+                .iter()
+                .map(|f| f.entry.file_path().to_string())
+                .collect(),
+            Planned::New { .. } => HashSet::new(),
+        };
+        let listed_count = listed.len();
+        let candidates = register::new_files(&io, listed, &registered).await?;
+        info!(
+            listed = listed_count,
+            new = candidates.len(),
+            "files to register"
+        );
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let arrow = crate::schema::write_schema(&self.schema)?;
+        let extra = register::check_columns(&candidates, &self.schema, &arrow)?;
+        if let Some(replan) = &self.options.replan
+            && !extra.is_empty()
+            && replan.policy != SchemaEvolution::DiscardColumns
+        {
+            let union = register::with_columns(&arrow, &extra);
+            self.planned =
+                crate::table::plan(self.target.as_ref(), &replan.config, &union, replan.policy)
+                    .await?;
+            self.schema = self.planned.schema();
+        }
+        let spec = self.planned.metadata().default_partition_spec().clone();
+        self.registered = register::data_files(&candidates, &self.schema, &spec)?;
+        self.registered_rows = candidates.iter().map(register::Candidate::rows).sum();
+        Ok(self.registered_rows)
     }
 
     async fn stage_and_commit(
@@ -111,6 +169,7 @@ impl IcebergSink {
             WriteMode::Append => Removal::None,
             WriteMode::Replace => Removal::All,
             WriteMode::Merge => Removal::Files(HashSet::new()),
+            WriteMode::Register => Removal::None,
         };
         let mut writer = self
             .writer
@@ -140,9 +199,13 @@ impl IcebergSink {
             return Err(e);
         }
         let rows_written = writer.rows();
-        let added = writer.close().await?;
+        let mut added = writer.close().await?;
         if self.options.mode != WriteMode::Merge {
             report.rows_inserted = rows_written;
+        }
+        if self.options.mode == WriteMode::Register {
+            added.extend(self.registered.iter().cloned());
+            report.rows_inserted = self.registered_rows;
         }
         if self.options.mode == WriteMode::Replace && self.options.replace_partitions {
             removal = Removal::Partitions(added.iter().map(|f| f.partition().clone()).collect());
@@ -153,6 +216,7 @@ impl IcebergSink {
             schema: evolved.clone(),
             properties: Vec::new(),
             rewrite: false,
+            name_mapping: self.options.mode == WriteMode::Register,
         };
         let base = match base.take() {
             Some(b) => b,
@@ -214,6 +278,9 @@ impl IcebergSink {
             base = self.target.load().await?.ok_or_else(|| {
                 IcebergError::Conflict("the table was dropped while this run wrote it".into())
             })?;
+            if self.options.mode == WriteMode::Register {
+                not_registered_meanwhile(self.target.as_ref(), &base, &self.registered).await?;
+            }
             validate_retry(
                 &self.target,
                 &self.options,
@@ -337,6 +404,25 @@ async fn validate_retry(
     Ok(())
 }
 
+/// Refuse to register files another writer registered while this run planned.
+async fn not_registered_meanwhile(
+    target: &dyn CommitTarget,
+    base: &Loaded,
+    files: &[DataFile],
+) -> Result<()> {
+    let ours: HashSet<&str> = files.iter().map(DataFile::file_path).collect();
+    for live in live::live_data_files(target.file_io(), &base.metadata).await? {
+        let path = live.entry.file_path();
+        if ours.contains(path) {
+            return Err(IcebergError::Conflict(format!(
+                "another run registered {path} while this one planned; nothing was \
+                 committed, run again"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Create the table the first run planned, checking the catalog built the same schema.
 async fn create(target: &Arc<dyn CommitTarget>, planned: &Planned) -> Result<Loaded> {
     let Planned::New { creation, metadata } = planned else {
@@ -402,6 +488,10 @@ impl Sink for IcebergSink {
                 Err(e.into())
             }
         }
+    }
+
+    async fn register(&mut self, files: Vec<ExistingFile>) -> pipe_framework::Result<u64> {
+        self.register_files(files).await.map_err(Error::from)
     }
 
     async fn abort(mut self: Box<Self>) -> pipe_framework::Result<()> {

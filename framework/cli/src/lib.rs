@@ -7,6 +7,8 @@
 mod output;
 mod check;
 mod git;
+#[cfg(feature = "destination-iceberg")]
+mod iceberg;
 mod inspect;
 mod ops;
 mod table;
@@ -165,6 +167,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Iceberg tools: `pipe iceberg relocate` rewrites a replicated table's metadata for its
+    /// new place.
+    #[cfg(feature = "destination-iceberg")]
+    Iceberg {
+        #[command(subcommand)]
+        command: iceberg::IcebergCommand,
+    },
     /// Run every pipeline of a directory that has a [schedule], until SIGTERM or Ctrl-C.
     Schedule {
         /// The directory of pipeline files.
@@ -282,6 +291,8 @@ async fn dispatch(command: Command, registry: Registry) -> Result<ExitCode, Erro
         } => ops::status(&pipeline, &registry, runs, json).await,
         Command::Inspect { pipeline, json } => inspect::inspect(&pipeline, &registry, json).await,
         Command::Table { command } => table::run(command, &registry).await,
+        #[cfg(feature = "destination-iceberg")]
+        Command::Iceberg { command } => iceberg::run(command).await,
         Command::Check {
             file,
             against,

@@ -32,11 +32,23 @@ pub enum WriteMode {
     Replace,
     /// Upsert on `merge_keys`: update rows whose key exists, insert the others.
     Merge,
+    /// Add the source's existing files to the table as they are, without reading or
+    /// rewriting their rows ([`Sink::register`]): only for sources that list files
+    /// ([`crate::Source::existing_files`]) and destinations that can reference them.
+    Register,
 }
 
 impl WriteMode {
-    /// Every mode, in documentation order.
+    /// The modes that write rows, in documentation order (what most destinations support).
     pub const ALL: [WriteMode; 3] = [WriteMode::Append, WriteMode::Replace, WriteMode::Merge];
+
+    /// Every mode, [`WriteMode::Register`] included.
+    pub const EVERY: [WriteMode; 4] = [
+        WriteMode::Append,
+        WriteMode::Replace,
+        WriteMode::Merge,
+        WriteMode::Register,
+    ];
 
     /// The TOML spelling.
     pub fn as_str(self) -> &'static str {
@@ -44,6 +56,7 @@ impl WriteMode {
             WriteMode::Append => "append",
             WriteMode::Replace => "replace",
             WriteMode::Merge => "merge",
+            WriteMode::Register => "register",
         }
     }
 }
@@ -224,6 +237,17 @@ pub trait Sink: Send + Debug {
 
     /// Drop everything staged; the table stays as it was before the run.
     async fn abort(self: Box<Self>) -> Result<()>;
+
+    /// `mode = "register"`: stage `files` (which already hold rows of the source's schema)
+    /// to be added to the table by [`Sink::commit`] as they are. Files the table already
+    /// references are skipped. Returns the rows the staged files hold. The default: this
+    /// destination cannot reference existing files.
+    async fn register(&mut self, files: Vec<crate::source::ExistingFile>) -> Result<u64> {
+        let _ = files;
+        Err(Error::user(
+            "this destination cannot add existing files to a table (mode = \"register\")",
+        ))
+    }
 }
 
 /// What the runtime hands to [`Sink::commit`].

@@ -51,7 +51,7 @@ pub use quarantine::Quarantine;
 pub use registry::{BuildContext, DestinationFactory, Registry, SourceFactory, StageFactory};
 pub use secret::Secret;
 pub use service::Service;
-pub use source::{Source, SourceReport};
+pub use source::{ExistingFile, Source, SourceReport};
 pub use stage::{QuarantineSpec, Stage, StageOutput, StageReport};
 pub use summary::{RunProgress, RunStatus, RunSummary};
 

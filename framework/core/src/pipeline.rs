@@ -355,7 +355,7 @@ fn write_spec(section: &mut Section<'_>, kind: &str, modes: &[WriteMode]) -> Res
             .copied()
             .find(|m| m.as_str() == mode)
             .ok_or_else(|| {
-                let known = WriteMode::ALL.iter().any(|m| m.as_str() == mode);
+                let known = WriteMode::EVERY.iter().any(|m| m.as_str() == mode);
                 let why = if known {
                     format!("destination `{kind}` does not support mode `{mode}`")
                 } else {
@@ -381,14 +381,16 @@ fn write_spec(section: &mut Section<'_>, kind: &str, modes: &[WriteMode]) -> Res
             Err(section
                 .error("mode = \"merge\" needs `merge_keys` (the columns that identify a row)"))
         }
-        (WriteMode::Append | WriteMode::Replace, false, Some(span)) => Err(section.error_at(
-            span,
-            "merge_keys",
-            format!(
-                "`merge_keys` only applies to mode = \"merge\", not \"{}\"",
-                spec.mode
-            ),
-        )),
+        (WriteMode::Append | WriteMode::Replace | WriteMode::Register, false, Some(span)) => {
+            Err(section.error_at(
+                span,
+                "merge_keys",
+                format!(
+                    "`merge_keys` only applies to mode = \"merge\", not \"{}\"",
+                    spec.mode
+                ),
+            ))
+        }
         _ => Ok(spec),
     }
 }

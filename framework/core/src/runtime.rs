@@ -129,14 +129,18 @@ async fn run_stages(
     let destination = pipeline.destination.clone();
     let opened = open(pipeline, ctx).await?;
     let ctx = &opened.ctx;
-    let sink = stream(
-        opened.parts,
-        ctx,
-        progress,
-        runtime.channel_capacity,
-        collected,
-    )
-    .await?;
+    let sink = if write.mode == WriteMode::Register {
+        register(opened.parts, ctx, progress, collected).await?
+    } else {
+        stream(
+            opened.parts,
+            ctx,
+            progress,
+            runtime.channel_capacity,
+            collected,
+        )
+        .await?
+    };
     // The commit is the point of no return: an interrupt that arrives before it aborts the
     // run; one that arrives during it lets the (atomic) commit finish.
     if ctx.cancel.is_cancelled() {
@@ -386,6 +390,67 @@ async fn stream(
     sink.ok_or_else(|| Error::internal("the load stage ended without its sink"))
 }
 
+/// `mode = "register"`: hand the source's files to the sink, which stages the ones the table
+/// does not reference yet. No row is read.
+async fn register(
+    parts: Parts,
+    ctx: &RunContext,
+    progress: &Arc<RunProgress>,
+    collected: &mut Collected,
+) -> Result<Box<dyn Sink>> {
+    let Parts {
+        source,
+        stages,
+        mut sink,
+        ..
+    } = parts;
+    let refused = stages.first().map(|stage| {
+        Error::user(format!(
+            "mode = \"register\" adds files without reading their rows, so the {} stage \
+             cannot check them; remove it, or load the rows with mode = \"append\"",
+            stage.name()
+        ))
+    });
+    drop(stages);
+    let staged = async {
+        if let Some(e) = refused {
+            return Err(e);
+        }
+        let files = cancellable(ctx, source.existing_files())
+            .await?
+            .ok_or_else(|| {
+                Error::user(format!(
+                    "mode = \"register\" needs a source that lists existing files (the file \
+                     source over Parquet), not {}",
+                    source.describe()
+                ))
+            })?;
+        let listed = files.len() as u64;
+        let rows = cancellable(ctx, sink.register(files)).await?;
+        Ok((listed, rows))
+    }
+    .await;
+    match staged {
+        Ok((listed, rows)) => {
+            let rows = usize::try_from(rows).unwrap_or(usize::MAX);
+            progress.add_read(rows);
+            progress.add_written(rows);
+            collected.source.parts = listed;
+            info!(
+                stage = "load",
+                files = listed,
+                rows,
+                "files staged for registration"
+            );
+            Ok(sink)
+        }
+        Err(e) => {
+            abort(sink).await;
+            Err(e)
+        }
+    }
+}
+
 /// Refuse combinations that would lose or duplicate rows before anything runs.
 fn check_modes(
     source: &dyn crate::source::Source,
@@ -407,6 +472,12 @@ fn check_modes(
         return Err(Error::user(
             "an incremental source (with a `cursor`) and mode = \"replace\" would replace the \
              table with only the new rows on every run; use \"append\" or \"merge\"",
+        ));
+    }
+    if write.mode == WriteMode::Register && (ctx.window.is_some() || source.is_incremental()) {
+        return Err(Error::user(
+            "mode = \"register\" adds every file the source lists that the table does not \
+             reference yet; it takes no `cursor` and no backfill window",
         ));
     }
     if source.rereads_rows() && write.mode != WriteMode::Merge {

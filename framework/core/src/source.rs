@@ -48,6 +48,25 @@ pub trait Source: Send + Sync + Debug {
     fn supports_windows(&self) -> bool {
         false
     }
+
+    /// The files that hold this source's rows as they are, for `mode = "register"` (added
+    /// to the destination table without being read). `Ok(None)`, the default: this source
+    /// cannot hand over files.
+    async fn existing_files(&self) -> Result<Option<Vec<ExistingFile>>> {
+        Ok(None)
+    }
+}
+
+/// A file that already holds rows, as [`Source::existing_files`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ExistingFile {
+    /// Its absolute location as table formats record it: `file:///abs/path` for a local
+    /// file, else the object-store URL (`s3://bucket/key`).
+    pub location: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its format, lower case (`parquet`).
+    pub format: String,
 }
 
 /// What a source read, for the run summary.

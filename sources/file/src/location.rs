@@ -34,6 +34,23 @@ pub(crate) struct FileRef {
     pub rereadable: bool,
 }
 
+impl FileRef {
+    /// The file's absolute URI, as a table format records it: `file:///abs/path` for a
+    /// local file, else its object-store URL.
+    pub(crate) fn uri(&self) -> Result<String, FileError> {
+        match &self.location {
+            Location::Local(path) => {
+                let abs = std::fs::canonicalize(path).map_err(|source| FileError::Io {
+                    file: self.display.clone(),
+                    source,
+                })?;
+                Ok(format!("file://{}", abs.display()))
+            }
+            Location::Remote(_) => Ok(self.display.clone()),
+        }
+    }
+}
+
 fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }

@@ -9,7 +9,7 @@ use arrow_schema::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use pipe_framework::evolution::{Aligner, is_lossless_widening};
 use pipe_framework::types::parse_type;
-use pipe_framework::{BatchSender, Error, Result, RunContext, Source, SourceReport};
+use pipe_framework::{BatchSender, Error, ExistingFile, Result, RunContext, Source, SourceReport};
 use tokio::sync::OnceCell;
 use tracing::{debug, info};
 
@@ -338,6 +338,39 @@ impl Source for FileSource {
 
     async fn schema(&self) -> Result<SchemaRef> {
         Ok(self.plan().await?.schema.clone())
+    }
+
+    /// Parquet files only (what table formats reference); `columns`/`column_types` would
+    /// change the rows, which a registered file cannot.
+    async fn existing_files(&self) -> Result<Option<Vec<ExistingFile>>> {
+        let plan = self.plan().await?;
+        if plan.format != Format::Parquet {
+            return Err(FileError::Config(format!(
+                "mode = \"register\" adds Parquet files to a table; {} is {}",
+                plan.files[0].display,
+                plan.format.as_str()
+            ))
+            .into());
+        }
+        if self.config.columns.is_some() || !self.config.column_types.is_empty() {
+            return Err(FileError::Config(
+                "mode = \"register\" adds files as they are, so `columns` and `column_types` \
+                 (which convert rows) cannot apply; remove them"
+                    .into(),
+            )
+            .into());
+        }
+        plan.files
+            .iter()
+            .map(|f| {
+                Ok(ExistingFile {
+                    location: f.uri()?,
+                    size: f.size,
+                    format: "parquet".into(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
     }
 
     async fn read(&self, ctx: &RunContext, out: BatchSender) -> Result<SourceReport> {

@@ -51,6 +51,10 @@ pub(crate) trait CommitTarget: Send + Sync + Debug {
     /// Create the namespace (if missing) and the table.
     async fn create(&self, creation: TableCreation) -> Result<Loaded>;
 
+    /// Register the table with an existing metadata file (`pipe iceberg relocate`), creating
+    /// the namespace if missing. A table of that name that exists already is an error.
+    async fn register(&self, metadata_location: &str) -> Result<Loaded>;
+
     /// Apply `change` if the table still meets its requirements (unchanged since
     /// `change.base`). `Ok(None)`: another writer committed first.
     async fn commit(&self, change: &TableChange) -> Result<Option<Loaded>>;

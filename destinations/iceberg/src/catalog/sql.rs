@@ -263,13 +263,8 @@ impl SqlCatalogDb {
         }
     }
 
-    /// Create the namespace (if missing) and the table; an existing table is loaded.
-    pub(crate) async fn create(
-        &self,
-        table: &TableIdent,
-        creation: TableCreation,
-    ) -> Result<Loaded> {
-        let ns: &NamespaceIdent = table.namespace();
+    /// Create namespace `ns` if it is missing (another writer may create it meanwhile).
+    async fn ensure_namespace(&self, ns: &NamespaceIdent) -> Result<()> {
         let exists = self
             .catalog
             .namespace_exists(ns)
@@ -286,6 +281,41 @@ impl SqlCatalogDb {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Register `table` with the metadata file at `metadata_location`.
+    pub(crate) async fn register(
+        &self,
+        table: &TableIdent,
+        metadata_location: &str,
+    ) -> Result<Loaded> {
+        self.ensure_namespace(table.namespace()).await?;
+        if self.load(table).await?.is_some() {
+            return Err(IcebergError::Config(format!(
+                "table {table} already exists"
+            )));
+        }
+        let registered = self
+            .catalog
+            .register_table(table, metadata_location.to_string())
+            .await
+            .map_err(ice(format!("registering table {table}")))?;
+        tracing::info!(%table, metadata = metadata_location, "table registered");
+        Ok(Loaded {
+            metadata: registered.metadata_ref(),
+            location: metadata_location.to_string(),
+        })
+    }
+
+    /// Create the namespace (if missing) and the table; an existing table is loaded.
+    pub(crate) async fn create(
+        &self,
+        table: &TableIdent,
+        creation: TableCreation,
+    ) -> Result<Loaded> {
+        self.ensure_namespace(table.namespace()).await?;
+        let ns: &NamespaceIdent = table.namespace();
         let created = match self.catalog.create_table(ns, creation).await {
             Ok(created) => created,
             // Another writer's first run may have created it meanwhile (the catalog says so,
@@ -396,6 +426,10 @@ impl CommitTarget for SqlTarget {
 
     async fn create(&self, creation: TableCreation) -> Result<Loaded> {
         self.db.create(&self.table, creation).await
+    }
+
+    async fn register(&self, metadata_location: &str) -> Result<Loaded> {
+        self.db.register(&self.table, metadata_location).await
     }
 
     async fn commit(&self, change: &TableChange) -> Result<Option<Loaded>> {

@@ -9,9 +9,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataContentType, DataFile, MAIN_BRANCH, ManifestContentType, ManifestFile, ManifestListWriter,
-    ManifestStatus, ManifestWriterBuilder, Operation, Schema, Snapshot, SnapshotReference,
-    SnapshotRetention, SnapshotSummaryCollector, Struct, Summary, TableMetadata,
+    DEFAULT_SCHEMA_NAME_MAPPING, DataContentType, DataFile, MAIN_BRANCH, ManifestContentType,
+    ManifestFile, ManifestListWriter, ManifestStatus, ManifestWriterBuilder, Operation, Schema,
+    Snapshot, SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Struct, Summary,
+    TableMetadata,
 };
 
 use super::{TableChange, live, requirements};
@@ -46,6 +47,8 @@ pub(crate) struct SnapshotChange {
     /// The added files hold exactly the rows of the removed ones (a compaction): the
     /// snapshot's operation is `replace`.
     pub rewrite: bool,
+    /// Write the table's name mapping (registered files may lack field ids).
+    pub name_mapping: bool,
 }
 
 /// A committed snapshot.
@@ -275,23 +278,43 @@ impl Producer<'_> {
     }
 }
 
-/// `base`'s metadata with `change`'s evolved schema made current (if any), and the updates
-/// that did it.
+/// `base`'s metadata with `change`'s evolved schema made current (if any) and the name
+/// mapping brought up to date (when the change asks for one or the table has one), the
+/// updates that did it, and whether there were any.
 fn evolved(
     base: &Loaded,
     change: &SnapshotChange,
-) -> Result<(TableMetadata, Vec<iceberg::TableUpdate>)> {
+) -> Result<(TableMetadata, Vec<iceberg::TableUpdate>, bool)> {
     let metadata = base.metadata.as_ref().clone();
-    let Some(schema) = &change.schema else {
-        return Ok((metadata, Vec::new()));
-    };
-    let built = metadata
-        .into_builder(Some(base.location.clone()))
-        .add_current_schema(schema.clone())
-        .map_err(ice("adding the evolved schema"))?
-        .build()
-        .map_err(ice("adding the evolved schema"))?;
-    Ok((built.metadata, built.changes))
+    let current = change
+        .schema
+        .as_ref()
+        .unwrap_or_else(|| metadata.current_schema().as_ref());
+    let mapping = (change.name_mapping
+        || metadata
+            .properties()
+            .contains_key(DEFAULT_SCHEMA_NAME_MAPPING))
+    .then(|| crate::schema::name_mapping(current))
+    .filter(|m| metadata.properties().get(DEFAULT_SCHEMA_NAME_MAPPING) != Some(m));
+    if change.schema.is_none() && mapping.is_none() {
+        return Ok((metadata, Vec::new(), false));
+    }
+    let mut builder = metadata.into_builder(Some(base.location.clone()));
+    if let Some(schema) = &change.schema {
+        builder = builder
+            .add_current_schema(schema.clone())
+            .map_err(ice("adding the evolved schema"))?;
+    }
+    if let Some(mapping) = mapping {
+        builder = builder
+            .set_properties(HashMap::from([(
+                DEFAULT_SCHEMA_NAME_MAPPING.to_string(),
+                mapping,
+            )]))
+            .map_err(ice("setting the name mapping"))?;
+    }
+    let built = builder.build().map_err(ice("adding the evolved schema"))?;
+    Ok((built.metadata, built.changes, true))
 }
 
 /// The snapshot's operation: `append` (nothing removed), `delete` (nothing added), `replace`
@@ -313,7 +336,7 @@ pub(super) async fn stage(
     change: &SnapshotChange,
     written: &WrittenFiles,
 ) -> Result<(TableChange, Staged)> {
-    let (metadata, mut updates) = evolved(base, change)?;
+    let (metadata, mut updates, evolved_any) = evolved(base, change)?;
     let meta = &metadata;
     let mut producer = Producer {
         io,
@@ -367,10 +390,7 @@ pub(super) async fn stage(
         })
         .with_schema_id(meta.current_schema_id())
         .build();
-    let location = change
-        .schema
-        .as_ref()
-        .map_or(Some(base.location.clone()), |_| None);
+    let location = (!evolved_any).then(|| base.location.clone());
     let built = metadata
         .clone()
         .into_builder(location)

@@ -1,11 +1,13 @@
 //! Reading a table's data files for a merge: columns matched by Iceberg field id (so files
-//! written before a schema change, or by another engine, read correctly), streamed in batches.
+//! written before a schema change, or by another engine, read correctly) — or by name for
+//! files written without ids (registered files, as the table's name mapping maps them) —
+//! streamed in batches.
 
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
 use arrow_cast::cast;
-use arrow_schema::{DataType, Field, FieldRef, Schema as ArrowSchema, SchemaRef};
+use arrow_schema::{DataType, Field, FieldRef, SchemaRef};
 use futures::TryStreamExt;
 use iceberg::arrow::ArrowFileReader;
 use iceberg::io::FileIO;
@@ -27,20 +29,55 @@ fn field_id(f: &Field) -> Option<i32> {
         .and_then(|v| v.parse().ok())
 }
 
-async fn open(io: &FileIO, path: &str) -> Result<ParquetRecordBatchStreamBuilder<ArrowFileReader>> {
+/// A data file opened for reading, with the table field id of each of its top-level
+/// columns: the file's own ids, or — for a file written without them (registered from
+/// elsewhere) — the id of the table column of the same name, as the table's name mapping
+/// says.
+async fn open(
+    io: &FileIO,
+    path: &str,
+    table: &Schema,
+) -> Result<(ParquetRecordBatchStreamBuilder<ArrowFileReader>, FileIds)> {
     let builder = open_unchecked(io, path).await?;
-    if !builder
-        .schema()
-        .fields()
+    let fields = builder.schema().fields();
+    let by_name = !fields.iter().any(|f| field_id(f).is_some());
+    let ids = fields
         .iter()
-        .any(|f| field_id(f).is_some())
-    {
-        return Err(IcebergError::Config(format!(
-            "data file {path} has no Iceberg field ids (added with add_files or migrated?); \
-             pipe matches columns by field id and cannot merge into it yet"
-        )));
+        .map(|f| {
+            if by_name {
+                table.field_by_name(f.name()).map(|t| t.id)
+            } else {
+                field_id(f)
+            }
+        })
+        .collect();
+    Ok((builder, FileIds { ids, by_name }))
+}
+
+/// The table field id of each top-level column of a file (or of a projection of it).
+#[derive(Debug, Clone)]
+struct FileIds {
+    ids: Vec<Option<i32>>,
+    /// The file has no field ids: columns were matched by name.
+    by_name: bool,
+}
+
+impl FileIds {
+    /// Index of the column with field id `id`.
+    fn position(&self, id: i32) -> Option<usize> {
+        self.ids.iter().position(|i| *i == Some(id))
     }
-    Ok(builder)
+
+    /// The ids of the columns at `roots` (a projection, in ascending order).
+    fn project(&self, roots: &[usize]) -> FileIds {
+        FileIds {
+            ids: roots
+                .iter()
+                .map(|r| self.ids.get(*r).copied().flatten())
+                .collect(),
+            by_name: self.by_name,
+        }
+    }
 }
 
 async fn open_unchecked(
@@ -63,11 +100,6 @@ async fn open_unchecked(
         .map_err(data(format!("reading data file {path}")))
 }
 
-/// Index of the file's top-level column with field id `id`.
-fn column_with_id(schema: &ArrowSchema, id: i32) -> Option<usize> {
-    schema.fields().iter().position(|f| field_id(f) == Some(id))
-}
-
 /// The field ids of a nested type's children, depth first (empty for primitives).
 fn nested_ids(dt: &DataType, out: &mut Vec<Option<i32>>) {
     let children: Vec<&FieldRef> = match dt {
@@ -84,15 +116,22 @@ fn nested_ids(dt: &DataType, out: &mut Vec<Option<i32>>) {
 /// `column` as `to`'s type (files written before a type was widened hold the narrower type).
 /// Nested columns convert only when their children carry the same field ids in the same
 /// places: Arrow casts structs by position, which would move values between fields.
-fn conform(column: &ArrayRef, to: &Field, path: &str) -> Result<ArrayRef> {
+fn conform(column: &ArrayRef, to: &Field, path: &str, by_name: bool) -> Result<ArrayRef> {
     if column.data_type() == to.data_type() {
         return Ok(column.clone());
     }
     if column.data_type().is_nested() {
-        let (mut have, mut want) = (Vec::new(), Vec::new());
-        nested_ids(column.data_type(), &mut have);
-        nested_ids(to.data_type(), &mut want);
-        if have != want {
+        // The same children in the same places: by field id, or — for a file without ids —
+        // by name and type.
+        let same = if by_name {
+            crate::schema::bare(column.data_type()) == crate::schema::bare(to.data_type())
+        } else {
+            let (mut have, mut want) = (Vec::new(), Vec::new());
+            nested_ids(column.data_type(), &mut have);
+            nested_ids(to.data_type(), &mut want);
+            have == want
+        };
+        if !same {
             return Err(IcebergError::Config(format!(
                 "data file {path}: nested column `{}` was written with another layout ({}) \
                  than the table's ({}); pipe cannot rewrite it in a merge",
@@ -117,14 +156,15 @@ fn columns(
     ids: &[i32],
     at: &[usize],
     write_schema: &SchemaRef,
+    file: &FileIds,
     path: &str,
 ) -> Result<Vec<ArrayRef>> {
     ids.iter()
         .zip(at)
         .map(|(id, &at)| {
             let target = write_schema.field(at);
-            Ok(match column_with_id(batch.schema().as_ref(), *id) {
-                Some(i) => conform(batch.column(i), target, path)?,
+            Ok(match file.position(*id) {
+                Some(i) => conform(batch.column(i), target, path, file.by_name)?,
                 None => new_null_array(target.data_type(), batch.num_rows()),
             })
         })
@@ -141,8 +181,7 @@ pub(super) async fn scan(
     write_schema: &SchemaRef,
     cluster: Option<&SortKey>,
 ) -> Result<FileScan> {
-    let builder = open(io, path).await?;
-    let file_schema = builder.schema().clone();
+    let (builder, file_ids) = open(io, path, table).await?;
     let id_of = |at: &usize| table.as_struct().fields()[*at].id;
     let key_ids: Vec<i32> = keys.columns.iter().map(id_of).collect();
     let cluster_at: &[usize] = cluster.map_or(&[], |k| k.columns());
@@ -152,13 +191,14 @@ pub(super) async fn scan(
     let mut roots: Vec<usize> = key_ids
         .iter()
         .chain(&cluster_ids)
-        .filter_map(|id| column_with_id(&file_schema, *id))
+        .filter_map(|id| file_ids.position(*id))
         .collect();
     roots.sort_unstable();
     roots.dedup();
     if roots.is_empty() {
         roots.push(0);
     }
+    let projected = file_ids.project(&roots);
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
     let mut stream = builder
         .with_projection(mask)
@@ -171,9 +211,25 @@ pub(super) async fn scan(
         .await
         .map_err(data(format!("reading data file {path}")))?
     {
-        let key_columns = columns(&batch, &key_ids, &keys.columns, write_schema, path)?;
+        let key_columns = columns(
+            &batch,
+            &key_ids,
+            &keys.columns,
+            write_schema,
+            &projected,
+            path,
+        )?;
         let sort_columns = cluster
-            .map(|_| columns(&batch, &cluster_ids, cluster_at, write_schema, path))
+            .map(|_| {
+                columns(
+                    &batch,
+                    &cluster_ids,
+                    cluster_at,
+                    write_schema,
+                    &projected,
+                    path,
+                )
+            })
             .transpose()?;
         scan.add(keys, &key_columns, cluster.zip(sort_columns.as_deref()))?;
     }
@@ -202,14 +258,14 @@ pub(crate) async fn batches(
     table: &Schema,
     write_schema: &SchemaRef,
 ) -> Result<impl futures::Stream<Item = Result<RecordBatch>> + Send + use<>> {
-    let builder = open(io, path).await?;
-    let file_schema = builder.schema().clone();
+    let (builder, file_ids) = open(io, path, table).await?;
     let sources: Vec<Option<usize>> = table
         .as_struct()
         .fields()
         .iter()
-        .map(|f| column_with_id(&file_schema, f.id))
+        .map(|f| file_ids.position(f.id))
         .collect();
+    let by_name = file_ids.by_name;
     let stream = builder
         .with_batch_size(BATCH_ROWS)
         .build()
@@ -221,7 +277,7 @@ pub(crate) async fn batches(
             move |e| data(format!("reading data file {path}"))(e)
         })
         .and_then(move |batch| {
-            let projected = project(&batch, &sources, &write_schema, &path);
+            let projected = project(&batch, &sources, &write_schema, &path, by_name);
             futures::future::ready(projected)
         }))
 }
@@ -232,12 +288,13 @@ fn project(
     sources: &[Option<usize>],
     write_schema: &SchemaRef,
     path: &str,
+    by_name: bool,
 ) -> Result<RecordBatch> {
     let rows = batch.num_rows();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(sources.len());
     for (field, source) in write_schema.fields().iter().zip(sources) {
         columns.push(match source {
-            Some(i) => conform(batch.column(*i), field, path)?,
+            Some(i) => conform(batch.column(*i), field, path, by_name)?,
             None => new_null_array(field.data_type(), rows),
         });
     }

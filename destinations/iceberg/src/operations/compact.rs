@@ -232,6 +232,7 @@ async fn rewrite(
         schema: None,
         properties: vec![("pipe.operation".to_string(), "optimize".to_string())],
         rewrite: true,
+        name_mapping: false,
     };
     let mut base = base.clone();
     let mut attempt = 0;

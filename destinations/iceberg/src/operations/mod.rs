@@ -45,7 +45,12 @@ impl TableOperations for IcebergDestination {
                     .map_err(|_| Error::user(format!("`{s}` is not an Iceberg snapshot id")))
             })
             .transpose()?;
-        Ok(Some(inspect::table_info(&self.config.table, &table, at)?))
+        let mut info = inspect::table_info(&self.config.table, &table, at)?;
+        if at.is_none() {
+            let target = self.connect().await?;
+            inspect::registered_files(target.file_io(), &table.metadata, &mut info).await?;
+        }
+        Ok(Some(info))
     }
 
     async fn optimize(&self, request: &OptimizeRequest) -> Result<OperationReport> {

@@ -338,6 +338,30 @@ impl CommitTarget for HiveTarget {
         }
     }
 
+    async fn register(&self, metadata_location: &str) -> Result<Loaded> {
+        self.database().await?;
+        let loaded = self.read(metadata_location).await?;
+        let metadata = &loaded.metadata;
+        let table = client::iceberg_table(
+            None,
+            &self.db,
+            &self.name,
+            metadata.location(),
+            metadata.current_schema(),
+            metadata_location,
+            None,
+        )?;
+        if self.metastore.create_table(table).await? {
+            tracing::info!(table = %self.qualified(), "table registered");
+            Ok(loaded)
+        } else {
+            Err(IcebergError::Config(format!(
+                "table {} already exists",
+                self.qualified()
+            )))
+        }
+    }
+
     async fn commit(&self, change: &TableChange) -> Result<Option<Loaded>> {
         let base = change.base.location.as_str();
         let next = MetadataLocation::from_str(base)

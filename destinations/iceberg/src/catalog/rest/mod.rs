@@ -304,6 +304,35 @@ impl CommitTarget for RestTarget {
         }
     }
 
+    async fn register(&self, metadata_location: &str) -> Result<Loaded> {
+        self.ensure_namespace().await?;
+        let path = self.client.path(&format!(
+            "/namespaces/{}/register",
+            client::namespace_segment(self.table.namespace())
+        ));
+        let request = serde_json::json!({
+            "name": self.table.name(),
+            "metadata-location": metadata_location,
+        });
+        let what = format!("registering table {}", self.table);
+        let answer: Answer<LoadTableResult> = self
+            .client
+            .call(Method::POST, &path, &[], Some(&request))
+            .await
+            .map_err(|e| self.client.unreachable(e))?;
+        match answer {
+            Answer::Ok(r) => {
+                tracing::info!(table = %self.table, "table registered");
+                let mut loaded = self.loaded(r)?;
+                if loaded.location.is_empty() {
+                    loaded.location = metadata_location.to_string();
+                }
+                Ok(loaded)
+            }
+            Answer::Refused(r) => Err(self.client.refused(&what, r)),
+        }
+    }
+
     /// Post the change. `409`: another writer committed first. A `5xx`, a timeout or a
     /// connection lost after the request went out leave the outcome unknown.
     async fn commit(&self, change: &TableChange) -> Result<Option<Loaded>> {
