@@ -57,7 +57,7 @@ print(len(list(cat.load_table("bench.ref").scan().plan_files())))
 PLAN = """
 import sys
 from pyiceberg.catalog.sql import SqlCatalog
-cat = SqlCatalog("pipe", uri=f"sqlite:///{sys.argv[1]}/catalog.db", warehouse="file:///tmp")
+cat = SqlCatalog("pipe", uri=f"sqlite:///{sys.argv[1]}", warehouse="file:///tmp")
 files = [t.file.file_path for t in cat.load_table(sys.argv[2]).scan().plan_files()]
 print(len(files), sum(1 for f in files if "/dr/" in f))
 """
@@ -94,8 +94,12 @@ def main():
     subprocess.run([py, "-c", WRITE, landing, str(a.files), str(per)], check=True)
     toml = os.path.join(HERE, "register.toml")
 
+    # The catalogs live outside the replicated tree (a copy pass must not overwrite them).
+    src_db, dr_db = os.path.join(work, "src.db"), os.path.join(work, "dr.db")
+
     def register(table, files):
-        env = dict(os.environ, BENCH_FILES=files, BENCH_DIR=src, BENCH_TABLE=table)
+        env = dict(os.environ, BENCH_FILES=files, BENCH_DIR=src, BENCH_CATALOG=src_db,
+                   BENCH_TABLE=table)
         return run([a.pipe, "run", toml, "--no-progress"], env)
 
     print(f"{'step':<44}{'seconds':>10}{'peak RSS':>12}")
@@ -117,15 +121,15 @@ def main():
 
     shutil.copytree(src, dr)
     sparse = sparse_copy_of_data(dr)
-    args = [a.pipe, "iceberg", "relocate", f"sqlite://{src}/catalog.db#bench.hist",
-            "--from", src, "--to", dr, "--register-as", f"sqlite://{dr}/catalog.db#bench.hist",
+    args = [a.pipe, "iceberg", "relocate", f"sqlite://{src_db}#bench.hist",
+            "--from", src, "--to", dr, "--register-as", f"sqlite://{dr_db}#bench.hist",
             "--json"]
     secs, rss = run(args)
     show(f"relocate full ({a.snapshots} snapshots)", secs, rss)
-    ref_secs, ref_rss = run([py, "-c", PLAN, src, "bench.hist"])
+    ref_secs, ref_rss = run([py, "-c", PLAN, src_db, "bench.hist"])
     show("pyiceberg plan_files of the source", ref_secs, ref_rss)
     print(f"relocate / plan_files: {secs / ref_secs:.3f}  ({sparse} data files were zeros)")
-    out = subprocess.run([py, "-c", PLAN, dr, "bench.hist"], capture_output=True, text=True,
+    out = subprocess.run([py, "-c", PLAN, dr_db, "bench.hist"], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out[0] == out[1] == str(a.files), f"copy: {out} of {a.files} files under dr/"
 
@@ -138,7 +142,7 @@ def main():
     secs, rss = run(args)
     report = json.loads(subprocess.run(args, capture_output=True, text=True).stdout or "{}")
     show("relocate incremental (1 new snapshot)", secs, rss)
-    out = subprocess.run([py, "-c", PLAN, dr, "bench.hist"], capture_output=True, text=True,
+    out = subprocess.run([py, "-c", PLAN, dr_db, "bench.hist"], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out[0] == out[1] == str(a.files + per), f"copy: {out}"
     print(f"after the incremental run: {report.get('outcome')} (a rerun changes nothing)")

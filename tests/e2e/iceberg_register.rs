@@ -368,3 +368,35 @@ fn every_type_of_the_fixture_registers_and_reads_back_equal() {
         format!("file://{}", file.display())
     );
 }
+
+#[test]
+fn overlapping_register_runs_never_register_a_file_twice() {
+    let p = Project::new();
+    p.write("register.toml", PIPELINE);
+    land(&p, 0, 20, &[]);
+    // Two runs at once on the same new files (a new table, so their creates race too).
+    let a = p.spawn(&["run", "register.toml"], &[]);
+    let b = p.spawn(&["run", "register.toml"], &[]);
+    let codes: Vec<Option<i32>> = [a, b]
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().status.code())
+        .collect();
+    assert!(codes.contains(&Some(0)), "{codes:?}");
+    assert!(codes.iter().all(|c| matches!(c, Some(0 | 1))), "{codes:?}");
+    // Whatever the loser did, one more run leaves every file registered exactly once.
+    land(&p, 20, 5, &[]);
+    p.pipe(&["run", "register.toml"]).assert_ok();
+    let table = props(&p);
+    let files: Vec<&str> = table["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    let unique: BTreeSet<&str> = files.iter().copied().collect();
+    assert_eq!(files.len(), 25, "{files:?}");
+    assert_eq!(unique.len(), 25);
+    let v = read(&p, "lake.events");
+    assert_eq!(v["count"], 250);
+    assert_eq!(ids(&v), expected_ids(0..25));
+}

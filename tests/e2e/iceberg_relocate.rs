@@ -31,6 +31,14 @@ fn pipeline(p: &Project, name: &str, csv: &str, dest: &str) -> String {
     file
 }
 
+/// Writes `csv` as `a.csv` and loads it into the source table; returns the pipeline file.
+fn load_source(p: &Project, csv: &str) -> String {
+    p.write("a.csv", csv);
+    let file = pipeline(p, "src", "a.csv", "");
+    p.pipe(&["run", &file]).assert_ok();
+    file
+}
+
 /// `cp -r from/. to` (creating `to`): a replication pass that overwrites and never deletes.
 fn copy(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -102,9 +110,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn a_copied_table_reads_at_its_new_place_and_follows_the_source_incrementally() {
     let p = Project::new();
     // The source: three snapshots, a schema change and a merge, partitioned.
-    p.write("a.csv", "id,region,name\n1,eu,a\n2,us,b\n3,eu,c\n");
-    let append = pipeline(&p, "src", "a.csv", "");
-    p.pipe(&["run", &append]).assert_ok();
+    let append = load_source(&p, "id,region,name\n1,eu,a\n2,us,b\n3,eu,c\n");
     p.write("a.csv", "id,region,name,score\n4,us,d,40\n5,eu,e,50\n");
     p.pipe(&["run", &append]).assert_ok();
     p.write("m.csv", "id,region,name,score\n2,us,B,20\n6,eu,f,60\n");
@@ -258,9 +264,7 @@ fn a_table_pyiceberg_wrote_relocates_from_its_metadata_file() {
 #[test]
 fn an_incomplete_copy_or_a_foreign_target_is_refused_with_nothing_written() {
     let p = Project::new();
-    p.write("a.csv", "id,region,name\n1,eu,a\n2,us,b\n");
-    let append = pipeline(&p, "src", "a.csv", "");
-    p.pipe(&["run", &append]).assert_ok();
+    load_source(&p, "id,region,name\n1,eu,a\n2,us,b\n");
     let (from, to) = (abs(&p, "src/wh"), abs(&p, "dr/wh"));
     copy(&from, &to);
     let (from_s, to_s) = (from.to_str().unwrap(), to.to_str().unwrap());
@@ -331,9 +335,7 @@ fn an_incomplete_copy_or_a_foreign_target_is_refused_with_nothing_written() {
 fn a_relocated_table_registers_in_a_rest_catalog_and_takes_new_snapshots_through_it() {
     use common::catalog::{Flavour, TOKEN};
     let p = Project::new();
-    p.write("a.csv", "id,region,name\n1,eu,a\n2,us,b\n");
-    let append = pipeline(&p, "src", "a.csv", "");
-    p.pipe(&["run", &append]).assert_ok();
+    let append = load_source(&p, "id,region,name\n1,eu,a\n2,us,b\n");
     // The copy goes inside the REST catalog's warehouse (`wh`), where it registers tables.
     let (from, to) = (abs(&p, "src/wh"), abs(&p, "wh/dr"));
     copy(&from, &to);
@@ -383,9 +385,7 @@ fn a_relocated_table_registers_in_a_rest_catalog_and_takes_new_snapshots_through
 #[test]
 fn a_table_copied_to_s3_relocates_there_and_reads_through_the_object_store() {
     let p = Project::new();
-    p.write("a.csv", "id,region,name\n1,eu,a\n2,us,b\n3,eu,c\n");
-    let append = pipeline(&p, "src", "a.csv", "");
-    p.pipe(&["run", &append]).assert_ok();
+    let append = load_source(&p, "id,region,name\n1,eu,a\n2,us,b\n3,eu,c\n");
     p.write("a.csv", "id,region,name\n4,us,d\n");
     p.pipe(&["run", &append]).assert_ok();
     let source = read_at(&p, "src/catalog.db", None);
@@ -446,4 +446,48 @@ fn a_table_copied_to_s3_relocates_there_and_reads_through_the_object_store() {
     for f in files(&copied) {
         assert!(f.starts_with("s3://lake/dr/"), "{f}");
     }
+}
+
+#[test]
+fn a_relocated_table_registers_in_a_hive_metastore_and_follows_the_source() {
+    let p = Project::new();
+    let append = load_source(&p, "id,region,name\n1,eu,a\n2,us,b\n");
+    let (from, to) = (abs(&p, "src/wh"), abs(&p, "dr/wh"));
+    copy(&from, &to);
+    let hms = common::hms::uri();
+    let table = format!("{}.t", p.hive_db());
+    let target = format!("{hms}#{table}");
+    let args = [
+        "sqlite://src/catalog.db#s.t",
+        "--from",
+        from.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+        "--register-as",
+        target.as_str(),
+        "--json",
+    ];
+    let report = relocate(&p, &args).assert_ok().json();
+    assert_eq!(report["outcome"], "registered", "{report}");
+    let reader = json!({"type": "hive", "uri": hms}).to_string();
+    let read_hive = || {
+        let (ok, v) = py_in(
+            p.path(),
+            "ice.py",
+            &["read", &reader, "wh", &table, "--order", "id"],
+        );
+        assert!(ok, "pyiceberg through the metastore: {v}");
+        v
+    };
+    assert_eq!(without(&from, read_hive)["count"], 2);
+
+    p.write("a.csv", "id,region,name\n3,eu,c\n");
+    p.pipe(&["run", &append]).assert_ok();
+    copy(&from, &to);
+    let report = relocate(&p, &args).assert_ok().json();
+    assert_eq!(report["outcome"], "committed", "{report}");
+    let source = read_at(&p, "src/catalog.db", None);
+    let copied = without(&from, read_hive);
+    assert_eq!(copied["checksum"], source["checksum"]);
+    assert_eq!(copied["current"], source["current"]);
 }

@@ -115,16 +115,9 @@ impl IcebergSink {
     /// returns their rows.
     async fn register_files(&mut self, listed: Vec<ExistingFile>) -> Result<u64> {
         let io = self.target.file_io().clone();
-        let registered: HashSet<String> = match &self.planned {
-            Planned::Existing { base, .. } => live::live_data_files(&io, &base.metadata)
-                .await?
-                .iter()
-                .map(|f| f.entry.file_path().to_string())
-                .collect(),
-            Planned::New { .. } => HashSet::new(),
-        };
+        let registered = live_paths(&io, &self.planned).await?;
         let listed_count = listed.len();
-        let candidates = register::new_files(&io, listed, &registered).await?;
+        let mut candidates = register::new_files(&io, listed, &registered).await?;
         info!(
             listed = listed_count,
             new = candidates.len(),
@@ -144,6 +137,10 @@ impl IcebergSink {
                 crate::table::plan(self.target.as_ref(), &replan.config, &union, replan.policy)
                     .await?;
             self.schema = self.planned.schema();
+            // Planned again on the table as it is now: another run may have registered
+            // some of the files meanwhile.
+            let now = live_paths(&io, &self.planned).await?;
+            candidates.retain(|c| !now.contains(&c.file.location));
         }
         let spec = self.planned.metadata().default_partition_spec().clone();
         self.registered = register::data_files(&candidates, &self.schema, &spec)?;
@@ -234,6 +231,10 @@ impl IcebergSink {
                         &live_at_plan,
                     )
                     .await?;
+                    if self.options.mode == WriteMode::Register {
+                        not_registered_meanwhile(self.target.as_ref(), &created, &self.registered)
+                            .await?;
+                    }
                 }
                 created
             }
@@ -402,6 +403,18 @@ async fn validate_retry(
         }
     }
     Ok(())
+}
+
+/// The paths of the planned table's live data files (none for a table not created yet).
+async fn live_paths(io: &iceberg::io::FileIO, planned: &Planned) -> Result<HashSet<String>> {
+    Ok(match planned {
+        Planned::Existing { base, .. } => live::live_data_files(io, &base.metadata)
+            .await?
+            .iter()
+            .map(|f| f.entry.file_path().to_string())
+            .collect(),
+        Planned::New { .. } => HashSet::new(),
+    })
 }
 
 /// Refuse to register files another writer registered while this run planned.

@@ -13,26 +13,27 @@
 //! records `pipe.relocated-from`/`-to`/`-source-metadata`, which a rerun checks.
 
 mod avro;
+mod files;
 mod metadata;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt, stream};
-use iceberg::io::FileIO;
 use iceberg::spec::TableMetadata;
 use pipe_framework::Result;
 use serde::Serialize;
 use serde_json::Value;
 
 use self::avro::Referenced;
-pub(crate) use self::metadata::Prefixes;
+use self::files::{check_files, read, rewrite_manifest, size_of, write};
+use self::metadata::Prefixes;
 use crate::catalog::{self, CommitTarget, Loaded};
 use crate::commit::TableChange;
-use crate::error::{IcebergError, ice};
+use crate::error::IcebergError;
 use crate::io::StorageOptions;
 
-/// Files read or checked at the same time.
+/// Manifests and manifest lists read or written at the same time.
 const PARALLEL: usize = 16;
 
 /// What to relocate, and where to.
@@ -402,6 +403,14 @@ fn check_relocation_of(
     let same = base.metadata.uuid() == source.uuid()
         && props.get(metadata::FROM) == Some(&prefixes.from)
         && props.get(metadata::TO) == Some(&prefixes.to);
+    if base.metadata.uuid() == source.uuid() && props.get(metadata::FROM).is_none() {
+        return Err(IcebergError::Config(format!(
+            "table {name} is the source table or a copy of it (same uuid {}), not a \
+             relocation: a copied catalog still points at the old place; register the \
+             relocation under another name, or drop that entry first",
+            source.uuid()
+        )));
+    }
     if !same {
         return Err(IcebergError::Config(format!(
             "table {name} already exists and is not a relocation of {} from {} to {} \
@@ -450,91 +459,4 @@ fn metadata_file(metadata: &TableMetadata, source: &str) -> String {
         version,
         uuid::Uuid::now_v7()
     )
-}
-
-async fn rewrite_manifest(
-    io: &FileIO,
-    prefixes: &Prefixes,
-    manifest: &str,
-) -> crate::error::Result<avro::RewrittenManifest> {
-    let bytes = read(io, manifest, "manifest").await?;
-    avro::rewrite_manifest(&bytes, manifest, &|path| {
-        prefixes.map(path).ok_or_else(|| {
-            IcebergError::Config(format!(
-                "manifest {manifest} lists data file {path}, which is not under --from {}: \
-                 the copy would still read it from its old place (choose a prefix that holds \
-                 every file of the table)",
-                prefixes.from
-            ))
-        })
-    })
-}
-
-/// Check that every file exists at the new place with its recorded size; returns how many
-/// files and bytes were checked.
-async fn check_files(
-    io: &FileIO,
-    files: &HashMap<String, u64>,
-    statistics: &[metadata::Statistics],
-) -> crate::error::Result<(usize, u64)> {
-    let all: Vec<(String, Option<u64>)> = files
-        .iter()
-        .map(|(p, s)| (p.clone(), Some(*s)))
-        .chain(statistics.iter().map(|s| (s.path.clone(), s.size)))
-        .collect();
-    let total = all.len();
-    let bytes = all.iter().filter_map(|(_, s)| *s).sum();
-    let mut problems: Vec<String> = stream::iter(all)
-        .map(|(path, expected)| {
-            let io = io.clone();
-            async move {
-                match (size_of(&io, &path).await, expected) {
-                    (None, _) => Some(format!("{path} (missing)")),
-                    (Some(found), Some(want)) if found != want => {
-                        Some(format!("{path} ({found} bytes, the manifest says {want})"))
-                    }
-                    _ => None,
-                }
-            }
-        })
-        .buffer_unordered(PARALLEL * 2)
-        .filter_map(|p| async move { p })
-        .collect()
-        .await;
-    if problems.is_empty() {
-        return Ok((total, bytes));
-    }
-    problems.sort();
-    let count = problems.len();
-    problems.truncate(10);
-    Err(IcebergError::Config(format!(
-        "{count} of the {total} files the table references are not at the new place as \
-         recorded (is the copy complete?); nothing was written: {}",
-        problems.join(", ")
-    )))
-}
-
-/// The size of `path`, `None` if it does not exist (or cannot be read).
-async fn size_of(io: &FileIO, path: &str) -> Option<u64> {
-    let input = io.new_input(path).ok()?;
-    input.metadata().await.ok().map(|m| m.size)
-}
-
-async fn read(io: &FileIO, path: &str, what: &str) -> crate::error::Result<bytes::Bytes> {
-    let input = io
-        .new_input(path)
-        .map_err(ice(format!("opening {what} {path}")))?;
-    input.read().await.map_err(|e| {
-        IcebergError::Config(format!(
-            "cannot read {what} {path} at the new place (is the copy complete?): {e}"
-        ))
-    })
-}
-
-async fn write(io: &FileIO, path: &str, bytes: Vec<u8>) -> crate::error::Result<()> {
-    io.new_output(path)
-        .map_err(ice(format!("opening {path}")))?
-        .write(bytes.into())
-        .await
-        .map_err(ice(format!("writing {path}")))
 }
