@@ -31,8 +31,8 @@ fn field_id(f: &Field) -> Option<i32> {
 
 /// A data file opened for reading, with the table field id of each of its top-level
 /// columns: the file's own ids, or — for a file written without them (registered from
-/// elsewhere) — the id of the table column of the same name, as the table's name mapping
-/// says.
+/// elsewhere) — the id of the current table column of the same name (what the name mapping
+/// pipe writes says; a column renamed by another engine since would not be found).
 async fn open(
     io: &FileIO,
     path: &str,

@@ -281,23 +281,21 @@ async fn run(request: &RelocateRequest) -> crate::error::Result<RelocateReport> 
     let staged: TableMetadata = serde_json::from_value(json.clone())
         .map_err(|e| IcebergError::Internal(format!("the relocated metadata: {e}")))?;
 
+    let metadata_bytes = serde_json::to_vec(&json)
+        .map_err(|e| IcebergError::Internal(format!("writing the relocated metadata: {e}")))?;
     match (target, base) {
         (None, _) => {
             let file = metadata_file(&staged, &source_location);
-            write(&io, &file, serde_json::to_vec(&json).unwrap_or_default()).await?;
+            write(&io, &file, metadata_bytes).await?;
             report.metadata_location = Some(file);
             report.outcome = "written".into();
         }
         (Some(target), None) => {
+            // The file stays if the registration fails: a catalog that did not answer may
+            // have registered it (a rerun writes another).
             let file = metadata_file(&staged, &source_location);
-            write(&io, &file, serde_json::to_vec(&json).unwrap_or_default()).await?;
-            match target.register(&file).await {
-                Ok(loaded) => report.metadata_location = Some(loaded.location),
-                Err(e) => {
-                    let _ = io.delete(&file).await;
-                    return Err(e);
-                }
-            }
+            write(&io, &file, metadata_bytes).await?;
+            report.metadata_location = Some(target.register(&file).await?.location);
             report.outcome = "registered".into();
         }
         (Some(target), Some(base)) => {
