@@ -316,17 +316,37 @@ fn a_file_the_table_cannot_take_is_refused_by_name_and_nothing_is_committed() {
         .assert_failed()
         .stderr_has("x.csv");
     std::fs::remove_file(p.path().join("landing/region=eu/x.csv")).unwrap();
-    p.write(
-        "checked.toml",
-        &format!("{PIPELINE}\n[contract]\nprimary_key = [\"id\"]\n"),
-    );
+
+    // A contract reads the new files' rows (only theirs) before they are registered: a
+    // violation fails the run, a rule that would drop rows is refused (a registered file
+    // cannot lose rows), and a contract they meet lets them in.
+    let contract = |on_violation: &str, rule: &str| {
+        format!(
+            "{PIPELINE}\n[contract]\non_violation = \"{on_violation}\"\n\n\
+             [[contract.columns]]\nname = \"amount\"\n{rule}\n"
+        )
+    };
+    p.write("checked.toml", &contract("fail", "max = 5.0"));
     p.pipe(&["run", "checked.toml"])
         .assert_failed()
-        .stderr_has("register");
-
-    // The good files still register afterwards.
-    p.pipe(&["run", "register.toml"]).assert_ok();
+        .stderr_has("amount");
+    p.write("checked.toml", &contract("drop", "max = 5.0"));
+    p.pipe(&["run", "checked.toml"])
+        .assert_failed()
+        .stderr_has("cannot lose rows");
+    assert_eq!(read(&p, "lake.events")["snapshots"], before["snapshots"]);
+    p.write("checked.toml", &contract("fail", "min = 0.0"));
+    let run = p.pipe(&["run", "checked.toml", "--json"]).assert_ok();
+    let summary = run.json();
+    assert_eq!(summary["commit"]["rows_inserted"], 20, "{summary}");
+    assert_eq!(
+        summary["rows_read"], 20,
+        "only the two new files are read: {summary}"
+    );
     assert_eq!(read(&p, "lake.events")["count"], 60);
+    // Nothing is left to register.
+    let again = p.pipe(&["run", "register.toml", "--json"]).assert_ok();
+    assert_eq!(again.json()["commit"]["nothing_to_commit"], true);
 }
 
 #[test]

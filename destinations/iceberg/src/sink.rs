@@ -11,7 +11,8 @@ use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use iceberg::spec::{DataFile, Schema};
 use pipe_framework::{
-    CommitReport, CommitRequest, Error, ExistingFile, SchemaEvolution, Sink, WriteMode,
+    CommitReport, CommitRequest, Error, ExistingFile, Registration, SchemaEvolution, Sink,
+    WriteMode,
 };
 use tracing::{info, warn};
 
@@ -113,7 +114,7 @@ impl IcebergSink {
 
     /// Stage the files of `listed` the table does not reference yet (see `crate::register`);
     /// returns their rows.
-    async fn register_files(&mut self, listed: Vec<ExistingFile>) -> Result<u64> {
+    async fn register_files(&mut self, listed: Vec<ExistingFile>) -> Result<Registration> {
         let io = self.target.file_io().clone();
         let registered = live_paths(&io, &self.planned).await?;
         let listed_count = listed.len();
@@ -124,7 +125,7 @@ impl IcebergSink {
             "files to register"
         );
         if candidates.is_empty() {
-            return Ok(0);
+            return Ok(Registration::default());
         }
         let arrow = crate::schema::write_schema(&self.schema)?;
         let extra = register::check_columns(&candidates, &self.schema, &arrow)?;
@@ -145,7 +146,10 @@ impl IcebergSink {
         let spec = self.planned.metadata().default_partition_spec().clone();
         self.registered = register::data_files(&candidates, &self.schema, &spec)?;
         self.registered_rows = candidates.iter().map(register::Candidate::rows).sum();
-        Ok(self.registered_rows)
+        Ok(Registration {
+            rows: self.registered_rows,
+            files: candidates.into_iter().map(|c| c.file).collect(),
+        })
     }
 
     async fn stage_and_commit(
@@ -461,6 +465,11 @@ impl Sink for IcebergSink {
     }
 
     async fn write(&mut self, batch: RecordBatch) -> pipe_framework::Result<()> {
+        if self.options.mode == WriteMode::Register {
+            // The registered files' rows, after a contract checked them: they stay where
+            // they are.
+            return Ok(());
+        }
         let result = match (&mut self.merge, &mut self.sorter, &mut self.writer) {
             (Some(merge), _, _) => merge.write(&batch),
             (None, Some(sorter), _) => sorter.push(batch).map_err(IcebergError::from),
@@ -503,7 +512,7 @@ impl Sink for IcebergSink {
         }
     }
 
-    async fn register(&mut self, files: Vec<ExistingFile>) -> pipe_framework::Result<u64> {
+    async fn register(&mut self, files: Vec<ExistingFile>) -> pipe_framework::Result<Registration> {
         self.register_files(files).await.map_err(Error::from)
     }
 

@@ -240,14 +240,24 @@ pub trait Sink: Send + Debug {
 
     /// `mode = "register"`: stage `files` (which already hold rows of the source's schema)
     /// to be added to the table by [`Sink::commit`] as they are. Files the table already
-    /// references are skipped. Returns the rows the staged files hold. The default: this
-    /// destination cannot reference existing files.
-    async fn register(&mut self, files: Vec<crate::source::ExistingFile>) -> Result<u64> {
+    /// references are skipped. In this mode [`Sink::write`] receives the new files' rows
+    /// only when a stage checks them, and must drop them. The default: this destination
+    /// cannot reference existing files.
+    async fn register(&mut self, files: Vec<crate::source::ExistingFile>) -> Result<Registration> {
         let _ = files;
         Err(Error::user(
             "this destination cannot add existing files to a table (mode = \"register\")",
         ))
     }
+}
+
+/// What [`Sink::register`] staged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registration {
+    /// Rows the staged files hold.
+    pub rows: u64,
+    /// The staged files: those the table did not reference yet.
+    pub files: Vec<crate::source::ExistingFile>,
 }
 
 /// What the runtime hands to [`Sink::commit`].

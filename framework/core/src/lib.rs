@@ -41,7 +41,7 @@ pub mod types;
 pub use channel::{BatchReceiver, BatchSender, ChannelStats, batch_channel};
 pub use context::{RunContext, State, Window};
 pub use destination::{
-    ColumnInfo, CommitInfo, CommitReport, CommitRequest, Destination, PrepareRequest,
+    ColumnInfo, CommitInfo, CommitReport, CommitRequest, Destination, PrepareRequest, Registration,
     SchemaEvolution, Sink, TableInfo, WriteMode, WriteSpec,
 };
 pub use error::{Error, ErrorKind, Result, ResultExt, is_transient};

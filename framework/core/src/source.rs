@@ -55,6 +55,20 @@ pub trait Source: Send + Sync + Debug {
     async fn existing_files(&self) -> Result<Option<Vec<ExistingFile>>> {
         Ok(None)
     }
+
+    /// Read the rows of `files` only (some of [`Source::existing_files`]): a register run
+    /// whose contract checks the new files' rows. The default: this source cannot.
+    async fn read_files(
+        &self,
+        ctx: &RunContext,
+        files: &[ExistingFile],
+        out: BatchSender,
+    ) -> Result<SourceReport> {
+        let _ = (ctx, files, out);
+        Err(crate::error::Error::user(
+            "this source cannot read a subset of its files",
+        ))
+    }
 }
 
 /// A file that already holds rows, as [`Source::existing_files`] lists it.

@@ -375,25 +375,54 @@ impl Source for FileSource {
 
     async fn read(&self, ctx: &RunContext, out: BatchSender) -> Result<SourceReport> {
         let plan = self.plan().await?;
-        let batch_rows = self.config.batch_rows;
-        let cancel = ctx.cancel.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut report = SourceReport::default();
-            for file in &plan.files {
-                if cancel.is_cancelled() {
-                    return Err(Error::cancelled("the run was cancelled"));
-                }
-                debug!(file = %file.display, bytes = file.size, "reading file");
-                let more = read_file(&plan, file, batch_rows, &out)?;
-                report.bytes_read += file.size;
-                report.parts += 1;
-                if !more {
-                    return Err(Error::cancelled("the downstream stage stopped"));
-                }
-            }
-            Ok(report)
-        })
-        .await
-        .map_err(|e| Error::internal(format!("file reader thread failed: {e}")))?
+        let files = plan.files.clone();
+        read_files(plan, files, self.config.batch_rows, ctx, out).await
     }
+
+    async fn read_files(
+        &self,
+        ctx: &RunContext,
+        wanted: &[ExistingFile],
+        out: BatchSender,
+    ) -> Result<SourceReport> {
+        let plan = self.plan().await?;
+        let wanted: std::collections::HashSet<&str> =
+            wanted.iter().map(|f| f.location.as_str()).collect();
+        let mut files = Vec::new();
+        for file in &plan.files {
+            if wanted.contains(file.uri()?.as_str()) {
+                files.push(file.clone());
+            }
+        }
+        read_files(plan, files, self.config.batch_rows, ctx, out).await
+    }
+}
+
+/// Read `files` (of `plan`) in order into `out`, on a blocking thread.
+async fn read_files(
+    plan: Arc<Plan>,
+    files: Vec<FileRef>,
+    batch_rows: usize,
+    ctx: &RunContext,
+    out: BatchSender,
+) -> Result<SourceReport> {
+    let cancel = ctx.cancel.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut report = SourceReport::default();
+        for file in &files {
+            if cancel.is_cancelled() {
+                return Err(Error::cancelled("the run was cancelled"));
+            }
+            debug!(file = %file.display, bytes = file.size, "reading file");
+            let more = read_file(&plan, file, batch_rows, &out)?;
+            report.bytes_read += file.size;
+            report.parts += 1;
+            if !more {
+                return Err(Error::cancelled("the downstream stage stopped"));
+            }
+        }
+        Ok(report)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("file reader thread failed: {e}")))?
 }

@@ -24,6 +24,8 @@ use crate::source::SourceReport;
 use crate::stage::{Stage, StageReport};
 use crate::summary::{ErrorSummary, RunProgress, RunStatus, RunSummary};
 
+mod register;
+
 /// The state key naming the run that committed last.
 pub const LAST_RUN_KEY: &str = "pipe.last_run";
 
@@ -130,7 +132,14 @@ async fn run_stages(
     let opened = open(pipeline, ctx).await?;
     let ctx = &opened.ctx;
     let sink = if write.mode == WriteMode::Register {
-        register(opened.parts, ctx, progress, collected).await?
+        register::register(
+            opened.parts,
+            ctx,
+            progress,
+            runtime.channel_capacity,
+            collected,
+        )
+        .await?
     } else {
         stream(
             opened.parts,
@@ -388,67 +397,6 @@ async fn stream(
         return Err(error);
     }
     sink.ok_or_else(|| Error::internal("the load stage ended without its sink"))
-}
-
-/// `mode = "register"`: hand the source's files to the sink, which stages the ones the table
-/// does not reference yet. No row is read.
-async fn register(
-    parts: Parts,
-    ctx: &RunContext,
-    progress: &Arc<RunProgress>,
-    collected: &mut Collected,
-) -> Result<Box<dyn Sink>> {
-    let Parts {
-        source,
-        stages,
-        mut sink,
-        ..
-    } = parts;
-    let refused = stages.first().map(|stage| {
-        Error::user(format!(
-            "mode = \"register\" adds files without reading their rows, so the {} stage \
-             cannot check them; remove it, or load the rows with mode = \"append\"",
-            stage.name()
-        ))
-    });
-    drop(stages);
-    let staged = async {
-        if let Some(e) = refused {
-            return Err(e);
-        }
-        let files = cancellable(ctx, source.existing_files())
-            .await?
-            .ok_or_else(|| {
-                Error::user(format!(
-                    "mode = \"register\" needs a source that lists existing files (the file \
-                     source over Parquet), not {}",
-                    source.describe()
-                ))
-            })?;
-        let listed = files.len() as u64;
-        let rows = cancellable(ctx, sink.register(files)).await?;
-        Ok((listed, rows))
-    }
-    .await;
-    match staged {
-        Ok((listed, rows)) => {
-            let rows = usize::try_from(rows).unwrap_or(usize::MAX);
-            progress.add_read(rows);
-            progress.add_written(rows);
-            collected.source.parts = listed;
-            info!(
-                stage = "load",
-                files = listed,
-                rows,
-                "files staged for registration"
-            );
-            Ok(sink)
-        }
-        Err(e) => {
-            abort(sink).await;
-            Err(e)
-        }
-    }
 }
 
 /// Refuse combinations that would lose or duplicate rows before anything runs.
