@@ -81,6 +81,17 @@ fn under<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
+/// The table location `location` under the new prefix; an error when `--from` does not
+/// hold it.
+pub(crate) fn new_location(location: &str, prefixes: &Prefixes) -> Result<String> {
+    prefixes.map(location).ok_or_else(|| {
+        IcebergError::Config(format!(
+            "--from {} matches nothing: the table is at {location}",
+            prefixes.from
+        ))
+    })
+}
+
 /// A statistics file (Puffin) the metadata names, at the new place.
 #[derive(Debug, Clone)]
 pub(crate) struct Statistics {
@@ -101,13 +112,7 @@ pub(crate) fn relocate(
         .get("location")
         .and_then(Value::as_str)
         .ok_or_else(|| IcebergError::Config("the source metadata has no location".into()))?;
-    let new_location = prefixes.map(location).ok_or_else(|| {
-        IcebergError::Config(format!(
-            "--from {} matches nothing: the table is at {location}",
-            prefixes.from
-        ))
-    })?;
-    metadata["location"] = Value::String(new_location);
+    metadata["location"] = Value::String(new_location(location, prefixes)?);
     if let Some(Value::Object(props)) = metadata.get_mut("properties") {
         for value in props.values_mut() {
             if let Some(moved) = value.as_str().and_then(|v| prefixes.map(v)) {

@@ -118,12 +118,7 @@ async fn run(request: &RelocateRequest) -> crate::error::Result<RelocateReport> 
         ))
     })?;
     // Refuses a --from that matches nothing before any work.
-    metadata::relocate(
-        &mut json.clone(),
-        &prefixes,
-        &all_lists(&source),
-        &source_location,
-    )?;
+    metadata::new_location(source.location(), &prefixes)?;
 
     let target = match &request.register_as {
         Some(locator) => Some(target(locator, &storage).await?),
@@ -225,7 +220,9 @@ async fn run(request: &RelocateRequest) -> crate::error::Result<RelocateReport> 
     for file in referenced.into_iter().flatten() {
         files.insert(file.path, file.size);
     }
-    let statistics = metadata::relocate(&mut json.clone(), &prefixes, &lists, &source_location)?;
+    // Every new path is known by now: the metadata is relocated once, its statistics files
+    // checked with the rest.
+    let statistics = metadata::relocate(&mut json, &prefixes, &lists, &source_location)?;
     let checked = check_files(&io, &files, &statistics).await?;
 
     let mut report = RelocateReport {
@@ -277,7 +274,6 @@ async fn run(request: &RelocateRequest) -> crate::error::Result<RelocateReport> 
         .buffer_unordered(PARALLEL)
         .try_collect::<Vec<()>>()
         .await?;
-    metadata::relocate(&mut json, &prefixes, &lists, &source_location)?;
     let staged: TableMetadata = serde_json::from_value(json.clone())
         .map_err(|e| IcebergError::Internal(format!("the relocated metadata: {e}")))?;
 
@@ -329,14 +325,6 @@ async fn run(request: &RelocateRequest) -> crate::error::Result<RelocateReport> 
         }
     }
     Ok(report)
-}
-
-/// Every snapshot's manifest list as the metadata names it (for the early prefix check).
-fn all_lists(metadata: &TableMetadata) -> HashMap<i64, String> {
-    metadata
-        .snapshots()
-        .map(|s| (s.snapshot_id(), s.manifest_list().to_string()))
-        .collect()
 }
 
 /// The source's metadata file, at the new place.
