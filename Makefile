@@ -79,6 +79,7 @@ bench: venv pg-setup hms-jars
 	$(PIPE_PYTHON) tests/bench/delta_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/cluster_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/relocate_bench.py $(CARGO_TARGET_DIR)/release/pipe
+	$(PIPE_PYTHON) tests/bench/http_bench.py $(CARGO_TARGET_DIR)/release/pipe
 
 ## run: the main job on the embedded default
 run:

@@ -80,6 +80,21 @@ impl Source for SequenceSource {
     }
 }
 
+impl SequenceSource {
+    /// The source for `config`.
+    pub fn new(config: SequenceConfig) -> Result<Self> {
+        if config.batch_rows == 0 {
+            return Err(Error::user("`batch_rows` must be at least 1"));
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("square", DataType::Int64, false),
+            Field::new("label", DataType::Utf8, false),
+        ]));
+        Ok(Self { config, schema })
+    }
+}
+
 /// Registers as `type = "sequence"`.
 #[derive(Debug, Clone, Copy)]
 pub struct SequenceFactory;
@@ -92,14 +107,32 @@ impl SourceFactory for SequenceFactory {
     }
 
     fn build(&self, config: SequenceConfig, _ctx: &BuildContext) -> Result<Arc<dyn Source>> {
-        if config.batch_rows == 0 {
-            return Err(Error::user("`batch_rows` must be at least 1"));
-        }
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("square", DataType::Int64, false),
-            Field::new("label", DataType::Utf8, false),
-        ]));
-        Ok(Arc::new(SequenceSource { config, schema }))
+        Ok(Arc::new(SequenceSource::new(config)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use pipe_framework::conformance::check_source;
+
+    use super::*;
+
+    /// The framework's source conformance check: schema, every batch, cancellation.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_sequence_conforms() {
+        let config = SequenceConfig {
+            rows: 100_000,
+            start: 1,
+            batch_rows: 1000,
+        };
+        let source: Arc<dyn Source> = Arc::new(SequenceSource::new(config).unwrap());
+        let seen = check_source(source, || RunContext::new("test"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!((seen.rows, seen.batches), (100_000, 100));
     }
 }

@@ -31,6 +31,10 @@ pub fn default_registry() -> Registry {
     let registry = registry.source("file", pipe_source_file::FileSourceFactory);
     #[cfg(feature = "source-postgres")]
     let registry = registry.source("postgres", pipe_source_postgres::PostgresFactory);
+    #[cfg(feature = "source-http")]
+    let registry = registry.source("http", pipe_source_http::HttpFactory);
+    #[cfg(feature = "source-exec")]
+    let registry = registry.source("exec", pipe_source_exec::ExecFactory);
     #[cfg(feature = "destination-duckdb")]
     let registry = registry.destination("duckdb", pipe_destination_duckdb::DuckDbFactory);
     #[cfg(feature = "destination-iceberg")]

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod columns;
 pub mod committed;
 pub mod config;
+pub mod conformance;
 pub mod context;
 pub mod destination;
 pub mod error;
@@ -51,7 +52,7 @@ pub use quarantine::Quarantine;
 pub use registry::{BuildContext, DestinationFactory, Registry, SourceFactory, StageFactory};
 pub use secret::Secret;
 pub use service::Service;
-pub use source::{ExistingFile, Source, SourceReport};
+pub use source::{ExistingFile, RunSlots, Source, SourceReport};
 pub use stage::{QuarantineSpec, Stage, StageOutput, StageReport};
 pub use summary::{RunProgress, RunStatus, RunSummary};
 

@@ -26,6 +26,15 @@ pub trait Source: Send + Sync + Debug {
     /// but moves no data.
     async fn schema(&self) -> Result<SchemaRef>;
 
+    /// The schema of one run's batches, knowing its context (the committed state, a
+    /// backfill window): what the runtime asks before a run. A source whose schema depends on
+    /// what the run reads (an API's records, inferred from the run's first pages) overrides
+    /// this; the default is [`Source::schema`].
+    async fn run_schema(&self, ctx: &RunContext) -> Result<SchemaRef> {
+        let _ = ctx;
+        self.schema().await
+    }
+
     /// Send every batch into `out`, in order, then return what was read. Must stop soon
     /// after `ctx.cancel` fires or `out.send` fails. An incremental source reads its position
     /// from `ctx.committed` and returns the new one in [`SourceReport::state`].
@@ -98,4 +107,43 @@ pub struct SourceReport {
     /// never reach, say); printed with the run summary.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// What a source prepares in [`Source::run_schema`] for the [`Source::read`] of the same run
+/// (the first pages an inferred schema came from, a started program), by run id: runs of one
+/// source may overlap (parallel backfill windows). At most [`RunSlots::CAPACITY`] are kept,
+/// the oldest dropped first (a run that never reads — `pipe check` — leaves its entry).
+#[derive(Debug)]
+pub struct RunSlots<T> {
+    slots: std::sync::Mutex<std::collections::VecDeque<(String, T)>>,
+}
+
+impl<T> Default for RunSlots<T> {
+    fn default() -> Self {
+        Self {
+            slots: std::sync::Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+}
+
+impl<T> RunSlots<T> {
+    /// Entries kept at most.
+    pub const CAPACITY: usize = 64;
+
+    /// Keep `value` for the run `run_id` (replacing one it had).
+    pub fn put(&self, run_id: &str, value: T) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.retain(|(id, _)| id != run_id);
+        if slots.len() == Self::CAPACITY {
+            slots.pop_front();
+        }
+        slots.push_back((run_id.to_string(), value));
+    }
+
+    /// The value kept for `run_id`, removed.
+    pub fn take(&self, run_id: &str) -> Option<T> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let at = slots.iter().position(|(id, _)| id == run_id)?;
+        slots.remove(at).map(|(_, value)| value)
+    }
 }

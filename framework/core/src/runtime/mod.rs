@@ -129,7 +129,17 @@ async fn run_stages(
     let runtime = pipeline.runtime.clone();
     let write = pipeline.write.clone();
     let destination = pipeline.destination.clone();
-    let opened = open(pipeline, ctx).await?;
+    let Some(opened) = open(pipeline, ctx).await? else {
+        info!(
+            stage = "extract",
+            "the source has no columns (it found no records): nothing to commit"
+        );
+        collected.commit = Some(CommitReport {
+            nothing_to_commit: true,
+            ..CommitReport::default()
+        });
+        return Ok(());
+    };
     let ctx = &opened.ctx;
     let sink = if write.mode == WriteMode::Register {
         register::register(
@@ -238,8 +248,10 @@ struct Parts {
 }
 
 /// Read the committed state, open the source, prepare the destination (the metadata stage)
-/// and bind the stages to the table's schema. Nothing moves yet.
-async fn open(pipeline: Pipeline, ctx: &RunContext) -> Result<Opened> {
+/// and bind the stages to the table's schema. Nothing moves yet. `None`: the source has no
+/// columns (an API that returned no records to infer them from): nothing to load, and no
+/// table is created or changed.
+async fn open(pipeline: Pipeline, ctx: &RunContext) -> Result<Option<Opened>> {
     let Pipeline {
         source,
         mut stages,
@@ -257,7 +269,7 @@ async fn open(pipeline: Pipeline, ctx: &RunContext) -> Result<Opened> {
     if let Some(state) = cancellable(&ctx, destination.committed_state(&ctx)).await? {
         ctx.committed = Arc::new(state);
     }
-    let source_schema = cancellable(&ctx, source.schema())
+    let source_schema = cancellable(&ctx, source.run_schema(&ctx))
         .await
         .map_err(|e| e.context(format!("opening {}", source.describe())))?;
     info!(
@@ -265,6 +277,16 @@ async fn open(pipeline: Pipeline, ctx: &RunContext) -> Result<Opened> {
         columns = source_schema.fields().len(),
         "source opened"
     );
+    if source_schema.fields().is_empty() {
+        if write.mode == WriteMode::Replace {
+            return Err(Error::user(format!(
+                "{} has no columns (it found no records): mode = \"replace\" would empty the \
+                 table, so nothing was committed",
+                source.describe()
+            )));
+        }
+        return Ok(None);
+    }
     let request = PrepareRequest {
         ctx: ctx.clone(),
         source_schema: source_schema.clone(),
@@ -298,7 +320,7 @@ async fn open(pipeline: Pipeline, ctx: &RunContext) -> Result<Opened> {
             Ok(aligner)
         });
     match prepared {
-        Ok(aligner) => Ok(Opened {
+        Ok(aligner) => Ok(Some(Opened {
             ctx,
             parts: Parts {
                 source,
@@ -307,7 +329,7 @@ async fn open(pipeline: Pipeline, ctx: &RunContext) -> Result<Opened> {
                 aligner,
                 sink,
             },
-        }),
+        })),
         Err(e) => {
             abort(sink).await;
             Err(e)

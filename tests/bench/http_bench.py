@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""The HTTP and exec sources (release `pipe`), each next to its reference in the same run.
+
+    http_bench.py PIPE_BINARY [--records 1000000] [--rows 10000000] [--work /var/tmp/pipe-bench/http]
+
+1. HTTP: a local API (tests/http/server.py, pages serialized before the clock starts) serves
+   --records records (nested struct, list, strings with quotes and unicode) as pages of 1000;
+   pipe loads them into DuckDB (pages fetched one at a time, and with parallelism = 2); dlt's
+   `rest_api` source (pip `dlt[duckdb]`, in a venv of its own) loads the same pages into
+   DuckDB. Target: pipe >= 5x dlt's records/s.
+2. Flat memory: pipe over 100 and over 10,000 pages of 100 records: peak RSS must not grow
+   with the page count.
+3. Exec: examples/exec-source/source.py (pyarrow) generates --rows rows into DuckDB through
+   `type = "exec"`; the reference is the same rows written once to an Arrow IPC stream file
+   and loaded by the file source. Target: exec >= 0.8x the file's rows/s.
+
+Every load is checked by count (python duckdb); prints seconds, rows/s, peak RSS and ratios.
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "../.."))
+sys.path.insert(0, HERE)
+from bench import run  # noqa: E402
+
+DLT_VENV = os.environ.get("PIPE_DLT_VENV", "/var/tmp/pipe-dlt")
+
+DLT = """
+import sys, dlt
+from dlt.sources.rest_api import rest_api_source
+base, db, per = sys.argv[1], sys.argv[2], int(sys.argv[3])
+source = rest_api_source({
+    "client": {"base_url": base,
+               "paginator": {"type": "page_number", "page_param": "page", "base_page": 1,
+                             "total_path": "total_pages"}},
+    "resources": [{"name": "records",
+                   "endpoint": {"path": "bench", "params": {"per_page": per}, "data_selector": "data"}}],
+})
+pipeline = dlt.pipeline(pipeline_name="http_bench", destination=dlt.destinations.duckdb(db),
+                        dataset_name="raw", pipelines_dir=sys.argv[4])
+pipeline.run(source)
+"""
+
+
+def count(db, table):
+    out = subprocess.run([sys.executable, "-c",
+                          "import duckdb,sys; print(duckdb.connect(sys.argv[1], read_only=True)"
+                          ".execute(f'select count(*) from {sys.argv[2]}').fetchone()[0])", db, table],
+                         check=True, capture_output=True, text=True)
+    return int(out.stdout)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(records, sizes):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests/http/server.py"), str(port),
+                             "--records", str(records), "--bench", ",".join(map(str, sizes))])
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.5)
+    sys.exit("the API server did not start")
+
+
+def pipe_http(pipe, work, name, base, per, extra=""):
+    db = os.path.join(work, f"{name}.duckdb")
+    for f in (db, db + ".wal"):
+        if os.path.exists(f):
+            os.remove(f)
+    toml = os.path.join(work, f"{name}.toml")
+    with open(toml, "w") as f:
+        f.write(f"""name = "{name}"
+[source]
+type = "http"
+url = "{base}/bench"
+params = {{ per_page = "{per}" }}
+records_path = "data"
+pagination = {{ type = "page_number", total_pages_path = "total_pages" }}
+{extra}
+[destination]
+type = "duckdb"
+path = "{db}"
+table = "raw.records"
+mode = "append"
+""")
+    seconds, rss = run([pipe, "run", toml])
+    return seconds, rss, count(db, "raw.records")
+
+
+def dlt_venv():
+    python = os.path.join(DLT_VENV, "bin/python")
+    if not os.path.exists(python):
+        subprocess.run([sys.executable, "-m", "venv", DLT_VENV], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", "dlt[duckdb]"], check=True)
+    return python
+
+
+def exec_bench(pipe, work, rows):
+    python = sys.executable
+    source = os.path.join(ROOT, "examples/exec-source/source.py")
+    ipc = os.path.join(work, "rows.arrows")
+    # The reference's file: the same generator's stream, written once.
+    with open(ipc, "wb") as out:
+        subprocess.run([python, source], input=json.dumps({"config": {"rows": rows}, "state": {}}).encode(),
+                       stdout=out, check=True, env=dict(os.environ, PIPE_STATE_OUT=os.path.join(work, "st.json")))
+    results = {}
+    for name, src in [
+        ("exec", f'type = "exec"\ncommand = ["{python}", "{source}"]\nconfig = {{ rows = {rows} }}'),
+        ("ipc_file", f'type = "file"\npath = "{ipc}"'),
+    ]:
+        db = os.path.join(work, f"{name}.duckdb")
+        if os.path.exists(db):
+            os.remove(db)
+        toml = os.path.join(work, f"{name}.toml")
+        with open(toml, "w") as f:
+            f.write(f'name = "{name}"\n[source]\n{src}\n[destination]\ntype = "duckdb"\n'
+                    f'path = "{db}"\ntable = "raw.rows"\nmode = "append"\n')
+        seconds, rss = run([pipe, "run", toml])
+        got = count(db, "raw.rows")
+        assert got == rows, f"{name}: {got} rows, expected {rows}"
+        results[name] = (seconds, rss)
+        print(f"{name:10} {rows:>10} rows  {seconds:7.2f} s  {rows / seconds:>12,.0f} rows/s  {rss:7.0f} MiB")
+    ratio = results["ipc_file"][0] / results["exec"][0]
+    print(f"exec / IPC file rate: {ratio:.2f}x (target >= 0.8)")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("pipe")
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--work", default="/var/tmp/pipe-bench/http")
+    args = ap.parse_args()
+    shutil.rmtree(args.work, ignore_errors=True)
+    os.makedirs(args.work)
+    pipe = os.path.abspath(args.pipe)
+
+    server, base = serve(args.records, [1000, 100])
+    try:
+        n = args.records
+        print(f"HTTP: {n} records in pages of 1000 from {base}")
+        s1, r1, c1 = pipe_http(pipe, args.work, "pipe_serial", base, 1000)
+        s2, r2, c2 = pipe_http(pipe, args.work, "pipe_parallel", base, 1000, "parallelism = 2")
+        assert c1 == n and c2 == n, (c1, c2)
+        python = dlt_venv()
+        db = os.path.join(args.work, "dlt.duckdb")
+        sd, rd = run([python, "-c", DLT, base, db, "1000", os.path.join(args.work, "dlt-pipelines")])
+        cd = count(db, "raw.records")
+        assert cd == n, f"dlt loaded {cd}"
+        for name, s, r in [("pipe", s1, r1), ("pipe par=2", s2, r2), ("dlt rest_api", sd, rd)]:
+            print(f"{name:14} {s:7.2f} s  {n / s:>10,.0f} records/s  {r:7.0f} MiB")
+        print(f"pipe / dlt: {sd / s1:.1f}x (serial), {sd / s2:.1f}x (parallelism 2); target >= 5x")
+
+        small = pipe_http(pipe, args.work, "pages_100", base, 100, "max_pages = 100")
+        large = pipe_http(pipe, args.work, "pages_10000", base, 100)
+        assert small[2] == 10_000 and large[2] == n, (small[2], large[2])
+        print(f"100 pages: {small[1]:.0f} MiB peak; {n // 100} pages: {large[1]:.0f} MiB peak "
+              f"({large[1] / small[1]:.2f}x)")
+    finally:
+        server.kill()
+
+    exec_bench(pipe, args.work, args.rows)
+
+
+if __name__ == "__main__":
+    main()
