@@ -144,7 +144,7 @@ fn unknown_source_type_lists_the_supported_ones() {
         "name = \"x\"\n[source]\ntype = \"ftp\"\n[destination]\ntype = \"duckdb\"\ntable = \"t\"\n",
     );
     let r = p.pipe(&["run", "ftp.toml"]).assert_failed();
-    r.stderr_has("ftp.toml:3:8: `source.type`: unknown source type `ftp`; supported: file");
+    r.stderr_has("ftp.toml:3:8: `source.type`: unknown source type `ftp`; supported: exec, file, http, postgres");
 }
 
 #[test]

@@ -25,6 +25,90 @@ fn api(records: i64) -> Server {
     })
 }
 
+/// A CA and a certificate for 127.0.0.1 it signed (openssl), in `dir`: (ca.pem, cert, key).
+fn certificates(dir: &std::path::Path) -> (String, String, String) {
+    let path = |name: &str| dir.join(name).display().to_string();
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext file");
+    let steps: [Vec<String>; 3] = [
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &path("ca.key"),
+            "-out",
+            &path("ca.pem"),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pipe test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+        vec![
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &path("srv.key"),
+            "-out",
+            &path("srv.csr"),
+            "-subj",
+            "/CN=127.0.0.1",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &path("srv.csr"),
+            "-CA",
+            &path("ca.pem"),
+            "-CAkey",
+            &path("ca.key"),
+            "-CAcreateserial",
+            "-out",
+            &path("srv.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &path("leaf.ext"),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+    ];
+    for args in steps {
+        let out = std::process::Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect(
+                "openssl runs (the TLS test makes its own CA; install openssl if it is missing)",
+            );
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (path("ca.pem"), path("srv.pem"), path("srv.key"))
+}
+
 fn base(server: &Server) -> String {
     format!("http://127.0.0.1:{}", server.port)
 }
@@ -67,6 +151,9 @@ fn expect_all(p: &Project, table: &str, records: i64) {
 }
 
 fn table_exists(p: &Project, table: &str) -> bool {
+    if !p.path().join("http.duckdb").exists() {
+        return false;
+    }
     let (schema, name) = table.split_once('.').expect("schema.table");
     let rows = query(
         &p.path().join("http.duckdb"),
@@ -472,6 +559,43 @@ fn malformed_pages_fail_with_page_and_offset_and_drift_follows_the_rules() {
         ]]
     );
 
+    // Drift between runs goes through `[metadata] schema_evolution`: a new field is added as
+    // a column; int64 → float64 (not lossless) is refused, naming the column.
+    let evolving = |name: &str, path: &str, extra: &str| {
+        let file = pipeline(
+            &p,
+            name,
+            &format!("url = \"{b}/{path}\"\nrecords_path = \"data\"\n{extra}\n{PAGE}"),
+            "api.evolving",
+            "append",
+        );
+        let text = p.read(&file).replace(
+            "[destination]",
+            "[metadata]\nschema_evolution = \"evolve\"\n\n[destination]",
+        );
+        p.write(&file, &text);
+        file
+    };
+    p.pipe(&["run", &evolving("ev1", "page", "")]).assert_ok();
+    p.pipe(&["run", &evolving("ev2", "grow/page", "")])
+        .assert_ok();
+    let rows = query(
+        &p.path().join("http.duckdb"),
+        "SELECT count(*), count(extra), min(extra) FROM api.evolving",
+    );
+    assert_eq!(
+        rows,
+        vec![vec![
+            Some("190".into()),
+            Some("95".into()),
+            Some("x1".into())
+        ]]
+    );
+    p.pipe(&["run", &evolving("ev3", "drift/page", "infer_pages = 3")])
+        .assert_failed()
+        .stderr_has("qty");
+    assert_eq!(totals(&p, "api.evolving").0, 190, "nothing committed");
+
     // An API with no records at all: nothing to infer, nothing loaded, no table made up.
     let source = format!("url = \"{b}/empty\"\nrecords_path = \"data\"");
     let file = pipeline(&p, "empty", &source, "api.empty", "append");
@@ -540,4 +664,33 @@ fn incremental_runs_load_exactly_the_new_records_and_backfills_use_windows() {
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn tls_with_a_custom_ca_is_trusted_only_when_configured() {
+    let p = Project::new();
+    let (ca, cert, key) = certificates(p.path());
+    let script = root().join("tests/http/server.py");
+    let server = Server::start(&python(), |port| {
+        vec![
+            script.display().to_string(),
+            port.to_string(),
+            "--records".into(),
+            RECORDS.to_string(),
+            "--tls".into(),
+            cert.clone(),
+            key.clone(),
+        ]
+    });
+    let b = format!("https://127.0.0.1:{}", server.port);
+    let source = format!("url = \"{b}/page\"\nrecords_path = \"data\"\nmax_retries = 0\n{PAGE}");
+    let file = pipeline(&p, "untrusted", &source, "api.untrusted", "append");
+    p.pipe(&["run", &file])
+        .assert_failed()
+        .stderr_has("certificate");
+    assert!(!table_exists(&p, "api.untrusted"));
+    let source = format!("{source}\nca_file = \"{ca}\"");
+    let file = pipeline(&p, "trusted", &source, "api.trusted", "append");
+    p.pipe(&["run", &file]).assert_ok();
+    expect_all(&p, "api.trusted", RECORDS);
 }

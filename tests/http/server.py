@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A JSON API for the HTTP source's tests and benchmark (loopback only, standard library).
 
-    server.py PORT [--records N] [--bench PER_PAGE,...]
+    server.py PORT [--records N] [--bench PER_PAGE,...] [--tls CERT KEY]
 
 Records are generated deterministically: id, name (quotes, commas, unicode, empty), price
 (float), qty (int), updated_at (ISO-8601 UTC, one second apart, several share a second),
@@ -25,6 +25,7 @@ unless said otherwise, and `since=<updated_at>` filters `updated_at >= since`):
   /ratelimit/page   the first request answers 429 with Retry-After: 1
   /broken/page      page 3 is malformed JSON
   /drift/page       page 2's records have an extra field `extra`, qty becomes a float
+  /grow/page        every record has an extra field `extra`
 
   /bench            ?page=&per_page=: pages serialized once at start (`--bench M,N`: the
                     page sizes), so a benchmark measures the client, not this server
@@ -122,7 +123,7 @@ class Handler(BaseHTTPRequestHandler):
             page = int(q.get("page", 1))
             return self.send(200, pages[page - 1] if page <= len(pages) else b'{"data": [], "total_pages": %d}' % len(pages))
         path = url.path
-        for prefix in ("/bearer", "/basic", "/apikey", "/oauth", "/flaky", "/ratelimit", "/broken", "/drift"):
+        for prefix in ("/bearer", "/basic", "/apikey", "/oauth", "/flaky", "/ratelimit", "/broken", "/drift", "/grow"):
             if path.startswith(prefix + "/"):
                 refused = self.gate(prefix, q)
                 if refused:
@@ -151,6 +152,8 @@ class Handler(BaseHTTPRequestHandler):
         pages = (len(rows) + per - 1) // per
         if prefix == "/broken" and page == 3:
             return self.send(200, b'{"data": [{"id": 1}, {"id": 2,, }]}')
+        if prefix == "/grow":
+            chunk = [dict(r, extra="x%d" % r["id"]) for r in chunk]
         if prefix == "/drift" and page == 2:
             chunk = [dict(r, extra="x", qty=r["qty"] + 0.5) for r in chunk]
         if path == "/page":
@@ -220,6 +223,12 @@ def main():
         RECORDS.extend(make(i) for i in range(1, n + 1))
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
+    if "--tls" in args:
+        import ssl
+        at = args.index("--tls")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args[at + 1], args[at + 2])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     server.serve_forever()
 
 
