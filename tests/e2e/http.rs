@@ -34,17 +34,25 @@ fn certificates(dir: &std::path::Path) -> (String, String, String) {
          keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
     )
     .expect("ext file");
-    let steps: [Vec<String>; 3] = [
-        vec![
+    let (ca_key, ca, key, csr, cert, ext) = (
+        path("ca.key"),
+        path("ca.pem"),
+        path("srv.key"),
+        path("srv.csr"),
+        path("srv.pem"),
+        path("leaf.ext"),
+    );
+    let steps: [&[&str]; 3] = [
+        &[
             "req",
             "-x509",
             "-newkey",
             "rsa:2048",
             "-nodes",
             "-keyout",
-            &path("ca.key"),
+            &ca_key,
             "-out",
-            &path("ca.pem"),
+            &ca,
             "-days",
             "2",
             "-subj",
@@ -53,49 +61,40 @@ fn certificates(dir: &std::path::Path) -> (String, String, String) {
             "basicConstraints=critical,CA:TRUE",
             "-addext",
             "keyUsage=critical,keyCertSign,cRLSign",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect(),
-        vec![
+        ],
+        &[
             "req",
             "-newkey",
             "rsa:2048",
             "-nodes",
             "-keyout",
-            &path("srv.key"),
+            &key,
             "-out",
-            &path("srv.csr"),
+            &csr,
             "-subj",
             "/CN=127.0.0.1",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect(),
-        vec![
+        ],
+        &[
             "x509",
             "-req",
             "-in",
-            &path("srv.csr"),
+            &csr,
             "-CA",
-            &path("ca.pem"),
+            &ca,
             "-CAkey",
-            &path("ca.key"),
+            &ca_key,
             "-CAcreateserial",
             "-out",
-            &path("srv.pem"),
+            &cert,
             "-days",
             "2",
             "-extfile",
-            &path("leaf.ext"),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect(),
+            &ext,
+        ],
     ];
     for args in steps {
         let out = std::process::Command::new("openssl")
-            .args(&args)
+            .args(args)
             .output()
             .expect(
                 "openssl runs (the TLS test makes its own CA; install openssl if it is missing)",
@@ -106,7 +105,7 @@ fn certificates(dir: &std::path::Path) -> (String, String, String) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    (path("ca.pem"), path("srv.pem"), path("srv.key"))
+    (ca, cert, key)
 }
 
 fn base(server: &Server) -> String {

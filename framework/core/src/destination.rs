@@ -306,3 +306,13 @@ pub struct CommitReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
+
+impl CommitReport {
+    /// The report of a run that left the destination untouched (no rows, no state).
+    pub fn nothing() -> Self {
+        Self {
+            nothing_to_commit: true,
+            ..Self::default()
+        }
+    }
+}

@@ -139,7 +139,7 @@ impl PageDecoder {
         } else {
             self.scratch.clear();
             rewrite_json_fields(record, &self.json, &mut self.scratch)
-                .map_err(|e| format!("{} (at byte {} of the record)", e.message, e.offset))?;
+                .map_err(|e| format!("{e} (of the record)"))?;
             &self.scratch
         };
         let first = scan::skip_ws(bytes, 0);

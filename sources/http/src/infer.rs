@@ -151,9 +151,7 @@ pub(crate) struct Inference {
 impl Inference {
     /// Add the record at `span` of `b`: a JSON object, else an error to report.
     pub(crate) fn add(&mut self, b: &[u8], span: (usize, usize)) -> Result<(), String> {
-        let Kind::Struct(fields) = Kind::of_raw(b, span)
-            .map_err(|e| format!("malformed JSON at byte {}: {}", e.offset, e.message))?
-        else {
+        let Kind::Struct(fields) = Kind::of_raw(b, span).map_err(|e| e.to_string())? else {
             return Err("a record is not a JSON object".to_string());
         };
         self.records += 1;

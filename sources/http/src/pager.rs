@@ -48,7 +48,7 @@ pub(crate) fn with_param(url: &Url, name: &str, value: &str) -> Url {
 /// A small value of the body at `path`, as text: strings unquoted, numbers as written;
 /// `None` when missing, `null` or empty.
 fn value_at(body: &[u8], path: &str) -> Result<Option<String>, String> {
-    let malformed = |e: scan::ScanError| format!("{} at byte {}", e.message, e.offset);
+    let malformed = |e: scan::ScanError| e.to_string();
     let at = scan::skip_ws(body, 0);
     let whole = (at, scan::skip_value(body, at).map_err(malformed)?);
     let span = scan::pointer(body, whole, &scan::parse_path(path)).map_err(malformed)?;

@@ -15,6 +15,16 @@ pub(crate) struct ScanError {
     pub message: String,
 }
 
+impl std::fmt::Display for ScanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "malformed JSON at byte {}: {}",
+            self.offset, self.message
+        )
+    }
+}
+
 type Scan<T> = Result<T, ScanError>;
 
 /// Where a value is: `(start, end)` byte offsets, end exclusive.

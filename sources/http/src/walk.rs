@@ -48,9 +48,7 @@ impl Records {
         match self.format {
             BodyFormat::Ndjson => lines(body),
             BodyFormat::Json => {
-                let malformed = |e: scan::ScanError| {
-                    format!("malformed JSON at byte {}: {}", e.offset, e.message)
-                };
+                let malformed = |e: scan::ScanError| e.to_string();
                 let at = scan::skip_ws(body, 0);
                 let end = scan::skip_value(body, at).map_err(malformed)?;
                 let rest = scan::skip_ws(body, end);
@@ -91,8 +89,7 @@ fn lines(body: &[u8]) -> Result<Vec<(usize, usize)>, String> {
             .map_or(body.len(), |i| start + i);
         let first = scan::skip_ws(&body[..end], start);
         if first < end {
-            let value_end = scan::skip_value(&body[..end], first)
-                .map_err(|e| format!("malformed JSON at byte {}: {}", e.offset, e.message))?;
+            let value_end = scan::skip_value(&body[..end], first).map_err(|e| e.to_string())?;
             let rest = scan::skip_ws(&body[..end], value_end);
             if rest < end {
                 return Err(format!(
@@ -109,9 +106,9 @@ fn lines(body: &[u8]) -> Result<Vec<(usize, usize)>, String> {
 /// The pages of one run's request.
 #[derive(Debug)]
 pub(crate) struct Walker {
-    pub client: Arc<Client>,
-    pub body: Option<serde_json::Value>,
-    pub records: Records,
+    client: Arc<Client>,
+    body: Option<serde_json::Value>,
+    records: Records,
     pager: Pager,
     next: Option<Url>,
     queue: VecDeque<Url>,

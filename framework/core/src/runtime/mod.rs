@@ -134,10 +134,7 @@ async fn run_stages(
             stage = "extract",
             "the source has no columns (it found no records): nothing to commit"
         );
-        collected.commit = Some(CommitReport {
-            nothing_to_commit: true,
-            ..CommitReport::default()
-        });
+        collected.commit = Some(CommitReport::nothing());
         return Ok(());
     };
     let ctx = &opened.ctx;
@@ -192,10 +189,7 @@ async fn run_stages(
                 stage = "load",
                 "no rows and no state change: nothing to commit"
             );
-            collected.commit = Some(CommitReport {
-                nothing_to_commit: true,
-                ..CommitReport::default()
-            });
+            collected.commit = Some(CommitReport::nothing());
             return Ok(());
         }
     }
