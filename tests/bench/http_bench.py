@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """The HTTP and exec sources (release `pipe`), each next to its reference in the same run.
 
-    http_bench.py PIPE_BINARY [--records 1000000] [--rows 10000000] [--work /var/tmp/pipe-bench/http]
+    http_bench.py PIPE_BINARY [--records 1000000] [--rows 10000000] [--dest duckdb|delta]
+                  [--work /var/tmp/pipe-bench/http]
+
+`--dest delta` (a binary built without DuckDB will do) loads every side into Delta tables
+instead: dlt through its `filesystem` destination with `table_format = "delta"`, counted by
+python deltalake.
 
 1. HTTP: a local API (tests/http/server.py, pages serialized before the clock starts) serves
    --records records (nested struct, list, strings with quotes and unicode) as pages of 1000;
    pipe loads them into DuckDB (pages fetched one at a time, and with parallelism = 2); dlt's
-   `rest_api` source (pip `dlt[duckdb]`, in a venv of its own) loads the same pages into
-   DuckDB. Target: pipe >= 5x dlt's records/s.
+   `rest_api` source (pip `dlt[duckdb,deltalake]`, in a venv of its own) loads the same pages
+   into DuckDB. Target: pipe >= 5x dlt's records/s.
 2. Flat memory: pipe over 100 and over 10,000 pages of 100 records: peak RSS must not grow
    with the page count.
 3. Exec: examples/exec-source/source.py (pyarrow) generates --rows rows into DuckDB through
@@ -35,25 +40,53 @@ DLT_VENV = os.environ.get("PIPE_DLT_VENV", "/var/tmp/pipe-dlt")
 DLT = """
 import sys, dlt
 from dlt.sources.rest_api import rest_api_source
-base, db, per = sys.argv[1], sys.argv[2], int(sys.argv[3])
+base, out, per, dest = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[5]
+resource = {"name": "records",
+            "endpoint": {"path": "bench", "params": {"per_page": per}, "data_selector": "data"}}
+if dest == "delta":
+    resource["table_format"] = "delta"
+    destination = dlt.destinations.filesystem(bucket_url="file://" + out)
+else:
+    destination = dlt.destinations.duckdb(out)
 source = rest_api_source({
     "client": {"base_url": base,
                "paginator": {"type": "page_number", "page_param": "page", "base_page": 1,
                              "total_path": "total_pages"}},
-    "resources": [{"name": "records",
-                   "endpoint": {"path": "bench", "params": {"per_page": per}, "data_selector": "data"}}],
+    "resources": [resource],
 })
-pipeline = dlt.pipeline(pipeline_name="http_bench", destination=dlt.destinations.duckdb(db),
+pipeline = dlt.pipeline(pipeline_name="http_bench", destination=destination,
                         dataset_name="raw", pipelines_dir=sys.argv[4])
 pipeline.run(source)
 """
 
+DEST = "duckdb"
 
-def count(db, table):
-    out = subprocess.run([sys.executable, "-c",
-                          "import duckdb,sys; print(duckdb.connect(sys.argv[1], read_only=True)"
-                          ".execute(f'select count(*) from {sys.argv[2]}').fetchone()[0])", db, table],
-                         check=True, capture_output=True, text=True)
+
+def destination_toml(work, name, table):
+    """The [destination] table of a bench pipeline, and where its table is."""
+    if DEST == "delta":
+        path = os.path.join(work, name)
+        shutil.rmtree(path, ignore_errors=True)
+        return f'type = "delta"\npath = "{path}"\nmode = "append"\n', path
+    db = os.path.join(work, f"{name}.duckdb")
+    for f in (db, db + ".wal"):
+        if os.path.exists(f):
+            os.remove(f)
+    return f'type = "duckdb"\npath = "{db}"\ntable = "raw.{table}"\nmode = "append"\n', (db, f"raw.{table}")
+
+
+def count(where):
+    """Rows of a table: a DuckDB (file, table) read by python duckdb, or a Delta path read by
+    python deltalake."""
+    if isinstance(where, str):
+        code = ("import deltalake, pyarrow as pa, sys; t = deltalake.DeltaTable(sys.argv[1]); "
+                "print(sum(pa.table(t.get_add_actions(flatten=True)).column('num_records').to_pylist()))")
+        args = [where]
+    else:
+        code = ("import duckdb,sys; print(duckdb.connect(sys.argv[1], read_only=True)"
+                ".execute(f'select count(*) from {sys.argv[2]}').fetchone()[0])")
+        args = list(where)
+    out = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True)
     return int(out.stdout)
 
 
@@ -78,10 +111,7 @@ def serve(records, sizes):
 
 
 def pipe_http(pipe, work, name, base, per, extra=""):
-    db = os.path.join(work, f"{name}.duckdb")
-    for f in (db, db + ".wal"):
-        if os.path.exists(f):
-            os.remove(f)
+    dest, where = destination_toml(work, name, "records")
     toml = os.path.join(work, f"{name}.toml")
     with open(toml, "w") as f:
         f.write(f"""name = "{name}"
@@ -93,20 +123,16 @@ records_path = "data"
 pagination = {{ type = "page_number", total_pages_path = "total_pages" }}
 {extra}
 [destination]
-type = "duckdb"
-path = "{db}"
-table = "raw.records"
-mode = "append"
-""")
+{dest}""")
     seconds, rss = run([pipe, "run", toml])
-    return seconds, rss, count(db, "raw.records")
+    return seconds, rss, count(where)
 
 
 def dlt_venv():
     python = os.path.join(DLT_VENV, "bin/python")
     if not os.path.exists(python):
         subprocess.run([sys.executable, "-m", "venv", DLT_VENV], check=True)
-        subprocess.run([python, "-m", "pip", "install", "-q", "dlt[duckdb]"], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", "dlt[duckdb,deltalake]"], check=True)
     return python
 
 
@@ -123,15 +149,12 @@ def exec_bench(pipe, work, rows):
         ("exec", f'type = "exec"\ncommand = ["{python}", "{source}"]\nconfig = {{ rows = {rows} }}'),
         ("ipc_file", f'type = "file"\npath = "{ipc}"'),
     ]:
-        db = os.path.join(work, f"{name}.duckdb")
-        if os.path.exists(db):
-            os.remove(db)
+        dest, where = destination_toml(work, name, "rows")
         toml = os.path.join(work, f"{name}.toml")
         with open(toml, "w") as f:
-            f.write(f'name = "{name}"\n[source]\n{src}\n[destination]\ntype = "duckdb"\n'
-                    f'path = "{db}"\ntable = "raw.rows"\nmode = "append"\n')
+            f.write(f'name = "{name}"\n[source]\n{src}\n[destination]\n{dest}')
         seconds, rss = run([pipe, "run", toml])
-        got = count(db, "raw.rows")
+        got = count(where)
         assert got == rows, f"{name}: {got} rows, expected {rows}"
         results[name] = (seconds, rss)
         print(f"{name:10} {rows:>10} rows  {seconds:7.2f} s  {rows / seconds:>12,.0f} rows/s  {rss:7.0f} MiB")
@@ -145,7 +168,10 @@ def main():
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--work", default="/var/tmp/pipe-bench/http")
+    ap.add_argument("--dest", choices=["duckdb", "delta"], default="duckdb")
     args = ap.parse_args()
+    global DEST
+    DEST = args.dest
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
     pipe = os.path.abspath(args.pipe)
@@ -158,9 +184,14 @@ def main():
         s2, r2, c2 = pipe_http(pipe, args.work, "pipe_parallel", base, 1000, "parallelism = 2")
         assert c1 == n and c2 == n, (c1, c2)
         python = dlt_venv()
-        db = os.path.join(args.work, "dlt.duckdb")
-        sd, rd = run([python, "-c", DLT, base, db, "1000", os.path.join(args.work, "dlt-pipelines")])
-        cd = count(db, "raw.records")
+        if DEST == "delta":
+            out = os.path.join(args.work, "dlt-lake")
+            where = os.path.join(out, "raw", "records")
+        else:
+            out = os.path.join(args.work, "dlt.duckdb")
+            where = (out, "raw.records")
+        sd, rd = run([python, "-c", DLT, base, out, "1000", os.path.join(args.work, "dlt-pipelines"), DEST])
+        cd = count(where)
         assert cd == n, f"dlt loaded {cd}"
         for name, s, r in [("pipe", s1, r1), ("pipe par=2", s2, r2), ("dlt rest_api", sd, rd)]:
             print(f"{name:14} {s:7.2f} s  {n / s:>10,.0f} records/s  {r:7.0f} MiB")
