@@ -399,7 +399,7 @@ fn every_auth_style_works_and_no_secret_shows_anywhere() {
         assert!(!stored.contains(secret), "{secret} stored in the project");
     }
     // The OAuth2 token was refreshed mid-run (each token serves 3 requests).
-    let log: serde_json::Value = reqwest_get(&format!("{b}/admin/log"));
+    let log = admin("GET", &format!("{b}/admin/log"));
     let tokens = log
         .as_array()
         .expect("a log")
@@ -426,12 +426,18 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// GET a JSON document with python (the tests have no HTTP client of their own).
-fn reqwest_get(url: &str) -> serde_json::Value {
+/// A request to the test API's admin endpoints with python's urllib (the tests have no HTTP
+/// client of their own): `GET` returns the JSON answer, `POST` (empty body) returns `null`.
+fn admin(method: &str, url: &str) -> serde_json::Value {
     let out = std::process::Command::new(python())
         .args([
             "-c",
-            "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())",
+            "import sys, urllib.request\n\
+             data = b'' if sys.argv[1] == 'POST' else None\n\
+             request = urllib.request.Request(sys.argv[2], data=data, method=sys.argv[1])\n\
+             body = urllib.request.urlopen(request).read().decode()\n\
+             print(body if sys.argv[1] == 'GET' else 'null')",
+            method,
             url,
         ])
         .output()
@@ -442,22 +448,6 @@ fn reqwest_get(url: &str) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
-fn post(url: &str) {
-    let out = std::process::Command::new(python())
-        .args([
-            "-c",
-            "import sys, urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=b'', method='POST')).read()",
-            url,
-        ])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -489,7 +479,7 @@ fn transient_failures_are_retried_rate_limits_honoured_and_max_pages_stops() {
     let file = pipeline(&p, "limited", &source, "api.limited", "append");
     p.pipe(&["run", &file]).assert_ok();
     expect_all(&p, "api.limited", RECORDS);
-    let log = reqwest_get(&format!("{b}/admin/log"));
+    let log = admin("GET", &format!("{b}/admin/log"));
     let times: Vec<f64> = log
         .as_array()
         .expect("log")
@@ -617,7 +607,7 @@ fn incremental_runs_load_exactly_the_new_records_and_backfills_use_windows() {
     let file = pipeline(&p, "inc", &source, "api.inc", "append");
     p.pipe(&["run", &file]).assert_ok();
     expect_all(&p, "api.inc", RECORDS);
-    post(&format!("{b}/admin/add?n=7"));
+    admin("POST", &format!("{b}/admin/add?n=7"));
     p.pipe(&["run", &file]).assert_ok();
     expect_all(&p, "api.inc", RECORDS + 7);
     let run = p.pipe(&["run", &file, "--json"]).assert_ok();
@@ -625,7 +615,7 @@ fn incremental_runs_load_exactly_the_new_records_and_backfills_use_windows() {
     expect_all(&p, "api.inc", RECORDS + 7);
 
     // A run that fails (a contract rejects the new records) moves no cursor.
-    post(&format!("{b}/admin/add?n=5"));
+    admin("POST", &format!("{b}/admin/add?n=5"));
     let failing = p.read(&file).replace(
         "[destination]",
         "[contract]\non_violation = \"fail\"\n\n[[contract.rules]]\nname = \"small_ids\"\nexpression = \"id <= 100\"\n\n[destination]",
