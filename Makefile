@@ -9,10 +9,10 @@ export PIPE_LAKANA_PYTHON ?= $(PIPE_LAKANA_VENV)/bin/python
 PIPE_NODE ?= /var/tmp/pipe-node
 export PIPE_AZURITE ?= $(PIPE_NODE)/node_modules/.bin/azurite-blob
 
-.PHONY: check fmt-check clippy test arrow-check venv node-tools pg-setup hms-jars bench run
+.PHONY: check fmt-check clippy test arrow-check install-smoke venv node-tools pg-setup hms-jars bench run
 
 ## check: formatting, lints, one-Arrow check, every test (needs the venv and PostgreSQL: set up if missing)
-check: venv node-tools pg-setup fmt-check clippy arrow-check test
+check: venv node-tools pg-setup fmt-check clippy arrow-check test install-smoke
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -37,6 +37,19 @@ arrow-check:
 	@majors=$$(cargo tree --workspace -e normal,build,dev --prefix none | grep -oE '^(arrow|arrow-[a-z]+|parquet) v[0-9]+' | awk '{print $$2}' | sort -u); \
 	if [ "$$(echo "$$majors" | wc -l)" -ne 1 ]; then echo "more than one arrow major: $$majors"; cargo tree -i arrow-array; exit 1; fi; \
 	echo "one arrow major: $$majors"
+
+## install-smoke: `cargo install --path framework/cli` (the debug profile here, to reuse the test
+## build) puts a `pipe` in $(PIPE_INSTALL)/bin that runs the main job from a clean directory
+PIPE_INSTALL ?= /var/tmp/pipe-install
+install-smoke:
+	cargo install --locked --debug --force --quiet --path framework/cli --root $(PIPE_INSTALL)
+	@tmp=$$(mktemp -d) && cp -r pipelines $$tmp/ && cd $$tmp && \
+	$(PIPE_INSTALL)/bin/pipe run pipelines/orders.toml --json --no-progress > run.json && \
+	grep -q '"rows_inserted": 5000' run.json && \
+	$(PIPE_INSTALL)/bin/pipe load pipelines/data/orders.csv parquet://out/orders --json --no-progress > load.json && \
+	grep -q '"rows_inserted": 5000' load.json && \
+	echo "install-smoke: $$($(PIPE_INSTALL)/bin/pipe --version) loaded 5000 orders into DuckDB and into Parquet files" && \
+	rm -rf $$tmp
 
 ## node-tools: Azurite (Azure Blob Storage's emulator) for the az:// Delta tests (installed once, reused)
 node-tools: $(PIPE_NODE)/.ready
@@ -68,7 +81,7 @@ $(PIPE_VENV)/.ready: tests/requirements.txt
 	$(PIPE_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
-## bench: release build; CSV → DuckDB vs read_csv, Postgres → DuckDB vs psql COPY, Parquet → Iceberg vs DuckDB and pyiceberg, Parquet → Delta vs python deltalake, clustered vs round-robin merges and Iceberg compaction, the REST catalog, a Hive Metastore and an S3 warehouse against the SQL catalog, registering and relocating 10,000 files (not part of check)
+## bench: release build; CSV → DuckDB vs read_csv, Postgres → DuckDB vs psql COPY, Parquet → Iceberg vs DuckDB and pyiceberg, Parquet → Delta vs python deltalake, clustered vs round-robin merges and Iceberg compaction, the REST catalog, a Hive Metastore and an S3 warehouse against the SQL catalog, registering and relocating 10,000 files, Postgres → Parquet files vs psql COPY and DuckDB's postgres export (not part of check)
 bench: venv pg-setup hms-jars
 	cargo build --release -p pipe-cli
 	$(PIPE_PYTHON) tests/bench/bench.py $(CARGO_TARGET_DIR)/release/pipe
@@ -78,6 +91,7 @@ bench: venv pg-setup hms-jars
 	$(PIPE_PYTHON) tests/bench/hive_s3_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/delta_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/cluster_bench.py $(CARGO_TARGET_DIR)/release/pipe
+	$(PIPE_PYTHON) tests/bench/files_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/relocate_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/http_bench.py $(CARGO_TARGET_DIR)/release/pipe
 

@@ -522,6 +522,7 @@ fn largest_metadata(dest: Dest, p: &Project) -> u64 {
         // wh/ (pipe serve catalog) or lakana/storage/
         Dest::IcebergRest(_) => biggest(p.path(), ".metadata.json"),
         Dest::Delta => biggest(&p.path().join("lake/ties/_delta_log"), ".json"),
+        Dest::Files => biggest(&p.path().join("files/ties/_pipe/log"), ".json"),
         Dest::DuckDb => {
             let rows = common::query(
                 &p.path().join("db/pipe.duckdb"),

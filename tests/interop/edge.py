@@ -162,6 +162,11 @@ def read(kind, args):
     if kind == "delta":
         from deltalake import DeltaTable
         return DeltaTable(args[0]).to_pyarrow_table()
+    if kind == "files":
+        from filesdest import dataset
+        if not os.path.isdir(args[0]):
+            return pa.table({"id": pa.array([], pa.int64())})
+        return dataset(args[0], "parquet").to_table()
     if kind == "iceberg":
         from ice import catalog
         db, wh, name = args
@@ -343,6 +348,9 @@ def files(column, kind, args):
         db, wh, name = args
         listed = catalog(db, wh).load_table(name).inspect.files().to_pydict()
         paths = [p.removeprefix("file://") for p in listed["file_path"]]
+    elif kind == "files":
+        paths = [os.path.join(d, f) for d, dirs, names in os.walk(args[0])
+                 for f in names if f.endswith(".parquet") and "/_pipe" not in d]
     else:
         raise SystemExit(f"no file listing for {kind}")
     out = []

@@ -53,6 +53,15 @@ impl DestinationFactory for DuckDbFactory {
     }
 
     /// `location` is `<database file>#<schema.table>` (`.pipe/pipe.duckdb#sales.orders`).
+    /// A connection names the database or catalog; the check needs some table name.
+    fn probe(&self, keys: &[&str]) -> Vec<(&'static str, &'static str)> {
+        if keys.contains(&"table") {
+            Vec::new()
+        } else {
+            vec![("table", "main.pipe_connection_test")]
+        }
+    }
+
     fn locate(&self, location: &str) -> Result<Arc<dyn Destination>> {
         let Some((path, table)) = location.rsplit_once('#') else {
             return Err(Error::user(format!(

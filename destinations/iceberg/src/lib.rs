@@ -70,6 +70,15 @@ impl DestinationFactory for IcebergFactory {
     /// REST catalog (`http://127.0.0.1:8181#sales.orders`, its token from
     /// `PIPE_CATALOG_TOKEN` if set) or a Hive Metastore (`thrift://host:9083#db.orders`).
     /// Object-store credentials come from the environment.
+    /// A connection names the database or catalog; the check needs some table name.
+    fn probe(&self, keys: &[&str]) -> Vec<(&'static str, &'static str)> {
+        if keys.contains(&"table") {
+            Vec::new()
+        } else {
+            vec![("table", "pipe_probe.connection_test")]
+        }
+    }
+
     fn locate(&self, location: &str) -> Result<Arc<dyn Destination>> {
         Ok(Arc::new(IcebergDestination::new(locator_config(
             location,

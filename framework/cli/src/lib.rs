@@ -6,12 +6,15 @@
 #[macro_use]
 mod output;
 mod check;
+mod connections;
 mod git;
 #[cfg(feature = "destination-iceberg")]
 mod iceberg;
 mod inspect;
+mod load;
 mod ops;
 mod table;
+mod uri;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +46,8 @@ pub fn default_registry() -> Registry {
         .service("catalog", pipe_destination_iceberg::CatalogService);
     #[cfg(feature = "destination-delta")]
     let registry = registry.destination("delta", pipe_destination_delta::DeltaFactory);
+    #[cfg(feature = "destination-files")]
+    let registry = registry.destination("files", pipe_destination_files::FilesFactory);
     registry
 }
 
@@ -78,6 +83,42 @@ enum Command {
         /// Never draw a progress bar, even on a terminal.
         #[arg(long)]
         no_progress: bool,
+    },
+    /// Load in one line, without a pipeline file: `pipe load postgres://…?table=public.orders
+    /// parquet://out/orders`. Builds the pipeline a file would hold (see it with --print,
+    /// keep it with --save) and runs it as `pipe run` does.
+    Load {
+        #[command(flatten)]
+        args: load::LoadArgs,
+        /// Also write the pipeline file here (re-run it with `pipe run FILE`).
+        #[arg(long)]
+        save: Option<PathBuf>,
+        /// Only print the pipeline file; load nothing.
+        #[arg(long)]
+        print: bool,
+        /// Print the run summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Never draw a progress bar, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Write a commented starter pipeline file from a source and a destination URI (as
+    /// `pipe load` takes them).
+    Init {
+        #[command(flatten)]
+        args: load::LoadArgs,
+        /// The file to write.
+        #[arg(short, long, default_value = "pipeline.toml")]
+        output: PathBuf,
+        /// Overwrite the file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Named connections (connections.toml): list them, test one.
+    Connections {
+        #[command(subcommand)]
+        command: connections::ConnectionsCommand,
     },
     /// Check a pipeline without moving data: config, components, source schema, destination.
     Validate {
@@ -271,6 +312,19 @@ async fn dispatch(command: Command, registry: Registry) -> Result<ExitCode, Erro
             no_progress,
         } => run(&pipeline, &registry, json, no_progress).await,
         Command::Validate { pipeline, json } => validate(&pipeline, &registry, json).await,
+        Command::Load {
+            args,
+            save,
+            print,
+            json,
+            no_progress,
+        } => load::load(&args, save.as_deref(), print, &registry, json, no_progress).await,
+        Command::Init {
+            args,
+            output,
+            force,
+        } => load::init(&args, &output, force),
+        Command::Connections { command } => connections::run(command, &registry).await,
         Command::List { json } => {
             output::print_list(&registry.components(), json);
             Ok(ExitCode::SUCCESS)
@@ -382,9 +436,21 @@ async fn run(
     json: bool,
     no_progress: bool,
 ) -> Result<ExitCode, Error> {
+    let config = pipe_framework::config::ConfigFile::read(path)?;
+    run_config(config, false, registry, json, no_progress).await
+}
+
+/// Run the pipeline `config` holds (`in_memory`: not from its path) as `pipe run` does.
+pub(crate) async fn run_config(
+    config: pipe_framework::config::ConfigFile,
+    in_memory: bool,
+    registry: &Registry,
+    json: bool,
+    no_progress: bool,
+) -> Result<ExitCode, Error> {
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
-    let session = Session::open(path, registry).await?;
+    let session = Session::open_config(config, registry, in_memory).await?;
     let progress = Arc::new(RunProgress::default());
     let bar = (!no_progress && !json).then(|| output::Progress::start(progress.clone()));
     let result = session.run(None, &cancel, progress).await;

@@ -263,6 +263,7 @@ fn build_source(
     mut source: Section<'_>,
     ctx: &BuildContext,
 ) -> Result<(String, Arc<dyn Source>)> {
+    crate::config::connections::apply(&mut source)?;
     let (source_type, span) = required_type(&mut source)?;
     let built = registry
         .build_source(&source_type, source, ctx)
@@ -286,6 +287,7 @@ fn build_destination(
     mut destination: Section<'_>,
     ctx: &BuildContext,
 ) -> Result<(String, WriteSpec, Arc<dyn Destination>)> {
+    crate::config::connections::apply(&mut destination)?;
     let (destination_type, type_span) = required_type(&mut destination)?;
     let Some(modes) = registry.destination_modes(&destination_type) else {
         return Err(file.error_at(
@@ -297,7 +299,8 @@ fn build_destination(
             ),
         ));
     };
-    let write = write_spec(&mut destination, &destination_type, modes)?;
+    let hint = |mode| registry.destination_mode_hint(&destination_type, mode);
+    let write = write_spec(&mut destination, &destination_type, modes, &hint)?;
     let built = registry
         .build_destination(&destination_type, destination, ctx)
         .unwrap_or_else(|| Err(Error::internal("destination factory vanished")))?;
@@ -346,7 +349,12 @@ fn required_type(section: &mut Section<'_>) -> Result<(String, std::ops::Range<u
 }
 
 /// Take the destination keys every destination shares: `mode` and `merge_keys`.
-fn write_spec(section: &mut Section<'_>, kind: &str, modes: &[WriteMode]) -> Result<WriteSpec> {
+fn write_spec(
+    section: &mut Section<'_>,
+    kind: &str,
+    modes: &[WriteMode],
+    hint: &dyn Fn(WriteMode) -> Option<&'static str>,
+) -> Result<WriteSpec> {
     let mut spec = WriteSpec::default();
     if let Some((mode, span)) = section.take_str("mode")? {
         let names: Vec<&str> = modes.iter().map(|m| m.as_str()).collect();
@@ -355,16 +363,19 @@ fn write_spec(section: &mut Section<'_>, kind: &str, modes: &[WriteMode]) -> Res
             .copied()
             .find(|m| m.as_str() == mode)
             .ok_or_else(|| {
-                let known = WriteMode::EVERY.iter().any(|m| m.as_str() == mode);
-                let why = if known {
-                    format!("destination `{kind}` does not support mode `{mode}`")
-                } else {
-                    format!("unknown mode `{mode}`")
+                let known = WriteMode::EVERY.iter().find(|m| m.as_str() == mode);
+                let why = match known {
+                    Some(_) => format!("destination `{kind}` does not support mode `{mode}`"),
+                    None => format!("unknown mode `{mode}`"),
                 };
+                let advice = known
+                    .and_then(|m| hint(*m))
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
                 section.error_at(
                     span,
                     "mode",
-                    format!("{why}; supported: {}", names.join(", ")),
+                    format!("{why}; supported: {}{advice}", names.join(", ")),
                 )
             })?;
     }

@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
+use crate::config::ConfigFile;
+use crate::config::connections::Connections;
 use crate::error::{Error, Result};
+use crate::registry::{BuildContext, Registry};
 
 /// Whether `path` could be created: its nearest existing ancestor is a directory this process
 /// can write to (a probe file is created there and removed at once). `what` names the file in
@@ -40,6 +43,62 @@ pub fn creatable(path: &Path, what: &str) -> Result<()> {
             path.display(),
             dir.display()
         ))),
+    }
+}
+
+/// `pipe connections test NAME`: build the named connection's source or destination (by its
+/// `type`) with only the connection's keys (plus the type's probe keys, e.g. a trivial query)
+/// and reach it — a source's schema, a destination's check — changing nothing. Returns what
+/// was reached (`postgres source`, `duckdb destination …`).
+pub async fn connection(registry: &Registry, name: &str) -> Result<String> {
+    let connections = Connections::global()?;
+    let connection = connections
+        .get(name)
+        .ok_or_else(|| Error::user(connections.unknown(name)))?;
+    let kind = connection
+        .kind()
+        .ok_or_else(|| Error::user(format!("connection `{name}` has no `type`")))?;
+    let keys: Vec<String> = connection.masked().into_iter().map(|(k, _)| k).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let (is_destination, probe) = registry.probe(kind, &keys).ok_or_else(|| {
+        Error::user(format!(
+            "connection `{name}` has type `{kind}`, which this pipe has no source or \
+             destination for"
+        ))
+    })?;
+    let section = if is_destination {
+        "destination"
+    } else {
+        "source"
+    };
+    let mut text = format!("[{section}]\nconnection = {name:?}\n");
+    for (key, value) in probe {
+        text.push_str(&format!("{key} = {value:?}\n"));
+    }
+    let file = ConfigFile::new(format!("<connection {name}>"), text);
+    let mut root = file.parse()?;
+    let mut section = root
+        .take(section)
+        .ok_or_else(|| Error::internal("the probe section"))?;
+    crate::config::connections::apply(&mut section)?;
+    section.take_str("type")?;
+    let ctx = BuildContext {
+        pipeline_file: connection.file.clone(),
+        pipeline: format!("connection-{name}"),
+        file: file.clone(),
+    };
+    if is_destination {
+        let destination = registry
+            .build_destination(kind, section, &ctx)
+            .ok_or_else(|| Error::internal("the destination type vanished"))??;
+        destination.check().await?;
+        Ok(format!("destination {}", destination.describe()))
+    } else {
+        let source = registry
+            .build_source(kind, section, &ctx)
+            .ok_or_else(|| Error::internal("the source type vanished"))??;
+        source.schema().await?;
+        Ok(format!("source {}", source.describe()))
     }
 }
 

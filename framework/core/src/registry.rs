@@ -54,6 +54,13 @@ pub trait SourceFactory: Send + Sync + 'static {
         let _ = (own, sample);
         None
     }
+    /// Keys to add to a named connection's (`keys`) so that it builds a source that
+    /// [`Source::schema`] can open to prove the connection works (`pipe connections test`;
+    /// e.g. a trivial query). The default: none.
+    fn probe(&self, keys: &[&str]) -> Vec<(&'static str, &'static str)> {
+        let _ = keys;
+        Vec::new()
+    }
 }
 
 /// Builds a [`Destination`] from its typed config.
@@ -64,6 +71,12 @@ pub trait DestinationFactory: Send + Sync + 'static {
     fn description(&self) -> &'static str;
     /// The write modes it implements.
     fn modes(&self) -> &'static [WriteMode];
+    /// What to tell a user who asked for `mode`, which it does not implement (where else
+    /// to go); `None`: the list of supported modes says enough.
+    fn mode_hint(&self, mode: WriteMode) -> Option<&'static str> {
+        let _ = mode;
+        None
+    }
     /// Build the destination. Should not do I/O; [`Destination::check`] is where it starts.
     fn build(&self, config: Self::Config, ctx: &BuildContext) -> Result<Arc<dyn Destination>>;
     /// The destination for an existing table named by a location (`pipe table history
@@ -74,6 +87,13 @@ pub trait DestinationFactory: Send + Sync + 'static {
         Err(crate::error::Error::user(
             "this destination's tables are addressed by a pipeline file, not a location",
         ))
+    }
+    /// Keys to add to a named connection's (`keys`) so that it builds a destination whose
+    /// [`Destination::check`] proves the connection works (`pipe connections test`; e.g. a
+    /// table name). The default: none.
+    fn probe(&self, keys: &[&str]) -> Vec<(&'static str, &'static str)> {
+        let _ = keys;
+        Vec::new()
     }
 }
 
@@ -102,6 +122,7 @@ trait ErasedSource: Send + Sync {
     fn description(&self) -> &'static str;
     fn build(&self, section: Section<'_>, ctx: &BuildContext) -> Result<Arc<dyn Source>>;
     fn sample(&self, own: Option<&toml::Table>, sample: &Path) -> Option<toml::Table>;
+    fn probe(&self, keys: &[&str]) -> Vec<(&'static str, &'static str)>;
 }
 
 impl<F: SourceFactory> ErasedSource for F {
@@ -114,13 +135,18 @@ impl<F: SourceFactory> ErasedSource for F {
     fn sample(&self, own: Option<&toml::Table>, sample: &Path) -> Option<toml::Table> {
         SourceFactory::sample(self, own, sample)
     }
+    fn probe(&self, keys: &[&str]) -> Vec<(&'static str, &'static str)> {
+        SourceFactory::probe(self, keys)
+    }
 }
 
 trait ErasedDestination: Send + Sync {
     fn description(&self) -> &'static str;
     fn modes(&self) -> &'static [WriteMode];
+    fn mode_hint(&self, mode: WriteMode) -> Option<&'static str>;
     fn build(&self, section: Section<'_>, ctx: &BuildContext) -> Result<Arc<dyn Destination>>;
     fn locate(&self, location: &str) -> Result<Arc<dyn Destination>>;
+    fn probe(&self, keys: &[&str]) -> Vec<(&'static str, &'static str)>;
 }
 
 impl<F: DestinationFactory> ErasedDestination for F {
@@ -130,6 +156,9 @@ impl<F: DestinationFactory> ErasedDestination for F {
     fn modes(&self) -> &'static [WriteMode] {
         DestinationFactory::modes(self)
     }
+    fn mode_hint(&self, mode: WriteMode) -> Option<&'static str> {
+        DestinationFactory::mode_hint(self, mode)
+    }
     fn build(&self, section: Section<'_>, ctx: &BuildContext) -> Result<Arc<dyn Destination>> {
         build_section(section, |config| {
             DestinationFactory::build(self, config, ctx)
@@ -137,6 +166,9 @@ impl<F: DestinationFactory> ErasedDestination for F {
     }
     fn locate(&self, location: &str) -> Result<Arc<dyn Destination>> {
         DestinationFactory::locate(self, location)
+    }
+    fn probe(&self, keys: &[&str]) -> Vec<(&'static str, &'static str)> {
+        DestinationFactory::probe(self, keys)
     }
 }
 
@@ -301,6 +333,27 @@ impl Registry {
 
     pub(crate) fn destination_modes(&self, kind: &str) -> Option<&'static [WriteMode]> {
         Some(self.destinations.get(kind)?.modes())
+    }
+
+    /// The keys that make a connection of type `kind` testable, and whether `kind` is a
+    /// destination (else a source); `None`: no such type.
+    pub(crate) fn probe(
+        &self,
+        kind: &str,
+        keys: &[&str],
+    ) -> Option<(bool, Vec<(&'static str, &'static str)>)> {
+        if let Some(d) = self.destinations.get(kind) {
+            return Some((true, d.probe(keys)));
+        }
+        self.sources.get(kind).map(|s| (false, s.probe(keys)))
+    }
+
+    pub(crate) fn destination_mode_hint(
+        &self,
+        kind: &str,
+        mode: WriteMode,
+    ) -> Option<&'static str> {
+        self.destinations.get(kind)?.mode_hint(mode)
     }
 
     pub(crate) fn build_destination(

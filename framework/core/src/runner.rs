@@ -14,6 +14,7 @@ use backon::BackoffBuilder;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::config::ConfigFile;
 use crate::context::{RunContext, State, Window};
 use crate::destination::Destination;
 use crate::error::{Error, ErrorKind, Result};
@@ -27,6 +28,8 @@ use crate::summary::{RunProgress, RunStatus};
 #[derive(Debug)]
 pub struct Session {
     file: PathBuf,
+    /// The pipeline's text when it does not come from `file` (`pipe load`).
+    text: Option<ConfigFile>,
     registry: Registry,
     name: String,
     store: StateStore,
@@ -37,11 +40,24 @@ impl Session {
     /// Load `file` (to check it and learn its name and state store), open the store and take
     /// the pipeline's lease. Errors clearly if another runner holds it.
     pub async fn open(file: &Path, registry: &Registry) -> Result<Self> {
-        let pipeline = Pipeline::load(file, registry)?;
+        Self::open_config(ConfigFile::read(file)?, registry, false).await
+    }
+
+    /// [`Session::open`] for a pipeline given as text (`pipe load` builds one from URIs):
+    /// each run builds it from `config` again; `in_memory` keeps it from being re-read from
+    /// its path.
+    pub async fn open_config(
+        config: ConfigFile,
+        registry: &Registry,
+        in_memory: bool,
+    ) -> Result<Self> {
+        let file = config.path().to_path_buf();
+        let pipeline = Pipeline::from_file(&config, registry)?;
         let store = StateStore::open(&pipeline.state).await?;
         let lease = store.lease(&pipeline.name).await?;
         let session = Self {
-            file: file.to_path_buf(),
+            file,
+            text: in_memory.then_some(config),
             registry: registry.clone(),
             name: pipeline.name.clone(),
             store,
@@ -101,6 +117,14 @@ impl Session {
         Ok(())
     }
 
+    /// The pipeline, built afresh.
+    fn load(&self) -> Result<Pipeline> {
+        match &self.text {
+            Some(config) => Pipeline::from_file(config, &self.registry),
+            None => Pipeline::load(&self.file, &self.registry),
+        }
+    }
+
     /// The pipeline's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -113,7 +137,7 @@ impl Session {
 
     /// The committed state: the destination's where it keeps one, else the store's.
     pub async fn committed_state(&self) -> Result<State> {
-        let destination = Pipeline::load(&self.file, &self.registry)?.destination;
+        let destination = self.load()?.destination;
         let ctx = RunContext::new(self.name.clone());
         match destination.committed_state(&ctx).await? {
             Some(state) => Ok(state),
@@ -149,13 +173,13 @@ impl Session {
         cancel: &CancellationToken,
         progress: Arc<RunProgress>,
     ) -> Result<RunResult> {
-        let first = Pipeline::load(&self.file, &self.registry)?;
+        let first = self.load()?;
         let mut delays = backoff(&first.runtime);
         let mut pipeline = Some(first);
         loop {
             let p = match pipeline.take() {
                 Some(p) => p,
-                None => Pipeline::load(&self.file, &self.registry)?,
+                None => self.load()?,
             };
             let result = self
                 .run_once(p, window.clone(), cancel, progress.clone())

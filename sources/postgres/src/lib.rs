@@ -40,4 +40,13 @@ impl SourceFactory for PostgresFactory {
     fn build(&self, config: PostgresConfig, _ctx: &BuildContext) -> Result<Arc<dyn Source>> {
         Ok(Arc::new(PostgresSource::new(config)?))
     }
+
+    /// A connection without a table is tested with a trivial query.
+    fn probe(&self, keys: &[&str]) -> Vec<(&'static str, &'static str)> {
+        if keys.contains(&"table") || keys.contains(&"query") {
+            Vec::new()
+        } else {
+            vec![("query", "SELECT 1 AS reachable")]
+        }
+    }
 }

@@ -22,10 +22,12 @@ pub enum Dest {
     IcebergS3,
     /// Iceberg on the SQL catalog (SQLite) with its warehouse in Azure Blob Storage (Azurite).
     IcebergAzure,
+    /// Parquet files in a local directory (`type = "files"`), read by pyarrow.
+    Files,
 }
 
 impl Dest {
-    pub const ALL: [Dest; 9] = [
+    pub const ALL: [Dest; 10] = [
         Dest::DuckDb,
         Dest::Delta,
         Dest::Iceberg,
@@ -35,6 +37,7 @@ impl Dest {
         Dest::IcebergHive,
         Dest::IcebergS3,
         Dest::IcebergAzure,
+        Dest::Files,
     ];
 
     /// The Iceberg flavours.
@@ -61,7 +64,13 @@ impl Dest {
             Dest::IcebergHive => "iceberg-hive (Hive Metastore 2.3.9, local warehouse)",
             Dest::IcebergS3 => "iceberg-s3 (SQL catalog, warehouse in S3 on moto)",
             Dest::IcebergAzure => "iceberg-azure (SQL catalog, warehouse in Azure on Azurite)",
+            Dest::Files => "files (Parquet in a local directory)",
         }
+    }
+
+    /// Whether it has `mode = "merge"` (files do not: the cases that merge skip it).
+    pub fn merges(self) -> bool {
+        self != Dest::Files
     }
 
     /// The namespace-qualified Iceberg table name.
@@ -85,6 +94,7 @@ impl Dest {
                 format!("type = \"duckdb\"\npath = \"db/pipe.duckdb\"\ntable = \"main.{table}\"")
             }
             Dest::Delta => format!("type = \"delta\"\npath = \"lake/{table}\""),
+            Dest::Files => format!("type = \"files\"\npath = \"files/{table}\""),
             Dest::Iceberg => format!(
                 "type = \"iceberg\"\ncatalog = {{ type = \"sql\", uri = \"sqlite://cat/catalog.db\", \
                  warehouse = \"wh\" }}\ntable = \"ns.{table}\""
@@ -120,7 +130,8 @@ impl Dest {
             | Dest::IcebergRest(_)
             | Dest::IcebergHive
             | Dest::IcebergS3
-            | Dest::IcebergAzure => Some(format!("partition_by = [\"{column}\"]")),
+            | Dest::IcebergAzure
+            | Dest::Files => Some(format!("partition_by = [\"{column}\"]")),
         }
     }
 
@@ -139,6 +150,7 @@ impl Dest {
                 format!("main.{table}"),
             ],
             Dest::Delta => vec!["delta".into(), format!("lake/{table}")],
+            Dest::Files => vec!["files".into(), format!("files/{table}")],
             Dest::Iceberg => vec![
                 "iceberg".into(),
                 "cat/catalog.db".into(),
@@ -226,6 +238,9 @@ impl Dest {
                 assert!(ok, "{v}");
                 v["history"].as_array().unwrap().len()
             }
+            Dest::Files => std::fs::read_dir(p.path().join(format!("files/{table}/_pipe/log")))
+                .map(|d| d.count())
+                .unwrap_or(0),
             Dest::Iceberg
             | Dest::IcebergRest(_)
             | Dest::IcebergHive

@@ -6,6 +6,7 @@
 //! is then deserialized into its typed, `deny_unknown_fields` struct by whoever owns it: the
 //! framework for `[metadata]`, a connector's factory for `[source]` and `[destination]`.
 
+pub mod connections;
 mod interpolate;
 mod mask;
 mod range;
@@ -291,6 +292,17 @@ impl<'a> Section<'a> {
                     Err(section.error(format!("expected a string, found {}", other.type_str())))
                 }
             },
+        }
+    }
+
+    /// Add the keys of `table` this table does not have (a named connection's).
+    pub(crate) fn insert_missing(&mut self, table: DeTable<'static>) {
+        if let DeValue::Table(own) = self.value.get_mut() {
+            for (key, value) in table {
+                if !own.contains_key(key.get_ref().as_ref()) {
+                    own.insert(key, value);
+                }
+            }
         }
     }
 
