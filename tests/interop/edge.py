@@ -163,8 +163,9 @@ def read(kind, args):
         from deltalake import DeltaTable
         return DeltaTable(args[0]).to_pyarrow_table()
     if kind == "files":
-        from filesdest import dataset
-        if not os.path.isdir(args[0]):
+        from filesdest import dataset, data_files
+        # no data file (no run yet, or a replace that emptied it): no rows
+        if not os.path.isdir(args[0]) or not data_files(args[0]):
             return pa.table({"id": pa.array([], pa.int64())})
         return dataset(args[0], "parquet").to_table()
     if kind == "iceberg":
