@@ -145,6 +145,21 @@ fn the_printed_pipeline_is_the_one_a_user_would_write() {
     )
     .unwrap();
     assert_eq!(parsed, expected, "{text}");
+    // a password is never printed or saved: it becomes an environment reference
+    let shown = p
+        .pipe(&[
+            "load",
+            "postgres://etl:hunter2@db/s?table=t",
+            "duckdb://w.duckdb",
+            "--print",
+        ])
+        .assert_ok();
+    assert!(
+        !shown.stdout.contains("hunter2") && shown.stdout.contains("etl:${PGPASSWORD}@db"),
+        "{}",
+        shown.stdout
+    );
+    shown.stderr_has("set PGPASSWORD");
     // `pipe init` writes the same pipeline with a guide in comments
     p.pipe(&[
         "init",

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use arrow_schema::SchemaRef;
+use arrow_schema::{Schema, SchemaRef};
 use pipe_framework::committed::state_to_commit;
 use pipe_framework::{Error, Result, RunContext, State, WriteMode};
 
@@ -93,6 +93,22 @@ impl Plan {
                 .filter(|f| parts.contains(&f.partition))
                 .collect(),
         };
+        // another run (a sibling backfill window) may have added columns since this one
+        // prepared: the table's schema is the union, unless this run replaces every file
+        let schema = match (history.last(), &replaced) {
+            (Some(last), None | Some(Replaced::Partitions(_))) if last.schema != *self.schema => {
+                Schema::try_merge([last.schema.clone(), self.schema.as_ref().clone()]).map_err(
+                    |e| {
+                        Error::external(format!(
+                            "another run changed the table's columns incompatibly while this \
+                             one loaded: {e}; nothing was committed"
+                        ))
+                        .retryable()
+                    },
+                )?
+            }
+            _ => self.schema.as_ref().clone(),
+        };
         let entry = Entry {
             version: history.next_version(),
             timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -101,7 +117,7 @@ impl Plan {
             run_id: self.ctx.run_id.clone(),
             run_seq,
             format: self.format.clone(),
-            schema: self.schema.as_ref().clone(),
+            schema,
             partition_by: self.partition_by.clone(),
             replaced,
             added: self.added.clone(),

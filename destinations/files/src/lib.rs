@@ -104,6 +104,14 @@ impl FilesDestination {
             config.writers,
             parquet_compression,
         )?;
+        // publication copies each file server-side; S3's CopyObject takes at most 5 GiB
+        if location.local.is_none() && config.target_file_size_mb > 4096 {
+            return Err(Error::user(format!(
+                "target_file_size_mb = {}: on an object store files are published by a \
+                 server-side copy, which S3 limits to 5 GiB; use at most 4096",
+                config.target_file_size_mb
+            )));
+        }
         if config.format == Format::Csv && !config.csv.delimiter.is_ascii() {
             return Err(Error::user("csv.delimiter must be one ASCII character"));
         }

@@ -50,9 +50,13 @@ fn open_lock_file(path: &FsPath) -> Result<File> {
         .map_err(io(format!("opening {}", path.display())))
 }
 
-/// Take the lock on `path`, waiting for it; `Ok(None)` with `wait = false` if it is held.
+/// Take the lock on `path` (created if missing), waiting for it; `Ok(None)` with
+/// `wait = false` if it is held.
 fn lock(path: &FsPath, wait: bool) -> Result<Option<Lock>> {
-    let file = open_lock_file(path)?;
+    flock(open_lock_file(path)?, path, wait)
+}
+
+fn flock(file: File, path: &FsPath, wait: bool) -> Result<Option<Lock>> {
     let arg = if wait {
         FlockArg::LockExclusive
     } else {
@@ -78,13 +82,37 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 pub(crate) async fn stage(dirs: &LocalDirs, run_id: &str) -> Result<Lock> {
     let staging = dirs.work.join("staging");
     let (dir, lock_file) = (staging.join(run_id), staging.join(format!("{run_id}.lock")));
+    let (work, root) = (dirs.work.clone(), dirs.root.clone());
     blocking(move || {
+        // under the commit lock: a commit removing dead runs' staging never sees this run
+        // between its lock file and its lock
+        let _commit = lock(&work.join("lock"), true)?;
+        same_filesystem(&work, &root)?;
         let held = lock(&lock_file, false)?
             .ok_or_else(|| Error::internal(format!("run {} is staged twice", dir.display())))?;
         fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         Ok(held)
     })
     .await
+}
+
+/// Staged files are published by `rename` and a replace swaps directories: the work
+/// directory must be on the table directory's filesystem (not so when the table directory
+/// is a mount point).
+fn same_filesystem(work: &FsPath, root: &FsPath) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let device = |p: &FsPath| fs::metadata(p).map(|m| m.dev()).ok();
+    let table = root.ancestors().find_map(device);
+    if table.is_some() && device(work) != table {
+        return Err(Error::user(format!(
+            "{} is on another filesystem than {} (a mount point?): files are published by \
+             rename, so the table directory must be a directory inside a mount, not the mount \
+             itself",
+            root.display(),
+            work.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Remove the staging directory of a run that ends without a commit.
@@ -113,8 +141,13 @@ pub(crate) async fn commit(
     dirs: &LocalDirs,
     plan: &Plan,
 ) -> Result<Committed> {
-    let lock_file = dirs.work.join("lock");
-    let _lock = blocking(move || lock(&lock_file, true)).await?;
+    let (lock_file, dirs0) = (dirs.work.join("lock"), dirs.clone());
+    let _lock = blocking(move || {
+        let held = lock(&lock_file, true)?;
+        restore_root(&dirs0)?;
+        Ok(held)
+    })
+    .await?;
     let history = location.log().read().await?;
     let (dirs2, history2) = (dirs.clone(), history.clone());
     blocking(move || recover(&dirs2, &history2)).await?;
@@ -247,6 +280,26 @@ fn swap(next: &FsPath, root: &FsPath) -> Result<()> {
     Ok(())
 }
 
+/// Under the commit lock, before the log is read: a replace killed between the two renames of
+/// the fallback swap left the table directory moved aside; move it back.
+fn restore_root(dirs: &LocalDirs) -> Result<()> {
+    if dirs.root.exists() {
+        return Ok(());
+    }
+    let Ok(items) = fs::read_dir(&dirs.work) else {
+        return Ok(());
+    };
+    for item in items.flatten() {
+        let name = item.file_name().to_string_lossy().into_owned();
+        if name.starts_with("next-") && name.ends_with(".old") {
+            tracing::warn!(dir = %item.path().display(), "restoring the table directory a killed replace moved aside");
+            return fs::rename(item.path(), &dirs.root)
+                .map_err(io(format!("restoring {}", dirs.root.display())));
+        }
+    }
+    Ok(())
+}
+
 /// Under the commit lock: finish the last commit if it was killed while publishing, and
 /// remove what dead runs left in the work directory.
 pub(crate) fn recover(dirs: &LocalDirs, history: &History) -> Result<()> {
@@ -286,7 +339,14 @@ fn remove_dead_staging(staging: &FsPath) -> Result<()> {
     runs.dedup();
     for run in runs {
         let (dir, lock_file) = (staging.join(&run), staging.join(format!("{run}.lock")));
-        if let Some(_dead) = lock(&lock_file, false)? {
+        // a missing lock file: the run died before it locked (runs lock before they stage,
+        // under the commit lock this function runs under)
+        let dead = match OpenOptions::new().write(true).open(&lock_file) {
+            Ok(file) => flock(file, &lock_file, false)?.is_some(),
+            Err(e) if e.kind() == ErrorKind::NotFound => true,
+            Err(e) => return Err(io(format!("opening {}", lock_file.display()))(e)),
+        };
+        if dead {
             if dir.exists() {
                 tracing::info!(dir = %dir.display(), "removing files a killed run staged");
                 remove_dir(&dir);
@@ -297,15 +357,22 @@ fn remove_dead_staging(staging: &FsPath) -> Result<()> {
     Ok(())
 }
 
-/// Everything the work directory holds for dead runs, for `pipe table vacuum`.
-pub(crate) async fn vacuum(dirs: &LocalDirs) -> Result<Vec<String>> {
+/// `pipe table vacuum`: under the commit lock, finish an interrupted publication and remove
+/// what dead runs staged; the staging directories removed.
+pub(crate) async fn vacuum(location: &Location, dirs: &LocalDirs) -> Result<Vec<String>> {
+    let (lock_file, dirs0) = (dirs.work.join("lock"), dirs.clone());
+    let _lock = blocking(move || {
+        let held = lock(&lock_file, true)?;
+        restore_root(&dirs0)?;
+        Ok(held)
+    })
+    .await?;
+    let history = location.log().read().await?;
     let dirs = dirs.clone();
     blocking(move || {
-        let lock_file = dirs.work.join("lock");
-        let _lock = lock(&lock_file, true)?;
         let staging = dirs.work.join("staging");
         let before: Vec<String> = list_dirs(&staging);
-        remove_dead_staging(&staging)?;
+        recover(&dirs, &history)?;
         let after = list_dirs(&staging);
         Ok(before.into_iter().filter(|d| !after.contains(d)).collect())
     })

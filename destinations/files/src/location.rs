@@ -66,8 +66,11 @@ impl Location {
     }
 
     fn local(path: PathBuf, display: String) -> Result<Self> {
-        let root = std::path::absolute(&path)
+        // symlinks resolved: a replace swaps the directory itself, and one directory reached
+        // by two paths must have one work directory (one lock)
+        let absolute = std::path::absolute(&path)
             .map_err(|e| Error::user(format!("files destination {display}: {e}")))?;
+        let root = std::fs::canonicalize(&absolute).unwrap_or(absolute);
         let name = root
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

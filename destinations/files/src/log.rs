@@ -165,8 +165,26 @@ impl Log {
         Ok(History { entries })
     }
 
+    /// The entry numbered `version`, if there is one.
+    async fn get(&self, version: u64) -> Result<Option<Entry>> {
+        let path = self.entry_path(version);
+        let bytes = match self.store.get(&path).await {
+            Ok(got) => got
+                .bytes()
+                .await
+                .map_err(|e| store_error("reading the commit log", e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(store_error("reading the commit log", e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::user(format!("commit log entry {path} is not pipe's: {e}")))
+    }
+
     /// Create `entry` if no entry of its number exists: `Ok(false)` when another writer's
-    /// entry took the number first.
+    /// entry took the number first. A put whose outcome is unclear (a timeout, a retried
+    /// request answered "exists") is settled by reading the entry back: ours means committed;
+    /// absent after an error is "commit outcome unknown" (the put may still land).
     pub(crate) async fn create(&self, entry: &Entry) -> Result<bool> {
         let body = serde_json::to_vec_pretty(entry)
             .map_err(|e| Error::internal("encoding a commit log entry").with_source(e))?;
@@ -174,17 +192,33 @@ impl Log {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        match (self.store)
+        let put = (self.store)
             .put_opts(
                 &self.entry_path(entry.version),
                 PutPayload::from(body),
                 options,
             )
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(store_error("writing the commit log", e)),
+            .await;
+        let failure = match put {
+            Ok(_) => return Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => None,
+            Err(e) => Some(e),
+        };
+        match self.get(entry.version).await {
+            Ok(Some(found)) => Ok(found.run_id == entry.run_id),
+            Ok(None) if failure.is_none() => Ok(false),
+            Ok(None) | Err(_) => {
+                let err = match failure {
+                    Some(e) => store_error("writing the commit log", e),
+                    None => Error::external("the commit log entry vanished after the put"),
+                };
+                Err(err
+                    .context(format!(
+                        "commit log entry {} may or may not have been written",
+                        entry.version
+                    ))
+                    .commit_unknown())
+            }
         }
     }
 }

@@ -117,7 +117,7 @@ impl TableOperations for FilesDestination {
             return Ok(report);
         }
         match &self.location.local {
-            Some(dirs) => report.deleted = crate::local::vacuum(dirs).await?,
+            Some(dirs) => report.deleted = crate::local::vacuum(&self.location, dirs).await?,
             None => {
                 let history = self.location.log().read().await?;
                 crate::remote::recover(&self.location, &history).await?;

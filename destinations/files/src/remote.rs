@@ -7,7 +7,7 @@
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use pipe_framework::Result;
+use pipe_framework::{Error, Result};
 
 use crate::location::{Location, join};
 use crate::log::{DataFile, Entry, History, store_error};
@@ -47,11 +47,18 @@ pub(crate) async fn publish(
     for file in &entry.added {
         let (from, to) = (staged(location, entry, file)?, location.file(&file.path)?);
         if exists(store, &from).await? {
-            store
-                .copy(&from, &to)
-                .await
-                .map_err(|e| store_error("publishing a data file", e))?;
+            match store.copy(&from, &to).await {
+                Ok(()) => {}
+                // another writer finishing this publication moved it meanwhile
+                Err(object_store::Error::NotFound { .. }) if exists(store, &to).await? => {}
+                Err(e) => return Err(store_error("publishing a data file", e)),
+            }
             staged_files.push(from);
+        } else if !exists(store, &to).await? {
+            return Err(Error::external(format!(
+                "commit {} names {}, which is neither staged nor published",
+                entry.version, file.path
+            )));
         }
     }
     let added: std::collections::HashSet<&str> =
@@ -97,8 +104,8 @@ pub(crate) async fn recover(location: &Location, history: &History) -> Result<()
     publish(location, last, &removed).await
 }
 
-/// Delete staged files older than `older_than` (left by runs that died before their commit);
-/// their paths.
+/// Delete what runs that died before their commit staged: every staged file of a run whose
+/// newest staged file is older than `older_than` (a live run keeps adding files). Their paths.
 pub(crate) async fn vacuum(
     location: &Location,
     older_than: chrono::DateTime<chrono::Utc>,
@@ -110,17 +117,33 @@ pub(crate) async fn vacuum(
         .join(crate::log::PIPE_DIR)
         .join("staging");
     let store = location.store.as_ref();
-    let old: Vec<Path> = store
+    let listed: Vec<object_store::ObjectMeta> = store
         .list(Some(&prefix))
-        .try_filter(|m| std::future::ready(m.last_modified < older_than))
-        .map_ok(|m| m.location)
         .try_collect()
         .await
         .map_err(|e| store_error("listing staged files", e))?;
-    let mut deleted = Vec::with_capacity(old.len());
-    for path in old {
-        delete(store, &path).await?;
-        deleted.push(path.to_string());
+    let run_of = |path: &Path| {
+        path.prefix_match(&prefix)
+            .and_then(|mut parts| parts.next())
+            .map(|part| part.as_ref().to_string())
+    };
+    let mut newest: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> =
+        std::collections::HashMap::new();
+    for meta in &listed {
+        if let Some(run) = run_of(&meta.location) {
+            let t = newest.entry(run).or_insert(meta.last_modified);
+            *t = (*t).max(meta.last_modified);
+        }
+    }
+    let mut deleted = Vec::new();
+    for meta in listed {
+        let dead = run_of(&meta.location)
+            .and_then(|run| newest.get(&run))
+            .is_some_and(|t| *t < older_than);
+        if dead {
+            delete(store, &meta.location).await?;
+            deleted.push(meta.location.to_string());
+        }
     }
     Ok(deleted)
 }

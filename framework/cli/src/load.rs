@@ -43,14 +43,17 @@ pub(crate) struct LoadArgs {
 
 impl LoadArgs {
     /// The pipeline file's text for these arguments, with a comment saying where it came
-    /// from; `guide` (the file being written, `pipe init`) adds a commented guide.
+    /// from; `guide` (the file being written, `pipe init`) adds a commented guide. `shown`:
+    /// the text is printed or saved, so URL passwords become `${PGPASSWORD}` /
+    /// `${PIPE_DESTINATION_PASSWORD}` references (with a note on stderr).
     pub(crate) fn pipeline_text(
         &self,
         command: &str,
         guide: Option<&Path>,
+        shown: bool,
     ) -> Result<String, Error> {
         let connections = Connections::global()?;
-        let (source, default_name) =
+        let (mut source, default_name) =
             uri::source(&self.source, self.cursor.as_deref(), connections)?;
         let mut destination = uri::destination(
             &self.destination,
@@ -64,6 +67,16 @@ impl LoadArgs {
         if let Some(keys) = &self.merge_keys {
             let keys = keys.split(',').map(|k| Value::String(k.trim().to_string()));
             destination.insert("merge_keys".into(), Value::Array(keys.collect()));
+        }
+        if shown {
+            for (table, var) in [
+                (&mut source, "PGPASSWORD"),
+                (&mut destination, "PIPE_DESTINATION_PASSWORD"),
+            ] {
+                if uri::hide_passwords(table, var) {
+                    err!("note: the password is not written; set {var} when this pipeline runs");
+                }
+            }
         }
         let name = self.name.clone().unwrap_or(default_name);
         let mut text = format!(
@@ -122,14 +135,14 @@ pub(crate) async fn load(
     json: bool,
     no_progress: bool,
 ) -> Result<ExitCode, Error> {
-    let text = args.pipeline_text("load", None)?;
     if print {
-        out!("{}", text.trim_end());
+        out!("{}", args.pipeline_text("load", None, true)?.trim_end());
         return Ok(ExitCode::SUCCESS);
     }
+    let text = args.pipeline_text("load", None, false)?;
     let path = match save {
         Some(path) => {
-            write_new(path, &text, true)?;
+            write_new(path, &args.pipeline_text("load", None, true)?, true)?;
             path.to_path_buf()
         }
         None => PathBuf::from("<pipe load>.toml"),
@@ -143,7 +156,7 @@ pub(crate) async fn load(
 
 /// `pipe init`: write a commented starter pipeline.
 pub(crate) fn init(args: &LoadArgs, output: &Path, force: bool) -> Result<ExitCode, Error> {
-    let text = args.pipeline_text("init", Some(output))?;
+    let text = args.pipeline_text("init", Some(output), true)?;
     write_new(output, &text, force)?;
     out!("wrote {}", output.display());
     Ok(ExitCode::SUCCESS)

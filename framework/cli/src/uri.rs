@@ -171,8 +171,25 @@ pub(crate) fn destination(
     let mut t = Table::new();
     if let Some((conn, rest)) = connection(uri, connections) {
         t.insert("connection".into(), string(conn));
-        if let Some(name) = table.or(rest) {
-            t.insert("table".into(), string(name));
+        let c = connections.get(conn);
+        match c.and_then(|c| c.kind()).unwrap_or("") {
+            // a directory: `lake:orders` is a directory under the connection's
+            "files" | "delta" => {
+                if let Some(sub) = rest {
+                    let base = c.and_then(|c| c.string("path")).unwrap_or("");
+                    let path = format!("{}/{sub}", base.trim_end_matches('/'));
+                    t.insert("path".into(), string(path));
+                }
+            }
+            kind => {
+                let default = if kind == "duckdb" {
+                    format!("main.{default_name}")
+                } else {
+                    format!("default.{default_name}")
+                };
+                let name = table.or(rest).map_or(default, str::to_string);
+                t.insert("table".into(), string(name));
+            }
         }
         return Ok(t);
     }
@@ -184,6 +201,14 @@ pub(crate) fn destination(
     };
     let rest = &uri[scheme.len() + 3..];
     let (kind, store) = scheme.split_once('+').unwrap_or((scheme, ""));
+    if kind == "duckdb" && !store.is_empty() {
+        return Err(bad(
+            WHICH,
+            uri,
+            "DuckDB databases are local files",
+            DESTINATIONS,
+        ));
+    }
     match kind {
         "duckdb" => {
             let (path, pairs) = split_query(WHICH, rest, &["table"])?;
@@ -271,6 +296,31 @@ pub(crate) fn destination(
         }
     }
     Ok(t)
+}
+
+/// `table` (a pipeline section) with the password of every URL value replaced by a
+/// reference to the environment variable `var` (`postgres://etl:${PGPASSWORD}@db/sales`):
+/// what is printed or saved never holds the secret. Whether one was replaced.
+pub(crate) fn hide_passwords(table: &mut Table, var: &str) -> bool {
+    let mut hid = false;
+    for (_, value) in table.iter_mut() {
+        match value {
+            Value::String(text) => {
+                if let Ok(mut url) = Url::parse(text.as_str())
+                    && url.password().is_some()
+                    && url.set_password(Some("PIPE_SECRET_MARK")).is_ok()
+                {
+                    *text = url
+                        .as_str()
+                        .replacen("PIPE_SECRET_MARK", &format!("${{{var}}}"), 1);
+                    hid = true;
+                }
+            }
+            Value::Table(inner) => hid |= hide_passwords(inner, var),
+            _ => {}
+        }
+    }
+    hid
 }
 
 /// `public.orders` → `orders`.

@@ -71,9 +71,10 @@ pub async fn connection(registry: &Registry, name: &str) -> Result<String> {
     } else {
         "source"
     };
-    let mut text = format!("[{section}]\nconnection = {name:?}\n");
+    let quote = |v: &str| toml::Value::String(v.to_string()).to_string();
+    let mut text = format!("[{section}]\nconnection = {}\n", quote(name));
     for (key, value) in probe {
-        text.push_str(&format!("{key} = {value:?}\n"));
+        text.push_str(&format!("{key} = {}\n", quote(value)));
     }
     let file = ConfigFile::new(format!("<connection {name}>"), text);
     let mut root = file.parse()?;
@@ -81,7 +82,10 @@ pub async fn connection(registry: &Registry, name: &str) -> Result<String> {
         .take(section)
         .ok_or_else(|| Error::internal("the probe section"))?;
     crate::config::connections::apply(&mut section)?;
-    section.take_str("type")?;
+    // what the pipeline takes for itself, not the connector (a connection may hold them)
+    for key in ["type", "mode", "merge_keys", "allow_empty"] {
+        section.take(key);
+    }
     let ctx = BuildContext {
         pipeline_file: connection.file.clone(),
         pipeline: format!("connection-{name}"),

@@ -31,7 +31,12 @@ pub struct Connection {
 impl Connection {
     /// Its `type`, if it has one.
     pub fn kind(&self) -> Option<&str> {
-        self.table.get("type").and_then(|v| v.get_ref().as_str())
+        self.string("type")
+    }
+
+    /// The text of its string key `key` as written (`${ENV}` references unresolved).
+    pub fn string(&self, key: &str) -> Option<&str> {
+        self.table.get(key).and_then(|v| v.get_ref().as_str())
     }
 
     /// Its keys with their values as TOML text, secrets masked (`pipe connections list`).
