@@ -52,7 +52,7 @@ con.sql(f"COPY (SELECT * FROM pg.public.{sys.argv[2]}) TO '{sys.argv[3]}' "
 CHECK = """
 import duckdb, sys
 print(duckdb.sql(f"SELECT count(*), sum(o_orderkey), sum(o_totalprice), sum(length(o_comment)) "
-                 f"FROM read_parquet('{sys.argv[1]}/**/*.parquet')").fetchone())
+                 f"FROM read_parquet('{sys.argv[1]}/**/*.parquet')").fetchall()[0])
 """
 
 
