@@ -135,19 +135,25 @@ fn remove_dir(dir: &FsPath) {
     }
 }
 
+/// Wait for the commit lock; then put back a table directory a killed replace moved aside,
+/// before anyone reads the log.
+async fn commit_lock(dirs: &LocalDirs) -> Result<Option<Lock>> {
+    let dirs = dirs.clone();
+    blocking(move || {
+        let held = lock(&dirs.work.join("lock"), true)?;
+        restore_root(&dirs)?;
+        Ok(held)
+    })
+    .await
+}
+
 /// Commit `plan` into the local directory `dirs`.
 pub(crate) async fn commit(
     location: &Location,
     dirs: &LocalDirs,
     plan: &Plan,
 ) -> Result<Committed> {
-    let (lock_file, dirs0) = (dirs.work.join("lock"), dirs.clone());
-    let _lock = blocking(move || {
-        let held = lock(&lock_file, true)?;
-        restore_root(&dirs0)?;
-        Ok(held)
-    })
-    .await?;
+    let _lock = commit_lock(dirs).await?;
     let history = location.log().read().await?;
     let (dirs2, history2) = (dirs.clone(), history.clone());
     blocking(move || recover(&dirs2, &history2)).await?;
@@ -360,13 +366,7 @@ fn remove_dead_staging(staging: &FsPath) -> Result<()> {
 /// `pipe table vacuum`: under the commit lock, finish an interrupted publication and remove
 /// what dead runs staged; the staging directories removed.
 pub(crate) async fn vacuum(location: &Location, dirs: &LocalDirs) -> Result<Vec<String>> {
-    let (lock_file, dirs0) = (dirs.work.join("lock"), dirs.clone());
-    let _lock = blocking(move || {
-        let held = lock(&lock_file, true)?;
-        restore_root(&dirs0)?;
-        Ok(held)
-    })
-    .await?;
+    let _lock = commit_lock(dirs).await?;
     let history = location.log().read().await?;
     let dirs = dirs.clone();
     blocking(move || {
