@@ -20,22 +20,11 @@ import shutil
 import subprocess
 import sys
 
-from pg_bench import CREATE, PG_URL, psql, run
+from pg_bench import CREATE, PG_URL, PIPELINE, psql, run
 
 DUCK_VENV = "/var/tmp/pipe-duckdb14"
 
-PIPELINE = """
-name = "files_bench"
-[source]
-type = "postgres"
-url = "{url}"
-table = "{t}"
-parallelism = {par}
-[destination]
-type = "files"
-path = "{out}"
-mode = "replace"
-"""
+FILES = 'type = "files"\npath = "{out}"\nmode = "replace"'
 
 DUCK_EXPORT = """
 import glob, os, sys, duckdb
@@ -95,7 +84,7 @@ def main():
             toml = os.path.join(a.work, f"files_{n}_{par}.toml")
             if kind == "pipe":
                 with open(toml, "w") as f:
-                    f.write(PIPELINE.format(url=PG_URL, t=t, par=par, out=out))
+                    f.write(PIPELINE.format(url=PG_URL, t=t, par=par, dest=FILES.format(out=out)))
             timings = []
             for _ in range(a.repeat):
                 if kind == "psql":

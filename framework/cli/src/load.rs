@@ -88,11 +88,11 @@ impl LoadArgs {
             text.push_str(&GUIDE.replace("THIS_FILE", &file.display().to_string()));
         }
         text.push_str(&format!("name = {}\n\n", Value::String(name)));
-        text.push_str(&section("source", &source)?);
+        text.push_str(&section("source", &source));
         if guide.is_some() {
             text.push_str(CONTRACT_GUIDE);
         }
-        text.push_str(&section("destination", &destination)?);
+        text.push_str(&section("destination", &destination));
         Ok(text)
     }
 }
@@ -115,7 +115,7 @@ const CONTRACT_GUIDE: &str =
 ";
 
 /// `[name]` and its keys, nested tables inline (`catalog = { type = "sql", … }`).
-fn section(name: &str, table: &Table) -> Result<String, Error> {
+fn section(name: &str, table: &Table) -> String {
     let mut text = format!("[{name}]\n");
     // `type` first, as a person writes it
     let first = table.get_key_value("type").into_iter();
@@ -123,7 +123,7 @@ fn section(name: &str, table: &Table) -> Result<String, Error> {
         text.push_str(&format!("{key} = {value}\n"));
     }
     text.push('\n');
-    Ok(text)
+    text
 }
 
 /// `pipe load`: build the pipeline, optionally save it, and run it as `pipe run` would.
