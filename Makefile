@@ -81,7 +81,7 @@ $(PIPE_VENV)/.ready: tests/requirements.txt
 	$(PIPE_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
-## bench: release build; CSV → DuckDB vs read_csv, Postgres → DuckDB vs psql COPY, Parquet → Iceberg vs DuckDB and pyiceberg, Parquet → Delta vs python deltalake, clustered vs round-robin merges and Iceberg compaction, the REST catalog, a Hive Metastore and an S3 warehouse against the SQL catalog, registering and relocating 10,000 files, Postgres → Parquet files vs psql COPY and DuckDB's postgres export (not part of check)
+## bench: release build; CSV → DuckDB vs read_csv, Postgres → DuckDB vs psql COPY, Parquet → Iceberg vs DuckDB and pyiceberg, Parquet → Delta vs python deltalake, clustered vs round-robin merges and Iceberg compaction, the REST catalog, a Hive Metastore and an S3 warehouse against the SQL catalog, registering and relocating 10,000 files, Postgres → Parquet files vs psql COPY and DuckDB's postgres export, one backfill by 1, 2 and 4 `pipe worker`s vs one `pipe run` (not part of check)
 bench: venv pg-setup hms-jars
 	cargo build --release -p pipe-cli
 	$(PIPE_PYTHON) tests/bench/bench.py $(CARGO_TARGET_DIR)/release/pipe
@@ -94,6 +94,7 @@ bench: venv pg-setup hms-jars
 	$(PIPE_PYTHON) tests/bench/files_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/relocate_bench.py $(CARGO_TARGET_DIR)/release/pipe
 	$(PIPE_PYTHON) tests/bench/http_bench.py $(CARGO_TARGET_DIR)/release/pipe
+	$(PIPE_PYTHON) tests/bench/workers_bench.py $(CARGO_TARGET_DIR)/release/pipe
 
 ## run: the main job on the embedded default
 run:

@@ -145,6 +145,15 @@ impl Destination for DuckDbDestination {
         .map_err(Error::from)
     }
 
+    fn many_writers(&self) -> Result<()> {
+        Err(Error::user(format!(
+            "{} is one DuckDB file, which one process at a time can write: work units cannot \
+             be spread over worker processes; run `pipe backfill --parallel N` in one process \
+             instead",
+            self.describe()
+        )))
+    }
+
     fn operations(&self) -> Option<&dyn TableOperations> {
         Some(self)
     }

@@ -13,8 +13,10 @@ mod iceberg;
 mod inspect;
 mod load;
 mod ops;
+mod signals;
 mod table;
 mod uri;
+mod workers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use pipe_framework::runner::Session;
 use pipe_framework::{Error, ErrorKind, Pipeline, Registry, RunProgress, RunStatus};
+pub(crate) use signals::cancel_on_signal;
 use tokio_util::sync::CancellationToken;
 
 /// The registry of every connector compiled into this binary (each behind a cargo feature).
@@ -151,6 +154,22 @@ enum Command {
         /// Windows loaded at the same time.
         #[arg(long, default_value_t = 1)]
         parallel: usize,
+        /// Register the windows as work units in the state store for `pipe worker`s on any
+        /// host; with a number, also start that many workers here and wait for them.
+        #[arg(long, num_args = 0..=1, default_missing_value = "0", conflicts_with = "parallel")]
+        workers: Option<usize>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Claim a pipeline's work units (`pipe backfill --workers`) from its state store and run
+    /// them, one atomic run each, until none is left; any number may run on any hosts.
+    Worker {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Keep waiting for new units when none is left, until stopped (SIGTERM).
+        #[arg(long)]
+        wait: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -335,12 +354,25 @@ async fn dispatch(command: Command, registry: Registry) -> Result<ExitCode, Erro
             to,
             step,
             parallel,
+            workers,
             json,
         } => {
             let cancel = CancellationToken::new();
             cancel_on_signal(cancel.clone());
             let range = ops::Range { from, to, step };
-            ops::backfill(&pipeline, &registry, &range, parallel, json, cancel).await
+            match workers {
+                Some(n) => workers::backfill(&pipeline, &registry, &range, n, json, cancel).await,
+                None => ops::backfill(&pipeline, &registry, &range, parallel, json, cancel).await,
+            }
+        }
+        Command::Worker {
+            pipeline,
+            wait,
+            json,
+        } => {
+            let cancel = CancellationToken::new();
+            cancel_on_signal(cancel.clone());
+            workers::work(&pipeline, &registry, wait, json, cancel).await
         }
         Command::Status {
             pipeline,
@@ -388,45 +420,6 @@ async fn dispatch(command: Command, registry: Registry) -> Result<ExitCode, Erro
             .await?;
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-/// Cancel `token` on Ctrl-C or SIGTERM; on a second signal, exit at once (status 130). Either
-/// way nothing uncommitted lands: the next run reconciles an interrupted commit from the
-/// destination's ledger.
-pub(crate) fn cancel_on_signal(token: CancellationToken) {
-    tokio::spawn(async move {
-        if !interrupted().await {
-            return;
-        }
-        tracing::warn!(
-            "interrupted: cancelling (nothing is committed unless a commit had already begun); \
-             interrupt again to exit now"
-        );
-        token.cancel();
-        if interrupted().await {
-            tracing::warn!("interrupted twice: exiting now");
-            std::process::exit(130);
-        }
-    });
-}
-
-/// Waits for Ctrl-C or SIGTERM; false if signals cannot be watched.
-async fn interrupted() -> bool {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            return false;
-        };
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.is_ok(),
-            r = term.recv() => r.is_some(),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.is_ok()
     }
 }
 

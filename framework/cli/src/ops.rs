@@ -168,6 +168,9 @@ struct Status {
     /// Where `state` was read.
     state_from: String,
     backfill_windows_done: usize,
+    /// Work units (`pipe backfill --workers`), if the pipeline has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    units: Option<pipe_framework::state::UnitsStatus>,
     runs: Vec<pipe_framework::state::LedgerEntry>,
 }
 
@@ -206,6 +209,7 @@ pub(crate) async fn status(
             .collect(),
         state_from,
         backfill_windows_done: windows,
+        units: store.units_status(&pipeline.name).await?,
         runs: store.runs(&pipeline.name, runs).await?,
     };
     if json {
@@ -219,6 +223,9 @@ pub(crate) async fn status(
             status.backfill_windows_done,
             &status.runs,
         );
+        if let Some(units) = &status.units {
+            crate::workers::print_units(units);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -23,30 +23,28 @@ use crate::runtime::LAST_RUN_KEY;
 /// the table now) and `changes` (this run's, [`crate::CommitRequest::state`]); or why the
 /// commit must not happen.
 pub fn state_to_commit(ctx: &RunContext, current: &State, changes: &State) -> Result<State> {
+    // A window the table holds is never committed again, whatever this run saw at its start
+    // (a worker can claim a unit whose earlier worker committed it and died before recording).
+    if let Some(window) = &ctx.window
+        && let Some(by) = current.get(&window.state_key())
+    {
+        return Err(Error::user(format!(
+            "backfill window {}..{} of pipeline `{}` was committed by run {by} while this run \
+             loaded it; nothing was committed",
+            window.start, window.end, ctx.pipeline
+        )));
+    }
     let last_seen = ctx.committed.get(LAST_RUN_KEY);
     let last_now = current.get(LAST_RUN_KEY);
-    if last_seen != last_now {
+    if last_seen != last_now && ctx.window.is_none() {
         let other = last_now.map_or("another run", String::as_str);
-        match &ctx.window {
-            Some(window) => {
-                if let Some(by) = current.get(&window.state_key()) {
-                    return Err(Error::user(format!(
-                        "backfill window {}..{} of pipeline `{}` was committed by run {by} \
-                         while this run loaded it; nothing was committed",
-                        window.start, window.end, ctx.pipeline
-                    )));
-                }
-            }
-            None => {
-                return Err(Error::external(format!(
-                    "another run of pipeline `{}` (run {other}) committed after this run read \
-                     its state, so this run's position may be stale; nothing was committed \
-                     (a retry starts from the new state)",
-                    ctx.pipeline
-                ))
-                .retryable());
-            }
-        }
+        return Err(Error::external(format!(
+            "another run of pipeline `{}` (run {other}) committed after this run read its \
+             state, so this run's position may be stale; nothing was committed (a retry starts \
+             from the new state)",
+            ctx.pipeline
+        ))
+        .retryable());
     }
     let mut state = current.clone();
     state.extend(changes.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -110,5 +108,8 @@ mod tests {
         assert_eq!(out.get("backfill.0..10").map(String::as_str), Some("r1"));
         let done = state(&[(LAST_RUN_KEY, "r3"), ("backfill.0..10", "r3")]);
         assert!(state_to_commit(&c, &done, &mine).is_err());
+        // Also when this run saw the window committed at its start (a reclaimed work unit).
+        let seen = ctx(done.clone(), Some(w("0", "10")));
+        assert!(state_to_commit(&seen, &done, &mine).is_err());
     }
 }

@@ -142,6 +142,13 @@ pub trait Destination: Send + Sync + Debug {
     /// sink staging this run. Nothing is visible to readers until [`Sink::commit`].
     async fn prepare(&self, req: PrepareRequest) -> Result<Box<dyn Sink>>;
 
+    /// Whether runs in several processes (`pipe worker`s on many hosts) can commit to this
+    /// table at once, each through the format's own concurrency control; `Err` says why not.
+    /// The default: they can.
+    fn many_writers(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The table operations (`pipe table history|inspect|optimize|vacuum|restore`) this
     /// destination offers. The default: none.
     fn operations(&self) -> Option<&dyn crate::operations::TableOperations> {

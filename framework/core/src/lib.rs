@@ -38,6 +38,7 @@ pub mod state;
 pub mod store;
 pub mod summary;
 pub mod types;
+pub mod worker;
 
 pub use channel::{BatchReceiver, BatchSender, ChannelStats, batch_channel};
 pub use context::{RunContext, State, Window};

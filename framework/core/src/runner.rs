@@ -43,6 +43,12 @@ impl Session {
         Self::open_config(ConfigFile::read(file)?, registry, false).await
     }
 
+    /// [`Session::open`] for a worker (`pipe worker`): many processes share the pipeline, so
+    /// it takes no pipeline lease; each work unit has its own (`StateStore::claim_unit`).
+    pub async fn open_shared(file: &Path, registry: &Registry) -> Result<Self> {
+        Self::open_with(ConfigFile::read(file)?, registry, false, false).await
+    }
+
     /// [`Session::open`] for a pipeline given as text (`pipe load` builds one from URIs):
     /// each run builds it from `config` again; `in_memory` keeps it from being re-read from
     /// its path.
@@ -51,17 +57,29 @@ impl Session {
         registry: &Registry,
         in_memory: bool,
     ) -> Result<Self> {
+        Self::open_with(config, registry, in_memory, true).await
+    }
+
+    async fn open_with(
+        config: ConfigFile,
+        registry: &Registry,
+        in_memory: bool,
+        leased: bool,
+    ) -> Result<Self> {
         let file = config.path().to_path_buf();
         let pipeline = Pipeline::from_file(&config, registry)?;
         let store = StateStore::open(&pipeline.state).await?;
-        let lease = store.lease(&pipeline.name).await?;
+        let lease = match leased {
+            true => Some(store.lease(&pipeline.name).await?),
+            false => None,
+        };
         let session = Self {
             file,
             text: in_memory.then_some(config),
             registry: registry.clone(),
             name: pipeline.name.clone(),
             store,
-            lease: Some(lease),
+            lease,
         };
         let destination = pipeline.destination.clone();
         // The destination may be busy (another process holds a DuckDB file, a catalog is
@@ -118,7 +136,7 @@ impl Session {
     }
 
     /// The pipeline, built afresh.
-    fn load(&self) -> Result<Pipeline> {
+    pub fn load(&self) -> Result<Pipeline> {
         match &self.text {
             Some(config) => Pipeline::from_file(config, &self.registry),
             None => Pipeline::load(&self.file, &self.registry),
@@ -215,6 +233,11 @@ impl Session {
         ctx.committed = Arc::new(self.store.state(&self.name).await?);
         let kind = if window.is_some() { "backfill" } else { "run" };
         let bounds = window.as_ref().map(|w| (w.start.as_str(), w.end.as_str()));
+        // With the pipeline's lease, runs still marked `running` belonged to a runner that
+        // died. Workers share a pipeline without it: their units' leases settle that.
+        if self.lease.is_some() {
+            self.store.abandon_dead_runs(&self.name).await?;
+        }
         self.store
             .start_run(&self.name, &ctx.run_id, kind, bounds)
             .await?;

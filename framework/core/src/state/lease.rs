@@ -14,7 +14,7 @@ use tracing::warn;
 use super::{StateStore, host};
 use crate::error::{Error, Result};
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -30,7 +30,7 @@ fn proc_stat(pid: i64) -> Option<(char, i64)> {
 }
 
 /// This process's start time, to tell it from a later process that reuses its pid.
-fn own_start() -> i64 {
+pub(super) fn own_start() -> i64 {
     proc_stat(i64::from(std::process::id())).map_or(0, |(_, s)| s)
 }
 
@@ -41,7 +41,7 @@ pub(crate) fn alive(pid: i64) -> bool {
 }
 
 /// Like [`alive`], and started at `start` (0: any start): not a later process reusing the pid.
-fn alive_since(pid: i64, start: i64) -> bool {
+pub(super) fn alive_since(pid: i64, start: i64) -> bool {
     if !std::path::Path::new("/proc/self").exists() {
         return true;
     }

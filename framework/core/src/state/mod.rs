@@ -9,6 +9,10 @@
 mod lease;
 #[cfg(test)]
 mod tests;
+mod unit_status;
+mod units;
+#[cfg(test)]
+mod units_tests;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +25,8 @@ use crate::error::{Error, Result};
 use crate::secret::Secret;
 
 pub use lease::Lease;
+pub use unit_status::{RunningUnit, UnitsStatus, WorkerStats};
+pub use units::{Registered, Unit, UnitOutcome, WorkerId};
 
 /// `[state]`: where the state store lives.
 #[derive(Debug, Clone, Deserialize)]
@@ -129,9 +135,11 @@ pub struct StateStore {
     /// For messages: the file or `user@host/db`.
     location: String,
     lease_secs: u64,
+    /// PostgreSQL (else SQLite): the work-unit queue locks rows with `SKIP LOCKED` there.
+    postgres: bool,
 }
 
-const SCHEMA: [&str; 3] = [
+const SCHEMA: [&str; 4] = [
     "CREATE TABLE IF NOT EXISTS pipe_runs (run_id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, \
      kind TEXT NOT NULL, window_start TEXT, window_end TEXT, started_at TEXT NOT NULL, \
      ended_at TEXT, status TEXT NOT NULL, rows_read BIGINT NOT NULL DEFAULT 0, \
@@ -142,6 +150,7 @@ const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS pipe_leases (pipeline TEXT PRIMARY KEY, holder TEXT NOT NULL, \
      host TEXT NOT NULL, pid BIGINT NOT NULL, pid_start BIGINT NOT NULL DEFAULT 0, \
      expires_at BIGINT NOT NULL)",
+    units::SCHEMA,
 ];
 
 /// Columns added since the first release: a probe that fails when the column is missing, and
@@ -152,7 +161,16 @@ const UPGRADES: [(&str, &str); 1] = [(
 )];
 
 fn store_err(location: &str, what: &str, e: sqlx::Error) -> Error {
-    let retryable = matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut);
+    // Lost connections, PostgreSQL shutting down or restarting (SQLSTATE classes 08 and 57P:
+    // "connection exception", "operator intervention") and a busy SQLite file (5, 517
+    // SQLITE_BUSY_SNAPSHOT) pass: a retry can succeed.
+    let retryable = match &e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "5" || c == "517"),
+        _ => false,
+    };
     let err = Error::external(format!("state store {location}: {what}")).with_source(e);
     if retryable { err.retryable() } else { err }
 }
@@ -239,6 +257,7 @@ impl StateStore {
             pool,
             location,
             lease_secs: config.lease_secs.clamp(1, MAX_LEASE_SECS),
+            postgres: config.url.is_some(),
         })
     }
 
@@ -295,8 +314,7 @@ impl StateStore {
         Lease::acquire(self.clone(), pipeline, self.lease_secs).await
     }
 
-    /// Record a run as started. Runs of this pipeline still marked `running` belonged to a
-    /// runner that died (the caller holds the lease): they become `abandoned`.
+    /// Record a run as started.
     pub async fn start_run(
         &self,
         pipeline: &str,
@@ -304,7 +322,6 @@ impl StateStore {
         kind: &str,
         window: Option<(&str, &str)>,
     ) -> Result<()> {
-        self.abandon_dead_runs(pipeline).await?;
         sqlx::query(
             "INSERT INTO pipe_runs (run_id, pipeline, kind, window_start, window_end, started_at, \
              status, host, pid) VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8)",
@@ -324,11 +341,15 @@ impl StateStore {
     }
 
     /// Runs of `pipeline` still marked `running` whose process is gone become `abandoned`
-    /// (the caller holds the lease, so a run of another host cannot be running; one of this
-    /// host is alive if its process is — a parallel backfill's sibling windows are).
-    async fn abandon_dead_runs(&self, pipeline: &str) -> Result<()> {
+    /// (the caller holds the lease, so a run of another host cannot be running — except a
+    /// worker's run of a work unit, which its unit's lease settles; one of this host is alive
+    /// if its process is — a parallel backfill's sibling windows are).
+    pub async fn abandon_dead_runs(&self, pipeline: &str) -> Result<()> {
         let rows = sqlx::query(
-            "SELECT run_id, host, pid FROM pipe_runs WHERE pipeline = $1 AND status = 'running'",
+            "SELECT run_id, host, pid FROM pipe_runs WHERE pipeline = $1 AND status = 'running' \
+             AND NOT EXISTS (SELECT 1 FROM pipe_units u WHERE u.pipeline = pipe_runs.pipeline \
+             AND u.window_start = pipe_runs.window_start AND u.window_end = pipe_runs.window_end \
+             AND u.status = 'running')",
         )
         .bind(pipeline)
         .fetch_all(&self.pool)
