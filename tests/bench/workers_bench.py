@@ -6,9 +6,11 @@
 The source is pg_bench's TPC-H-like orders table (bench_orders_<rows>, kept for reruns); the
 state store is the same PostgreSQL; the destination a fresh local Delta table per run.
   - reference: one `pipe run` of the whole table (no windows, parallelism 1);
-  - `pipe backfill --workers` registering --units windows of o_orderkey, then 1, 2 and 4
-    `pipe worker` processes (wall time from registration to the last worker's exit; peak RSS
-    of the largest worker, from wait4);
+  - the same --units windows of o_orderkey by `pipe backfill --parallel 1` in one process
+    (what a window costs without coordination);
+  - `pipe backfill --workers` registering --units windows, then 1, 2 and 4 `pipe worker`
+    processes, and 4 workers on units five times larger (wall time from registration to the
+    last worker's exit; peak RSS of the largest worker, from wait4);
   - coordination overhead per unit: --overhead-units windows of a 1,000-row table into the
     null destination, once by `pipe backfill --parallel 1` in one process and once by one
     `pipe worker` — the difference per unit is what claiming, checking, renewing and
@@ -100,7 +102,6 @@ def main():
     t = f"bench_orders_{n}"
     psql(CREATE.format(t=t, n=n))
     want = psql(f"SELECT count(*) || '|' || sum(o_orderkey) FROM {t}")
-    step = -(-n // a.units)
     print(f"{'load (Postgres → Delta)':<36}{'rows':>10}{'seconds':>10}{'rows/s':>12}{'peak RSS':>12}")
 
     lake = os.path.join(a.work, "ref")
@@ -110,18 +111,30 @@ def main():
     check_delta(lake, want)
     print(f"{'pipe run (reference)':<36}{n:>10}{ref:>10.2f}{n / ref:>12,.0f}{rss:>9.0f} MiB")
 
-    for w in (1, 2, 4):
-        name = f"wb_w{w}"
+    # The same windows in one process: what a window costs without any coordination.
+    name = "wb_inproc_delta"
+    lake = os.path.join(a.work, name)
+    toml = pipeline(a.work, name, t, DELTA.format(path=lake))
+    forget(name)
+    seconds, rss = run([a.pipe, "backfill", toml, "--from", "1", "--to", str(n + 1), "--step",
+                        str(-(-n // a.units)), "--parallel", "1", "--json"])
+    check_delta(lake, want)
+    label = f"pipe backfill --parallel 1, {a.units} win"
+    print(f"{label:<36}{n:>10}{seconds:>10.2f}{n / seconds:>12,.0f}{rss:>9.0f} MiB"
+          f"  {ref / seconds:.2f}x")
+
+    for w, units in [(1, a.units), (2, a.units), (4, a.units), (4, a.units // 5)]:
+        name = f"wb_w{w}_{units}"
         lake = os.path.join(a.work, name)
         toml = pipeline(a.work, name, t, DELTA.format(path=lake))
         forget(name)
         start = time.monotonic()
-        run([a.pipe, "backfill", toml, "--from", "1", "--to", str(n + 1), "--step", str(step),
-             "--workers", "--json"])
+        run([a.pipe, "backfill", toml, "--from", "1", "--to", str(n + 1), "--step",
+             str(-(-n // units)), "--workers", "--json"])
         _, rss = workers(a.pipe, toml, w)
         seconds = time.monotonic() - start
         check_delta(lake, want)
-        label = f"{w} worker{'s' if w > 1 else ''}, {a.units} units"
+        label = f"{w} worker{'s' if w > 1 else ''}, {units} units"
         print(f"{label:<36}{n:>10}{seconds:>10.2f}{n / seconds:>12,.0f}{rss:>9.0f} MiB"
               f"  {ref / seconds:.2f}x")
     print(f"  checked by deltalake: count, sum(o_orderkey) = {want.replace('|', ', ')}")

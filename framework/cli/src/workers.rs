@@ -8,7 +8,7 @@ use std::time::Duration;
 use pipe_framework::backfill::windows;
 use pipe_framework::state::{StateStore, UnitsStatus};
 use pipe_framework::worker::{self, WorkerOptions};
-use pipe_framework::{Error, Pipeline, Registry};
+use pipe_framework::{Error, Registry};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +39,8 @@ pub(crate) async fn backfill(
     cancel: CancellationToken,
 ) -> Result<ExitCode, Error> {
     let planned = windows(&range.from, &range.to, &range.step)?;
-    let (pipeline, location, registered) = worker::register(file, registry, &planned).await?;
+    let (pipeline, store, registered) = worker::register(file, registry, &planned).await?;
+    let location = store.location().to_string();
     if !json {
         out!(
             "{pipeline}: {} windows, {} already committed; {} units registered now, {} before, \
@@ -51,7 +52,6 @@ pub(crate) async fn backfill(
             registered.retried
         );
     }
-    let store = open_store(file, registry).await?;
     let mut ok = true;
     if local == 0 {
         if !json {
@@ -206,11 +206,6 @@ pub(crate) async fn work(
     } else {
         ExitCode::FAILURE
     })
-}
-
-async fn open_store(file: &Path, registry: &Registry) -> Result<StateStore, Error> {
-    let pipeline = Pipeline::load(file, registry)?;
-    StateStore::open(&pipeline.state).await
 }
 
 fn progress_line(s: &UnitsStatus) -> String {

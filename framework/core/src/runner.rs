@@ -155,12 +155,7 @@ impl Session {
 
     /// The committed state: the destination's where it keeps one, else the store's.
     pub async fn committed_state(&self) -> Result<State> {
-        let destination = self.load()?.destination;
-        let ctx = RunContext::new(self.name.clone());
-        match destination.committed_state(&ctx).await? {
-            Some(state) => Ok(state),
-            None => self.store.state(&self.name).await,
-        }
+        committed_state(&self.load()?, &self.store).await
     }
 
     /// Run the pipeline once (or one backfill `window`), retrying transient failures.
@@ -288,6 +283,15 @@ impl Session {
             Some(lease) => lease.release().await,
             None => Ok(()),
         }
+    }
+}
+
+/// `pipeline`'s committed state: its destination's where it keeps one, else `store`'s.
+pub async fn committed_state(pipeline: &Pipeline, store: &StateStore) -> Result<State> {
+    let ctx = RunContext::new(pipeline.name.clone());
+    match pipeline.destination.committed_state(&ctx).await? {
+        Some(state) => Ok(state),
+        None => store.state(&pipeline.name).await,
     }
 }
 

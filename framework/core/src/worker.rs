@@ -420,26 +420,19 @@ where
     }
 }
 
-/// Register `planned` windows of `file`'s pipeline as work units in its state store.
+/// Register `planned` windows of `file`'s pipeline as work units in its state store; the
+/// pipeline's name, its store, and what registering did.
 pub async fn register(
     file: &Path,
     registry: &Registry,
     planned: &[crate::context::Window],
-) -> Result<(String, String, crate::state::Registered)> {
+) -> Result<(String, StateStore, crate::state::Registered)> {
     let pipeline = Pipeline::load(file, registry)?;
     check_splittable(&pipeline)?;
     let store = StateStore::open(&pipeline.state).await?;
-    let ctx = crate::context::RunContext::new(pipeline.name.clone());
-    let committed = match pipeline.destination.committed_state(&ctx).await? {
-        Some(state) => state,
-        None => store.state(&pipeline.name).await?,
-    };
+    let committed = crate::runner::committed_state(&pipeline, &store).await?;
     let registered = store
         .register_units(&pipeline.name, planned, &committed)
         .await?;
-    Ok((
-        pipeline.name.clone(),
-        store.location().to_string(),
-        registered,
-    ))
+    Ok((pipeline.name.clone(), store, registered))
 }
